@@ -1,0 +1,38 @@
+# Two commands for a fresh clone: `make demo` and `make test`. Each creates .venv if missing and
+# installs idempotently: the stamp file is keyed on the dependency list (setup.py) and this file.
+PYTHON ?= python3
+VENV ?= .venv
+# CPU wheel by default; on GPU machines: make test TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+KEY := $(shell cat setup.py Makefile | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.anvil-installed-$(KEY)
+BIN := $(VENV)/bin
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export WANDB_MODE ?= offline
+
+.PHONY: install demo test test-fast bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet --no-build-isolation "deepspeed>=0.16,<0.20"
+	$(BIN)/pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.anvil-installed-*
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m launch.demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --durations=15 tests
+
+bench: $(STAMP)
+	@for s in benchmarks/*.py; do echo "== $$s"; $(BIN)/python $$s || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,168 @@
+"""The training config tree: one dataclass per component, defaults here and nowhere else.
+
+`anvil train CONFIG.yaml key=value ...` fills `RunConfig` through `framework.configtree`; the
+resolved tree is printed by `--print-config` and saved as `RUN_DIR/config.yaml`. `validate()`
+methods check what one section can check alone; cross-section checks that need the world size
+live in `RunConfig.check_layout`, called before any process group or file is touched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from framework.configtree import ConfigError, dump_yaml, load
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["llama", "gpt2"] = "llama"
+    n_layers: int = 2
+    d_model: int = 64
+    n_heads: int = 4
+    n_kv_heads: Optional[int] = None  # grouped-query attention; None = n_heads
+    vocab_size: int = 384
+    seq_len: int = 128
+    ffn_hidden: Optional[int] = None  # None: 8/3 d (SwiGLU, rounded to 64) or 4 d (GELU)
+    tie_embeddings: bool = False
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    init_std: float = 0.02
+
+    def validate(self) -> None:
+        for name in ("n_layers", "d_model", "n_heads", "vocab_size", "seq_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config key 'model.{name}': must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"config key 'model.d_model': {self.d_model} is not divisible by model.n_heads={self.n_heads}")
+        kv = self.n_kv_heads or self.n_heads
+        if self.n_heads % kv:
+            raise ConfigError(
+                f"config key 'model.n_kv_heads': n_heads={self.n_heads} is not divisible by {kv}")
+        if self.arch == "llama" and (self.d_model // self.n_heads) % 2:
+            raise ConfigError(
+                f"config key 'model.n_heads': rotary embeddings need an even head size, got {self.d_model // self.n_heads}")
+
+
+@dataclass
+class ParallelConfig:
+    tensor: int = 1
+    pipeline: int = 1
+    zero_stage: int = 0
+    sequence_parallel: bool = False
+    activation_checkpointing: bool = False
+    timeout_s: float = 0.0  # collective timeout; 0 = 120 s on CPU (gloo), 1800 s on GPUs
+
+    def validate(self) -> None:
+        if self.tensor < 1 or self.pipeline < 1:
+            raise ConfigError(f"config key 'parallel': tensor and pipeline must be >= 1, got {self.tensor}, {self.pipeline}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"config key 'parallel.zero_stage': expected 0, 1, 2 or 3, got {self.zero_stage}")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    micro_batch_size: int = 8
+    global_batch_size: int = 8
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
+    wsd_decay_fraction: float = 0.2
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    log_interval: int = 10
+    checkpoint_interval: int = 100
+    keep_checkpoints: int = 2
+    eval_interval: int = 0  # 0: evaluate only at the end
+    eval_iters: int = 4
+    max_consecutive_skips: int = 5
+    spike_window: int = 50
+    spike_zscore: float = 6.0
+
+    def validate(self) -> None:
+        for name in ("steps", "micro_batch_size", "global_batch_size", "log_interval", "checkpoint_interval"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"config key 'train.{name}': must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"config key 'train.lr': must be positive, got {self.lr}")
+
+
+@dataclass
+class DataConfig:
+    paths: list[str] = field(default_factory=list)  # tokenized prefixes (PREFIX.bin / PREFIX.idx)
+    weights: list[float] = field(default_factory=list)  # blend weights; empty = proportional to size
+    tokenizer: Optional[str] = None  # tokenizer.json
+    split: str = "98,2,0"  # train, validation, test shares
+    cache_dir: Optional[str] = None  # index caches; default RUN_DIR/../.data_cache
+
+    def validate(self) -> None:
+        if self.weights and len(self.weights) != len(self.paths):
+            raise ConfigError(
+                f"config key 'data.weights': {len(self.weights)} weights for {len(self.paths)} data.paths")
+        if any(w < 0 for w in self.weights):
+            raise ConfigError(f"config key 'data.weights': weights must be >= 0, got {self.weights}")
+
+
+@dataclass
+class LoggingConfig:
+    wandb: bool = False
+    wandb_project: str = "anvil"
+    wandb_group: Optional[str] = None
+    tensorboard: bool = False
+    console: bool = True
+    peak_tflops: Optional[float] = None  # per device; None: looked up from the device name
+
+
+@dataclass
+class RunConfig:
+    seed: int = 1234
+    run_dir: str = "runs/default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def check_layout(self, world_size: int) -> int:
+        """Validate the layout against the world size; return the data-parallel size."""
+        p, m, t = self.parallel, self.model, self.train
+        model_par = p.tensor * p.pipeline
+        if world_size % model_par:
+            raise ConfigError(
+                f"config key 'parallel': world size {world_size} is not divisible by "
+                f"tensor x pipeline = {p.tensor} x {p.pipeline} = {model_par}")
+        dp = world_size // model_par
+        if m.n_heads % p.tensor:
+            raise ConfigError(f"config key 'parallel.tensor': model.n_heads={m.n_heads} is not divisible by {p.tensor}")
+        if (m.n_kv_heads or m.n_heads) % p.tensor:
+            raise ConfigError(f"config key 'parallel.tensor': model.n_kv_heads={m.n_kv_heads} is not divisible by {p.tensor}")
+        if m.vocab_size % p.tensor:
+            raise ConfigError(f"config key 'parallel.tensor': model.vocab_size={m.vocab_size} is not divisible by {p.tensor}")
+        if p.pipeline > m.n_layers:
+            raise ConfigError(
+                f"config key 'parallel.pipeline': {p.pipeline} stages for model.n_layers={m.n_layers} "
+                "(at least one layer per stage)")
+        if p.pipeline > 1 and p.zero_stage > 1:
+            raise ConfigError(
+                f"config key 'parallel.zero_stage': ZeRO-{p.zero_stage} with pipeline parallelism is not "
+                "supported by DeepSpeed (use zero_stage 0 or 1)")
+        per_step = t.micro_batch_size * dp
+        if t.global_batch_size % per_step:
+            raise ConfigError(
+                f"config key 'train.global_batch_size': {t.global_batch_size} is not divisible by "
+                f"micro_batch_size x data-parallel size = {t.micro_batch_size} x {dp} = {per_step}")
+        return dp
+
+
+def load_run_config(path: str | None, overrides: list[str] | None = None) -> RunConfig:
+    return load(RunConfig, path, overrides)
+
+
+__all__ = ["ModelConfig", "ParallelConfig", "TrainConfig", "DataConfig", "LoggingConfig", "RunConfig",
+           "load_run_config", "dump_yaml", "ConfigError"]
