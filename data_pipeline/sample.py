@@ -11,8 +11,10 @@ from __future__ import annotations
 import email
 import hashlib
 import importlib
+import importlib.util
 import inspect
 import json
+import pkgutil
 import sys
 import warnings
 from pathlib import Path
@@ -25,9 +27,24 @@ _SKIP_MODULES = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtled
 MIN_CHARS = 200
 
 
+def _stdlib_module_names() -> list[str]:
+    """Top-level stdlib modules plus the public submodules of stdlib packages (email.parser, ...)."""
+    names = set()
+    for name in sys.stdlib_module_names:
+        if name.startswith("_") or name in _SKIP_MODULES:
+            continue
+        names.add(name)
+        spec = importlib.util.find_spec(name) if name not in sys.modules else sys.modules[name].__spec__
+        locations = getattr(spec, "submodule_search_locations", None) if spec else None
+        for info in pkgutil.walk_packages(list(locations or []), prefix=f"{name}."):
+            parts = info.name.split(".")
+            if not any(p.startswith("_") or p in ("test", "tests") for p in parts[1:]):
+                names.add(info.name)
+    return sorted(names)
+
+
 def _stdlib_docs() -> Iterator[Document]:
-    names = sorted(n for n in sys.stdlib_module_names if not n.startswith("_") and n not in _SKIP_MODULES)
-    for name in names:
+    for name in _stdlib_module_names():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
