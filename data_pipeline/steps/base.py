@@ -1,0 +1,223 @@
+"""Steps: the small classes a curation recipe is made of, their counters and the registry.
+
+A recipe (configs/data/*.yaml) lists steps by registry name with parameters:
+
+    steps:
+      - extract: {timeout_s: 5}
+      - gopher_quality: {min_doc_words: 50}
+      - exact_dedup: {}
+
+`build_step(name, params, path)` checks both against the registry and the step's `Params` dataclass
+(through framework.configtree) and raises ConfigError naming the YAML key (`steps[1].gopher_quality.
+min_doc_wrds`) before any work starts.
+
+Three kinds of steps
+--------------------
+* `Step`: per-document. Implement `process(doc) -> None | reason | (reason, extra)`; it may edit
+  `doc.text` / `doc.metadata` in place; returning a reason drops the document. `run(docs)` (the only
+  thing the executor calls) wraps it with counters: docs/bytes in and out, dropped by reason, edits,
+  a few examples per reason, and `on_drop(doc, step, reason, extra)` for `rejected/`.
+* `Filter(Step)`: implement `keep(doc) -> (bool, reason)`; reasons are tagged with the rule that
+  fired (`gopher_quality` + `short_doc`, ...).
+* `CorpusStage(Step)`: a step that needs the whole corpus (exact dedup, CCNet-style line removal,
+  MinHash dedup in data_pipeline/dedup/). The executor runs it in three phases around a barrier:
+
+    1. `scan(docs, shard, workdir)` - once per shard, on the documents that reach the stage, in
+       shard order. Write what the stage needs to `workdir` (a folder private to this stage), in
+       files named after `shard` (e.g. `workdir / f"scan-{shard:05d}.npz"`). Must be a pure
+       function of (docs, shard): a crashed scan is simply rerun.
+    2. `reduce(num_shards, workdir)` - once, in one process, after every scan finished. Combine
+       the scans in shard order (0, 1, ...) and write the decisions to `workdir` (e.g. per shard,
+       the positions to drop and the id they duplicate). Ties must be broken by (shard, position)
+       so the result does not depend on how many workers ran the scans.
+    3. `prepare(shard, workdir)` then `run(docs)` - once per shard, on the same documents in the
+       same order as the scan saw: load this shard's decisions in `prepare`, then `process(doc)`
+       is called for each document with `self.position` set to its 0-based index in the shard.
+
+  The executor writes files atomically and keeps completion markers for each phase, so a stage
+  never sees a partial scan. A stage registers like any step:
+
+    from data_pipeline.steps.base import CorpusStage, register
+
+    @register("minhash_dedup")
+    class MinhashDedup(CorpusStage):
+        @dataclass
+        class Params: threshold: float = 0.8
+        def scan(self, docs, shard, workdir): ...
+        def reduce(self, num_shards, workdir): ...
+        def prepare(self, shard, workdir): ...
+        def process(self, doc): return ("duplicate", {"duplicate_of": rep_id}) or None
+
+  Modules are found by `load_registry()`: every module of data_pipeline/steps/ plus
+  `data_pipeline.dedup.step` when it exists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator
+
+from data_pipeline.document import Document
+from framework.configtree import ConfigError, build
+
+EXAMPLES_PER_REASON = 3
+EXAMPLE_CHARS = 400
+
+DropFn = Callable[[Document, str, str, dict], None]
+
+
+@dataclass
+class StepStats:
+    name: str
+    docs_in: int = 0
+    docs_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped: Counter = dataclasses.field(default_factory=Counter)
+    edits: Counter = dataclasses.field(default_factory=Counter)
+    examples: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "docs_in": self.docs_in, "docs_out": self.docs_out,
+                "dropped": dict(sorted(self.dropped.items())), "bytes_in": self.bytes_in,
+                "bytes_out": self.bytes_out, "edits": dict(sorted(self.edits.items())),
+                "examples": self.examples}
+
+    def merge(self, other: dict) -> None:
+        self.docs_in += other["docs_in"]
+        self.docs_out += other["docs_out"]
+        self.bytes_in += other.get("bytes_in", 0)
+        self.bytes_out += other.get("bytes_out", 0)
+        self.dropped.update(other["dropped"])
+        self.edits.update(other.get("edits", {}))
+        for reason, items in other.get("examples", {}).items():
+            mine = self.examples.setdefault(reason, [])
+            mine.extend(items[: EXAMPLES_PER_REASON - len(mine)])
+
+
+def _nbytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class Step:
+    """A per-document step. Subclasses set `Params` (a dataclass) and implement `process`."""
+
+    name: ClassVar[str] = "step"
+
+    @dataclass
+    class Params:
+        pass
+
+    def __init__(self, params: Any = None):
+        self.params = params if params is not None else self.Params()
+        self.stats = StepStats(self.name)
+        self.on_drop: DropFn | None = None
+        self.position = 0
+
+    def process(self, doc: Document) -> None | str | tuple[str, dict]:
+        raise NotImplementedError
+
+    def run(self, docs: Iterable[Document]) -> Iterator[Document]:
+        stats = self.stats
+        for position, doc in enumerate(docs):
+            self.position = position
+            stats.docs_in += 1
+            stats.bytes_in += _nbytes(doc.text)
+            result = self.process(doc)
+            if result is None:
+                stats.docs_out += 1
+                stats.bytes_out += _nbytes(doc.text)
+                yield doc
+                continue
+            reason, extra = result if isinstance(result, tuple) else (result, {})
+            stats.dropped[reason] += 1
+            examples = stats.examples.setdefault(reason, [])
+            if len(examples) < EXAMPLES_PER_REASON:
+                examples.append({"id": doc.id, "text": doc.text[:EXAMPLE_CHARS]})
+            if self.on_drop is not None:
+                self.on_drop(doc, self.name, reason, extra)
+
+
+class Filter(Step):
+    """A step that only keeps or drops: implement `keep(doc) -> (bool, reason)`."""
+
+    def keep(self, doc: Document) -> tuple[bool, str | None]:
+        raise NotImplementedError
+
+    def process(self, doc: Document):
+        ok, reason = self.keep(doc)
+        return None if ok else reason
+
+
+class CorpusStage(Step):
+    """A step that needs the whole corpus; see the module docstring for the three phases."""
+
+    def scan(self, docs: Iterable[Document], shard: int, workdir: Path) -> None:
+        raise NotImplementedError
+
+    def reduce(self, num_shards: int, workdir: Path) -> None:
+        raise NotImplementedError
+
+    def prepare(self, shard: int, workdir: Path) -> None:
+        raise NotImplementedError
+
+
+STEPS: dict[str, type[Step]] = {}
+_LOADED = False
+
+
+def register(name: str):
+    def wrap(cls: type[Step]) -> type[Step]:
+        if name in STEPS and STEPS[name] is not cls:
+            raise ValueError(f"step name '{name}' registered twice ({STEPS[name].__module__}, {cls.__module__})")
+        cls.name = name
+        STEPS[name] = cls
+        return cls
+    return wrap
+
+
+def load_registry() -> dict[str, type[Step]]:
+    global _LOADED
+    if not _LOADED:
+        import data_pipeline.steps as pkg
+
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+            importlib.import_module(f"data_pipeline.steps.{info.name}")
+        try:
+            importlib.import_module("data_pipeline.dedup.step")
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("data_pipeline.dedup", "data_pipeline.dedup.step"):
+                raise
+        _LOADED = True
+    return STEPS
+
+
+def parse_step_spec(spec: Any, path: str) -> tuple[str, dict]:
+    """A recipe entry (`name` or `{name: {params}}`) -> (name, params)."""
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, dict) and len(spec) == 1:
+        (name, params), = spec.items()
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"config key '{path}.{name}': expected a mapping of parameters, got {params!r}")
+        return str(name), params
+    raise ConfigError(f"config key '{path}': expected a step name or {{name: {{params}}}}, got {spec!r}")
+
+
+def build_step(name: str, params: dict | None, path: str = "steps") -> Step:
+    registry = load_registry()
+    if name not in registry:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(registry), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"config key '{path}': unknown step '{name}'{hint}; known steps: "
+                          f"{', '.join(sorted(registry))}")
+    cls = registry[name]
+    return cls(build(cls.Params, params or {}, f"{path}.{name}"))
