@@ -1,0 +1,222 @@
+"""Parallel tokenization into a Megatron indexed dataset: `anvil data tokenize ... --output-prefix PREFIX`.
+
+Shape (like Megatron-LM's preprocess_data, with order kept and resume added):
+- the main process reads documents source by source (one source = one input shard) and cuts them
+  into batches that never straddle two sources;
+- `--workers N` processes each encode a whole batch (`Tokenizer.encode_batch`) and return one flat
+  token array plus the document lengths; `Pool.imap` hands results back in submission order, so
+  the writer sees documents in input order whatever N is (the bytes are identical for any N);
+- the writer appends the end-of-document token and writes each source to its own part
+  (`PREFIX.parts/NNNNN.{bin,idx}` through megatron-core's `IndexedDatasetBuilder`) with a
+  `.done.json` marker; a rerun skips sources whose marker matches (same file size, mtime and
+  tokenizer), so an interrupted job resumes by input shard;
+- finally the parts are concatenated into `PREFIX.bin/.idx` (`IndexedDatasetBuilder.add_index`)
+  and `PREFIX.json` records counts, vocabulary, dtype and the tokenizer's hash.
+Token ids are uint16 when the vocabulary fits (<= 65536), int32 otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from data_pipeline.tokens.shards import file_sha256, write_sidecar
+
+BATCH_DOCS = 256
+
+
+@dataclass
+class Source:
+    """One input shard: a name, an identity that changes when its content does, and a reader."""
+    name: str
+    identity: dict
+    open: Callable[[], Iterable]  # yields objects with `.text` (Documents)
+
+
+@dataclass
+class TokenizeStats:
+    documents: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    skipped_empty: int = 0
+    sources_done: int = 0
+    sources_resumed: int = 0
+    seconds: float = 0.0
+    max_token_id: int = 0
+    per_source: list = field(default_factory=list)
+
+
+def token_dtype(vocab_size: int):
+    return np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+
+
+# ---- worker side -------------------------------------------------------------------------------
+_TOK = None
+
+
+def _init_worker(tokenizer_path: str) -> None:
+    global _TOK
+    from data_pipeline.tokens.tokenizer import load_tokenizer
+
+    _TOK = load_tokenizer(tokenizer_path)
+
+
+def _encode(job: tuple) -> tuple[int, np.ndarray, np.ndarray, dict | None]:
+    """Encode one batch; return (source index, flat ids, per-document lengths, end-of-source info)."""
+    src, texts, dtype, tail = job
+    encs = _TOK.encode_batch(texts, add_special_tokens=False)
+    lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+    flat = np.fromiter((i for e in encs for i in e.ids), dtype=dtype, count=int(lengths.sum()))
+    return src, flat, lengths, tail
+
+
+# ---- main side ---------------------------------------------------------------------------------
+def _batches(sources: Sequence[Source], todo: set[int], dtype: str,
+             batch_docs: int) -> Iterator[tuple]:
+    for i, source in enumerate(sources):
+        if i not in todo:
+            continue
+        batch: list[str] = []
+        skipped = nbytes = 0
+        for doc in source.open():
+            text = doc.text if hasattr(doc, "text") else str(doc)
+            if not text:
+                skipped += 1
+                continue
+            nbytes += len(text.encode("utf-8"))
+            batch.append(text)
+            if len(batch) == batch_docs:
+                yield i, batch, dtype, None
+                batch = []
+        # The last batch of a source (possibly empty) tells the writer the source is complete.
+        yield i, batch, dtype, {"skipped_empty": skipped, "bytes": nbytes}
+
+
+class _PartWriter:
+    def __init__(self, parts_dir: Path, index: int, dtype, eod: int, identity: dict):
+        from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+        self.base = parts_dir / f"{index:05d}"
+        self.builder = IndexedDatasetBuilder(str(self.base) + ".bin", dtype=dtype)
+        self.eod, self.dtype, self.identity = eod, dtype, identity
+        self.documents = self.tokens = self.max_id = 0
+
+    def add(self, flat: np.ndarray, lengths: np.ndarray) -> None:
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        eod = np.array([self.eod], dtype=self.dtype)
+        for k in range(len(lengths)):
+            doc = np.concatenate([flat[offsets[k]:offsets[k + 1]], eod])
+            self.builder.add_document(doc, [len(doc)])
+        self.documents += len(lengths)
+        self.tokens += int(lengths.sum()) + len(lengths)
+        if len(flat):
+            self.max_id = max(self.max_id, int(flat.max()))
+
+    def close(self, tail: dict) -> dict:
+        self.builder.finalize(str(self.base) + ".idx")
+        marker = {"identity": self.identity, "documents": self.documents, "tokens": self.tokens,
+                  "max_token_id": max(self.max_id, self.eod), **tail}
+        tmp = Path(str(self.base) + ".done.json.tmp")
+        tmp.write_text(json.dumps(marker, sort_keys=True))
+        os.replace(tmp, str(self.base) + ".done.json")  # the marker is the commit point
+        return marker
+
+
+def _load_marker(parts_dir: Path, index: int, identity: dict) -> dict | None:
+    path = parts_dir / f"{index:05d}.done.json"
+    if not path.is_file():
+        return None
+    marker = json.loads(path.read_text())
+    return marker if marker.get("identity") == identity else None
+
+
+def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_prefix: str,
+                     workers: int = 1, batch_docs: int = BATCH_DOCS, progress: bool | None = None,
+                     keep_parts: bool = False) -> TokenizeStats:
+    """Tokenize `sources` in order into `output_prefix`.{bin,idx,json}; resumable per source."""
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    from data_pipeline.tokens.tokenizer import load_tokenizer, special_ids
+    from framework.runtime import progress as progress_bar
+
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if not sources:
+        raise ValueError("no input files to tokenize")
+    start = time.perf_counter()
+    tok = load_tokenizer(tokenizer_path)
+    eod, pad = special_ids(tok)
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    dtype = token_dtype(vocab)
+    tok_hash = file_sha256(tokenizer_path)
+    out = Path(output_prefix)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    parts_dir = Path(str(output_prefix) + ".parts")
+    parts_dir.mkdir(exist_ok=True)
+
+    stats = TokenizeStats()
+    markers: dict[int, dict] = {}
+    for i, s in enumerate(sources):
+        s.identity = {**s.identity, "tokenizer_sha256": tok_hash, "name": s.name}
+        marker = _load_marker(parts_dir, i, s.identity)
+        if marker is not None:
+            markers[i] = marker
+            stats.sources_resumed += 1
+    todo = {i for i in range(len(sources)) if i not in markers}
+
+    jobs = _batches(sources, todo, np.dtype(dtype).name, batch_docs)
+    pool = None
+    if workers == 1:
+        _init_worker(tokenizer_path)
+        results: Iterator = map(_encode, jobs)
+    else:
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(str(tokenizer_path),))
+        results = pool.imap(_encode, jobs, chunksize=1)
+    writer: _PartWriter | None = None
+    try:
+        for src, flat, lengths, tail in progress_bar(results, desc="tokenize", unit="batch", enabled=progress):
+            if writer is None:
+                writer = _PartWriter(parts_dir, src, dtype, eod, sources[src].identity)
+            writer.add(flat, lengths)
+            if tail is not None:
+                markers[src] = writer.close(tail)
+                writer = None
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+
+    stats.documents = sum(m["documents"] for m in markers.values())
+    stats.tokens = sum(m["tokens"] for m in markers.values())
+    stats.bytes = sum(m["bytes"] for m in markers.values())
+    stats.skipped_empty = sum(m["skipped_empty"] for m in markers.values())
+    if stats.documents == 0:
+        raise ValueError(f"no documents to tokenize in {len(sources)} input(s) "
+                         f"({stats.skipped_empty} empty documents skipped)")
+    # Concatenate the parts in input order; megatron's builder copies .bin and shifts the index.
+    final = IndexedDatasetBuilder(str(output_prefix) + ".bin", dtype=dtype)
+    for i in range(len(sources)):
+        if markers[i]["documents"]:
+            final.add_index(str(parts_dir / f"{i:05d}"))
+    final.finalize(str(output_prefix) + ".idx")
+    stats.sources_done = len(todo)
+    stats.max_token_id = max(m["max_token_id"] for m in markers.values())
+    stats.per_source = [{"name": sources[i].name, "documents": markers[i]["documents"],
+                         "tokens": markers[i]["tokens"]} for i in range(len(sources))]
+    stats.seconds = time.perf_counter() - start
+    write_sidecar(str(output_prefix), {
+        "documents": stats.documents, "tokens": stats.tokens, "vocab_size": vocab,
+        "dtype": np.dtype(dtype).name, "eod_id": eod, "pad_id": pad, "max_token_id": stats.max_token_id,
+        "tokenizer": os.path.basename(str(tokenizer_path)), "tokenizer_sha256": tok_hash,
+        "inputs": stats.per_source, "skipped": {"empty": stats.skipped_empty}})
+    if not keep_parts:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    return stats
