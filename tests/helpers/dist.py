@@ -14,6 +14,7 @@ import faulthandler
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import socket
 import tempfile
 import time
@@ -41,8 +42,9 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, kw
                        "MASTER_PORT": str(port)})
     out = Path(out_dir)
     stack_file = open(out / f"stack_{rank}.txt", "w")
-    # Dump this rank's stack shortly before the parent's deadline, so a hang names its place.
-    faulthandler.dump_traceback_later(max(timeout - 3.0, 1.0), exit=False, file=stack_file)
+    # On SIGUSR1 (sent by the parent at its deadline) dump this rank's stack, even when the rank
+    # is blocked inside a C++ collective: a hang then names its place.
+    faulthandler.register(signal.SIGUSR1, file=stack_file, all_threads=True)
     result: dict[str, Any]
     try:
         import torch.distributed as dist
@@ -50,9 +52,7 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, kw
         dist.init_process_group("gloo", rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=max(timeout, 10)))
         result = {"ok": True, "value": fn(*args, **kwargs)}
-        faulthandler.cancel_dump_traceback_later()
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
-        faulthandler.cancel_dump_traceback_later()
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     tmp = out / f"result_{rank}.tmp"
     with open(tmp, "wb") as f:
@@ -93,6 +93,12 @@ def run_distributed(fn: Callable, world_size: int, *args: Any, timeout: float = 
             if failed or len(results) == world_size:
                 break
             time.sleep(0.05)
+        stuck = [r for r in range(world_size) if r not in results]
+        if not failed and stuck:
+            for r in stuck:
+                if procs[r].is_alive():
+                    os.kill(procs[r].pid, signal.SIGUSR1)
+            time.sleep(1.0)
         (Path(out_dir) / "release").touch()
         for p in procs:
             p.join(timeout=0.5 if failed or len(results) < world_size else 10)
@@ -103,8 +109,7 @@ def run_distributed(fn: Callable, world_size: int, *args: Any, timeout: float = 
             r = failed[0]
             raise DistributedTestError(
                 f"rank {r} of {world_size} failed: {results[r]['error']}\n{results[r]['traceback']}")
-        if len(results) < world_size:
-            stuck = [r for r in range(world_size) if r not in results]
+        if stuck:
             stacks = "\n".join(
                 f"--- rank {r} ---\n{(Path(out_dir) / f'stack_{r}.txt').read_text()[-3000:]}" for r in stuck)
             raise DistributedTestError(
