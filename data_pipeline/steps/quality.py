@@ -1,0 +1,246 @@
+"""Heuristic quality filters with their published defaults: Gopher quality and repetition (Rae et
+al. 2021, Table A1), C4 (Raffel et al. 2020) and FineWeb (Penedo et al. 2024).
+
+Rules, thresholds and reason names follow DataTrove 0.10's implementations so results can be
+compared; every drop is tagged with the rule that fired. All four read one shared `text_stats(doc)`
+(words, lines, paragraphs, n-gram hashes computed once): see text_stats.py for why.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data_pipeline.document import Document
+from data_pipeline.steps.base import Filter, Step, register
+from data_pipeline.steps.text_stats import text_stats
+
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "…", "。", "！", "？", "”", "’", "»", "؟", "।", "॥", "‼", "⁉")
+_HAS_ALPHA = re.compile(r"[^\W\d_]").search
+
+
+def find_duplicates(items: list[str]) -> tuple[int, int]:
+    """(number of repeated items, characters in the repeats), first occurrences not counted."""
+    seen: set[str] = set()
+    n_dup = chars = 0
+    for item in items:
+        if item in seen:
+            n_dup += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return n_dup, chars
+
+
+@register("gopher_quality")
+class GopherQuality(Filter):
+    @dataclass
+    class Params:
+        min_doc_words: int = 50
+        max_doc_words: int = 100_000
+        min_avg_word_length: float = 3
+        max_avg_word_length: float = 10
+        max_symbol_word_ratio: float = 0.1
+        max_bullet_lines_ratio: float = 0.9
+        max_ellipsis_lines_ratio: float = 0.3
+        min_alpha_words_ratio: float = 0.8
+        min_stop_words: int = 2
+
+    def keep(self, doc: Document):
+        p, st = self.params, text_stats(doc)
+        text, words = doc.text, st.words
+        n_words = len(words)
+        if n_words < p.min_doc_words:
+            return False, "short_doc"
+        if n_words > p.max_doc_words:
+            return False, "long_doc"
+        avg = float(st.word_lengths.mean())
+        if avg < p.min_avg_word_length:
+            return False, "below_avg_word_length"
+        if avg > p.max_avg_word_length:
+            return False, "above_avg_word_length"
+        if text.count("#") / n_words > p.max_symbol_word_ratio:
+            return False, "too_many_hashes"
+        if (text.count("...") + text.count("…")) / n_words > p.max_symbol_word_ratio:
+            return False, "too_many_ellipsis"
+        lines = st.raw_lines
+        bullets = sum(1 for s in lines if s.lstrip().startswith(("•", "-", "*", "·")))
+        if bullets / len(lines) > p.max_bullet_lines_ratio:
+            return False, "too_many_bullets"
+        ends = sum(1 for s in lines if s.rstrip().endswith(("...", "…")))
+        if ends / len(lines) > p.max_ellipsis_lines_ratio:
+            return False, "too_many_end_ellipsis"
+        if sum(1 for w in words if _HAS_ALPHA(w)) / n_words < p.min_alpha_words_ratio:
+            return False, "below_alpha_words_ratio"
+        if sum(map(STOP_WORDS.__contains__, words)) < p.min_stop_words:
+            return False, "not_enough_stop_words"
+        return True, None
+
+
+def _top_ngram_chars(hashes: np.ndarray, ngram_lengths: np.ndarray) -> int:
+    """Characters covered by the most frequent n-gram (its length x its count); ties -> first seen."""
+    _, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    best = counts.max()
+    pos = first[counts == best].min()
+    return int(ngram_lengths[pos]) * int(best)
+
+
+def _all_duplicate_chars(hashes: np.ndarray, ngram_chars: np.ndarray, n: int) -> int:
+    """Characters in repeated n-grams, scanning left to right and jumping over each repeat."""
+    if len(np.unique(hashes)) == len(hashes):
+        return 0  # the common case for natural text: nothing repeats, no Python loop
+    seen: set[int] = set()
+    hs, chars = hashes.tolist(), ngram_chars.tolist()
+    total, i, m = 0, 0, len(hs)
+    while i < m:
+        h = hs[i]
+        if h in seen:
+            total += chars[i]
+            i += n
+        else:
+            seen.add(h)
+            i += 1
+    return total
+
+
+@register("gopher_repetition")
+class GopherRepetition(Filter):
+    @dataclass
+    class Params:
+        dup_line_frac: float = 0.3
+        dup_para_frac: float = 0.3
+        dup_line_char_frac: float = 0.2
+        dup_para_char_frac: float = 0.2
+        top_n_grams: list[list[float]] = field(default_factory=lambda: [[2, 0.2], [3, 0.18], [4, 0.16]])
+        dup_n_grams: list[list[float]] = field(default_factory=lambda: [
+            [5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.10]])
+
+    def keep(self, doc: Document):
+        p, st = self.params, text_stats(doc)
+        n_chars = max(len(doc.text), 1)
+        paragraphs = st.paragraphs
+        n_dup, chars = find_duplicates(paragraphs)
+        if n_dup / len(paragraphs) > p.dup_para_frac:
+            return False, "dup_para_frac"
+        if chars / n_chars > p.dup_para_char_frac:
+            return False, "dup_para_char_frac"
+        lines = st.lines or [""]
+        n_dup, chars = find_duplicates(lines)
+        if n_dup / len(lines) > p.dup_line_frac:
+            return False, "dup_line_frac"
+        if chars / n_chars > p.dup_line_char_frac:
+            return False, "dup_line_char_frac"
+        lengths = st.word_lengths
+        if len(lengths) == 0:
+            return True, None
+        csum = np.concatenate([[0], np.cumsum(lengths)])
+        for n, frac in p.top_n_grams:
+            n = int(n)
+            hashes = st.ngram_hashes(n)
+            if len(hashes) == 0:
+                continue
+            gram_chars = csum[n:] - csum[:-n] + (n - 1)  # " ".join(words) length
+            if _top_ngram_chars(hashes, gram_chars) / n_chars > frac:
+                return False, f"top_{n}_gram"
+        for n, frac in p.dup_n_grams:
+            n = int(n)
+            hashes = st.ngram_hashes(n)
+            if len(hashes) == 0:
+                continue
+            gram_chars = csum[n:] - csum[:-n]  # "".join(words) length
+            if _all_duplicate_chars(hashes, gram_chars, n) / n_chars > frac:
+                return False, f"duplicated_{n}_n_grams"
+        return True, None
+
+
+_CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
+_SENTENCE_END_RE = re.compile(r"[.!?…。！？]+(?:['\"”’)\]]*)(?=\s|$)")
+POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
+                     "use cookies")
+
+
+@register("c4")
+class C4Quality(Step):
+    """C4's rules: line-level removals (kept text is rewritten) then document-level drops."""
+
+    @dataclass
+    class Params:
+        remove_citations: bool = True
+        filter_no_terminal_punct: bool = True
+        min_num_sentences: int = 5
+        min_words_per_line: int = 3
+        max_word_length: int = 1000
+        filter_lorem_ipsum: bool = True
+        filter_javascript: bool = True
+        filter_curly_bracket: bool = True
+        filter_policy: bool = True
+
+    def process(self, doc: Document):
+        p = self.params
+        kept: list[str] = []
+        edits = self.stats.edits
+        for line in text_stats(doc).raw_lines:
+            line = line.strip()
+            if not line:
+                continue
+            if p.remove_citations:
+                line = _CITATION_RE.sub("", line)
+            lower = line.lower()
+            if p.filter_curly_bracket and "{" in line:
+                return "curly_bracket"
+            if p.filter_lorem_ipsum and "lorem ipsum" in lower:
+                return "lorem_ipsum"
+            if p.filter_no_terminal_punct and (not line.endswith((".", "?", "!", '"', "'")) or line.endswith("...")):
+                edits["line_no_terminal_punct"] += 1
+                continue
+            words = line.split()
+            if len(words) < p.min_words_per_line:
+                edits["line_too_few_words"] += 1
+                continue
+            if max(map(len, words)) > p.max_word_length:
+                edits["line_word_too_long"] += 1
+                continue
+            if p.filter_javascript and "javascript" in lower:
+                edits["line_javascript"] += 1
+                continue
+            if p.filter_policy and any(s in lower for s in POLICY_SUBSTRINGS):
+                edits["line_policy"] += 1
+                continue
+            kept.append(line)
+        if not kept:
+            return "no_lines_left"
+        text = "\n".join(kept)
+        if len(_SENTENCE_END_RE.findall(text)) < p.min_num_sentences:
+            return "too_few_sentences"
+        doc.text = text
+        return None
+
+
+@register("fineweb")
+class FineWebQuality(Filter):
+    @dataclass
+    class Params:
+        line_punct_thr: float = 0.12
+        line_punct_exclude_zero: bool = False
+        short_line_thr: float = 0.67
+        short_line_length: int = 30
+        char_duplicates_ratio: float = 0.01
+        new_line_ratio: float = 0.3
+
+    def keep(self, doc: Document):
+        p, st = self.params, text_stats(doc)
+        lines = [line for line in st.raw_lines if line.strip()]
+        if not lines:
+            return False, "empty"
+        ratio = sum(1 for line in lines if line.endswith(TERMINAL_PUNCTUATION)) / len(lines)
+        if ratio < p.line_punct_thr and not (ratio == 0 and p.line_punct_exclude_zero):
+            return False, "line_punct_ratio"
+        if sum(1 for line in lines if len(line) <= p.short_line_length) / len(lines) > p.short_line_thr:
+            return False, "short_line_ratio"
+        if find_duplicates(lines)[1] / max(len(doc.text) - doc.text.count("\n"), 1) > p.char_duplicates_ratio:
+            return False, "char_dup_ratio"
+        if doc.text.count("\n") / max(len(st.words), 1) > p.new_line_ratio:
+            return False, "list_ratio"
+        return True, None
