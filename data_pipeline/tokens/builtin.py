@@ -30,7 +30,7 @@ def builtin_data(cache_dir: str | os.PathLike, vocab_size: int = BUILTIN_VOCAB) 
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.is_file():
             train_tokenizer((d.text for d in iter_sample_documents()), vocab_size, tokenizer_path)
-            stats = tokenize_sources([Source("sample", {"corpus": VERSION}, iter_sample_documents)],
+            stats = tokenize_sources([Source("sample", {"corpus": VERSION}, lambda on_reject=None: iter_sample_documents())],
                                      str(tokenizer_path), str(prefix), workers=1)
             done.write_text(json.dumps({"documents": stats.documents, "tokens": stats.tokens}))
         fcntl.flock(lock, fcntl.LOCK_UN)

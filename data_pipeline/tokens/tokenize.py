@@ -36,7 +36,7 @@ class Source:
     """One input shard: a name, an identity that changes when its content does, and a reader."""
     name: str
     identity: dict
-    open: Callable[[], Iterable]  # yields objects with `.text` (Documents)
+    open: Callable[..., Iterable]  # open(on_reject) yields objects with `.text` (Documents)
 
 
 @dataclass
@@ -45,6 +45,7 @@ class TokenizeStats:
     tokens: int = 0
     bytes: int = 0
     skipped_empty: int = 0
+    rejected: dict = field(default_factory=dict)
     sources_done: int = 0
     sources_resumed: int = 0
     seconds: float = 0.0
@@ -62,6 +63,9 @@ _TOK = None
 
 def _init_worker(tokenizer_path: str) -> None:
     global _TOK
+    # One worker = one core: the tokenizers library would otherwise start a thread per core in
+    # every worker (N workers x cores threads), which is slower than N single-threaded workers.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     from data_pipeline.tokens.tokenizer import load_tokenizer
 
     _TOK = load_tokenizer(tokenizer_path)
@@ -77,14 +81,23 @@ def _encode(job: tuple) -> tuple[int, np.ndarray, np.ndarray, dict | None]:
 
 
 # ---- main side ---------------------------------------------------------------------------------
-def _batches(sources: Sequence[Source], todo: set[int], dtype: str,
-             batch_docs: int) -> Iterator[tuple]:
+def _batches(sources: Sequence[Source], todo: set[int], dtype: str, batch_docs: int,
+             parts_dir: Path) -> Iterator[tuple]:
     for i, source in enumerate(sources):
         if i not in todo:
             continue
         batch: list[str] = []
         skipped = nbytes = 0
-        for doc in source.open():
+        rejected: dict[str, int] = {}
+        reject_file = parts_dir / f"{i:05d}.rejected.jsonl"
+        reject_file.unlink(missing_ok=True)
+
+        def on_reject(rec: dict) -> None:
+            rejected[rec["reason"]] = rejected.get(rec["reason"], 0) + 1
+            with open(reject_file, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec, ensure_ascii=False, sort_keys=True) + "\n")
+
+        for doc in source.open(on_reject):
             text = doc.text if hasattr(doc, "text") else str(doc)
             if not text:
                 skipped += 1
@@ -95,7 +108,7 @@ def _batches(sources: Sequence[Source], todo: set[int], dtype: str,
                 yield i, batch, dtype, None
                 batch = []
         # The last batch of a source (possibly empty) tells the writer the source is complete.
-        yield i, batch, dtype, {"skipped_empty": skipped, "bytes": nbytes}
+        yield i, batch, dtype, {"skipped_empty": skipped, "bytes": nbytes, "rejected": rejected}
 
 
 class _PartWriter:
@@ -128,6 +141,23 @@ class _PartWriter:
         return marker
 
 
+def rejected_path(output_prefix: str) -> Path:
+    """Unreadable records of `anvil data tokenize` go to `rejected/PREFIXNAME.jsonl` beside the prefix."""
+    return Path(output_prefix).parent / "rejected" / f"{Path(output_prefix).name}.jsonl"
+
+
+def _collect_rejected(parts_dir: Path, n_sources: int, output_prefix: str) -> None:
+    files = [parts_dir / f"{i:05d}.rejected.jsonl" for i in range(n_sources)]
+    files = [f for f in files if f.is_file()]
+    target = rejected_path(output_prefix)
+    target.unlink(missing_ok=True)
+    if files:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "w", encoding="utf-8") as out:
+            for f in files:
+                out.write(f.read_text(encoding="utf-8"))
+
+
 def _load_marker(parts_dir: Path, index: int, identity: dict) -> dict | None:
     path = parts_dir / f"{index:05d}.done.json"
     if not path.is_file():
@@ -140,8 +170,6 @@ def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_pref
                      workers: int = 1, batch_docs: int = BATCH_DOCS, progress: bool | None = None,
                      keep_parts: bool = False) -> TokenizeStats:
     """Tokenize `sources` in order into `output_prefix`.{bin,idx,json}; resumable per source."""
-    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
-
     from data_pipeline.tokens.tokenizer import load_tokenizer, special_ids
     from framework.runtime import progress as progress_bar
 
@@ -170,7 +198,7 @@ def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_pref
             stats.sources_resumed += 1
     todo = {i for i in range(len(sources)) if i not in markers}
 
-    jobs = _batches(sources, todo, np.dtype(dtype).name, batch_docs)
+    jobs = _batches(sources, todo, np.dtype(dtype).name, batch_docs, parts_dir)
     pool = None
     if workers == 1:
         _init_worker(tokenizer_path)
@@ -198,10 +226,16 @@ def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_pref
     stats.tokens = sum(m["tokens"] for m in markers.values())
     stats.bytes = sum(m["bytes"] for m in markers.values())
     stats.skipped_empty = sum(m["skipped_empty"] for m in markers.values())
+    for m in markers.values():
+        for reason, n in m["rejected"].items():
+            stats.rejected[reason] = stats.rejected.get(reason, 0) + n
+    _collect_rejected(parts_dir, len(sources), output_prefix)
     if stats.documents == 0:
         raise ValueError(f"no documents to tokenize in {len(sources)} input(s) "
                          f"({stats.skipped_empty} empty documents skipped)")
     # Concatenate the parts in input order; megatron's builder copies .bin and shifts the index.
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
     final = IndexedDatasetBuilder(str(output_prefix) + ".bin", dtype=dtype)
     for i in range(len(sources)):
         if markers[i]["documents"]:
@@ -210,13 +244,15 @@ def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_pref
     stats.sources_done = len(todo)
     stats.max_token_id = max(m["max_token_id"] for m in markers.values())
     stats.per_source = [{"name": sources[i].name, "documents": markers[i]["documents"],
-                         "tokens": markers[i]["tokens"]} for i in range(len(sources))]
+                         "tokens": markers[i]["tokens"], "bytes": markers[i]["bytes"]}
+                        for i in range(len(sources))]
     stats.seconds = time.perf_counter() - start
     write_sidecar(str(output_prefix), {
         "documents": stats.documents, "tokens": stats.tokens, "vocab_size": vocab,
         "dtype": np.dtype(dtype).name, "eod_id": eod, "pad_id": pad, "max_token_id": stats.max_token_id,
         "tokenizer": os.path.basename(str(tokenizer_path)), "tokenizer_sha256": tok_hash,
-        "inputs": stats.per_source, "skipped": {"empty": stats.skipped_empty}})
+        "bytes": stats.bytes, "inputs": stats.per_source,
+        "skipped": {"empty": stats.skipped_empty, **stats.rejected}})
     if not keep_parts:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return stats

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 EOD_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
@@ -112,11 +112,3 @@ def special_ids(tok) -> tuple[int, int | None]:
     if eod is None:
         raise ValueError(f"tokenizer has no end-of-document token ({EOD_TOKEN!r} or </s>)")
     return eod, tok.token_to_id(PAD_TOKEN)
-
-
-def document_texts(inputs: Sequence[str]) -> Iterator[str]:
-    """Texts of every document in `inputs` (files or folders), through the shared readers."""
-    from data_pipeline.tokens.inputs import iter_input_documents
-
-    for doc in iter_input_documents(inputs):
-        yield doc.text
