@@ -1,32 +1,214 @@
-"""`make demo`: the end-to-end path on CPU, stage by stage, reusing finished stages on rerun.
+"""`make demo`: Anvil's whole path on CPU, stage by stage, through the public `anvil` commands.
 
-Each stage is a function that returns a short key figure; a stage whose output already exists
-is reported as reused. The demo ends with a summary table (stage, seconds, key figure).
+sample corpus -> curation (filters, exact + MinHash dedup) -> tokenizer -> tokenize -> train on 2
+CPU ranks through `anvil launch` -> eval -> generate -> export to Hugging Face and load back with
+transformers -> micro scaling sweep (run, fit, plot) -> one HTML report.
+
+Every stage runs real commands and reads its key figure back from the files they wrote; nothing is
+taken from the repository. A stage that finished before (its marker under OUT/.done/) is reused.
+`python -m launch.demo --small` runs the same stages at the smallest sizes (the CI test does this).
 """
 from __future__ import annotations
 
+import argparse
+import html
+import json
+import os
+import shutil
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from framework.runtime import print_table
-
-OUT = Path("demo_output")
-STAGES: list[tuple[str, Callable[[Path], str]]] = []
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> int:
-    OUT.mkdir(exist_ok=True)
-    rows = []
-    if not STAGES:
-        print("demo: no end-to-end stages are available yet")
-    for name, stage in STAGES:
+@dataclass
+class Sizes:
+    docs: int            # sample documents
+    vocab: int           # tokenizer vocabulary
+    steps: int           # training steps
+    sweep: str           # sweep config
+
+
+FULL = Sizes(docs=2000, vocab=2048, steps=300, sweep="configs/sweeps/demo.yaml")
+SMALL = Sizes(docs=300, vocab=512, steps=20, sweep="configs/sweeps/demo.yaml")
+
+
+class Demo:
+    def __init__(self, out: Path, sizes: Sizes, small: bool):
+        self.out, self.sizes, self.small = out, sizes, small
+        self.done = out / ".done"
+        self.done.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict] = []
+        self.env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"),
+                        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+
+    def anvil(self, *args: str, log: str) -> str:
+        """Run `anvil ARGS` (the installed console script), tee its output to OUT/logs/LOG."""
+        exe = shutil.which("anvil", path=str(Path(sys.executable).parent)) or "anvil"
+        cmd = [exe, *map(str, args)]
+        logs = self.out / "logs"
+        logs.mkdir(exist_ok=True)
+        print(f"$ anvil {' '.join(map(str, args))}", flush=True)
+        proc = subprocess.run(cmd, cwd=ROOT, env=self.env, capture_output=True, text=True)
+        (logs / f"{log}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
+            raise SystemExit(f"demo: `anvil {' '.join(map(str, args))}` failed (exit {proc.returncode}); "
+                             f"log: {logs / (log + '.log')}\n{tail}")
+        return proc.stdout
+
+    def stage(self, name: str, fn) -> None:
+        marker = self.done / f"{name}.json"
         start = time.perf_counter()
-        figure = stage(OUT)
-        rows.append({"stage": name, "seconds": round(time.perf_counter() - start, 1), "result": figure})
-    print_table(rows, title="Anvil demo")
-    print(f"demo outputs: {OUT.resolve()}")
+        if marker.exists():
+            figure = json.loads(marker.read_text())["figure"]
+            self.rows.append({"stage": name, "seconds": "reused", "result": figure})
+            print(f"[demo] {name}: reused ({figure})", flush=True)
+            return
+        figure = fn()
+        seconds = round(time.perf_counter() - start, 1)
+        marker.write_text(json.dumps({"figure": figure, "seconds": seconds}))
+        self.rows.append({"stage": name, "seconds": seconds, "result": figure})
+        print(f"[demo] {name}: {figure} ({seconds}s)", flush=True)
+
+    # ---- stages ------------------------------------------------------------------------------
+    def sample(self) -> str:
+        self.anvil("data", "sample", "--output", self.out / "raw", "--limit", self.sizes.docs, log="sample")
+        n = sum(1 for f in (self.out / "raw").glob("*.jsonl") for _ in f.open())
+        return f"{n} real documents"
+
+    def curate(self) -> str:
+        self.anvil("data", "run", "configs/data/demo.yaml", f"input={self.out / 'raw'}",
+                   f"output={self.out / 'curated'}", "--workers", "2", log="curate")
+        stats = json.loads((self.out / "curated" / "stats.json").read_text())
+        print("  funnel:")
+        for step in stats["steps"]:
+            dropped = ", ".join(f"{k}={v}" for k, v in sorted(step["dropped"].items())) or "-"
+            print(f"    {step['name']:<22} {step['docs_in']:>6} -> {step['docs_out']:>6}   dropped: {dropped}")
+        return f"{stats['docs_in']} -> {stats['docs_out']} documents"
+
+    def tokenizer(self) -> str:
+        self.anvil("tokenizer", "train", self.out / "curated", "--vocab-size", self.sizes.vocab,
+                   "--output", self.out / "tokenizer.json", log="tokenizer")
+        vocab = json.loads((self.out / "tokenizer.json").read_text())["model"]["vocab"]
+        return f"vocabulary {len(vocab)}"
+
+    def tokenize(self) -> str:
+        self.anvil("data", "tokenize", self.out / "curated", "--tokenizer", self.out / "tokenizer.json",
+                   "--output-prefix", self.out / "tokens" / "corpus", "--workers", "2", log="tokenize")
+        side = json.loads((self.out / "tokens" / "corpus.json").read_text())
+        return f"{side.get('tokens', side.get('num_tokens'))} tokens"
+
+    def train_overrides(self) -> list[str]:
+        vocab = json.loads((self.out / "tokens" / "corpus.json").read_text()).get("vocab_size", self.sizes.vocab)
+        return [f"run_dir={self.out / 'run'}", f"data.paths=[{self.out / 'tokens' / 'corpus'}]",
+                f"data.tokenizer={self.out / 'tokenizer.json'}", f"model.vocab_size={vocab}",
+                f"train.steps={self.sizes.steps}"]
+
+    def train(self) -> str:
+        self.anvil("launch", "--nproc-per-node", "2", "configs/train/demo.yaml", *self.train_overrides(),
+                   log="train")
+        metrics = [json.loads(l) for l in (self.out / "run" / "metrics.jsonl").open()]
+        losses = [m["loss"] for m in metrics if "loss" in m]
+        self.plot_curves(metrics)
+        return f"loss {losses[0]:.2f} -> {losses[-1]:.2f} over {self.sizes.steps} steps on 2 ranks"
+
+    def evaluate(self) -> str:
+        out = self.out / "eval.json"
+        self.anvil("eval", "--checkpoint", self.out / "run", "--data", self.out / "tokens" / "corpus",
+                   "--output", out, log="eval")
+        result = json.loads(out.read_text())
+        return f"held-out loss {result['loss']:.3f}, perplexity {result['perplexity']:.1f}"
+
+    def generate(self) -> str:
+        text = self.anvil("generate", "--checkpoint", self.out / "run", "--prompt", "The module",
+                          "--max-new-tokens", "40", "--temperature", "0", log="generate")
+        (self.out / "sample.txt").write_text("The module" + text)
+        return repr(("The module" + text.strip())[:60])
+
+    def export(self) -> str:
+        self.anvil("export", "hf", "--checkpoint", self.out / "run", "--output", self.out / "hf", log="export")
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_pretrained(self.out / "hf")
+        tok = AutoTokenizer.from_pretrained(self.out / "hf")
+        ids = tok("The module provides functions", return_tensors="pt").input_ids
+        with torch.no_grad():
+            loss = model(ids, labels=ids).loss.item()
+        return f"{type(model).__name__} loads in transformers (loss {loss:.2f} on a test sentence)"
+
+    def sweep(self) -> str:
+        sweep_dir = self.out / "sweep"
+        tokens = self.out / "tokens" / "corpus"
+        common = [f"output_dir={sweep_dir}", f"train_overrides=[data.paths=[{tokens}],"
+                  f"data.tokenizer={self.out / 'tokenizer.json'}]"]
+        self.anvil("sweep", "run", self.sizes.sweep, *common, log="sweep_run")
+        self.anvil("sweep", "fit", sweep_dir / "results.csv", "--output", sweep_dir / "fit.json",
+                   "--plot", sweep_dir / "fit.png", log="sweep_fit")
+        fit = json.loads((sweep_dir / "fit.json").read_text())
+        return f"alpha={fit['alpha']:.2f} beta={fit['beta']:.2f} a={fit['a']:.2f}"
+
+    # ---- report ------------------------------------------------------------------------------
+    def plot_curves(self, metrics: list[dict]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
+        val = [(m["step"], m["val_loss"]) for m in metrics if "val_loss" in m]
+        ax.plot(*zip(*train), label="train loss")
+        if val:
+            ax.plot(*zip(*val), "o-", label="validation loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(self.out / "training_curves.png", dpi=100)
+        plt.close(fig)
+
+    def report(self) -> Path:
+        rows = "".join(f"<tr><td>{html.escape(str(r['stage']))}</td><td>{r['seconds']}</td>"
+                       f"<td>{html.escape(str(r['result']))}</td></tr>" for r in self.rows)
+        links = []
+        for rel, label in [("curated/report.html", "Curation report"), ("sweep/report.html", "Sweep report")]:
+            if (self.out / rel).exists():
+                links.append(f'<li><a href="{rel}">{label}</a></li>')
+        images = "".join(f'<h2>{label}</h2><img src="{rel}" alt="{label}">'
+                         for rel, label in [("training_curves.png", "Training curves"),
+                                            ("sweep/fit.png", "Scaling-law fit")] if (self.out / rel).exists())
+        sample = (self.out / "sample.txt").read_text() if (self.out / "sample.txt").exists() else ""
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Anvil demo</title></head><body>"
+                f"<h1>Anvil demo</h1><table border='1'><tr><th>stage</th><th>seconds</th><th>result</th></tr>"
+                f"{rows}</table><ul>{''.join(links)}</ul>{images}<h2>Sample text</h2><pre>{html.escape(sample)}</pre>"
+                f"</body></html>")
+        path = self.out / "report.html"
+        path.write_text(page)
+        return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launch.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="demo_output", help="demo folder (default demo_output)")
+    parser.add_argument("--small", action="store_true", help="smallest sizes (what the CI test runs)")
+    parser.add_argument("--fresh", action="store_true", help="redo every stage")
+    args = parser.parse_args(argv)
+    out = Path(args.output).resolve()
+    if args.fresh and out.exists():
+        shutil.rmtree(out)
+    demo = Demo(out, SMALL if args.small else FULL, args.small)
+    for name in ("sample", "curate", "tokenizer", "tokenize", "train", "evaluate", "generate", "export", "sweep"):
+        demo.stage(name, getattr(demo, name))
+    report = demo.report()
+    from framework.runtime import print_table
+
+    print_table(demo.rows, title="Anvil demo")
+    print(f"report: {report}")
     return 0
 
 

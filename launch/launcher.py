@@ -83,6 +83,8 @@ class SlurmOptions:
     cpus_per_task: Optional[int] = None
     output: Optional[str] = None  # default: RUN_DIR/slurm-%j.out
     requeue_on_retry: int = 0  # requeue the job this many times when launch exits EXIT_RETRY
+    container_image: Optional[str] = None  # pyxis/enroot: image or .sqsh file for every task
+    container_mounts: Optional[str] = None  # pyxis: SRC:DST[,SRC:DST...]
 
 
 def check_host(name: str, where: str = "host") -> str:
@@ -239,7 +241,10 @@ def slurm_script(node: NodeLaunch, slurm: SlurmOptions, anvil_bin: str, cwd: str
     for name, value in (("time", slurm.time), ("partition", slurm.partition), ("account", slurm.account)):
         if value:
             lines.append(f"#SBATCH --{name}={value}")
-    lines.append(f"#SBATCH --output={shlex.quote(output)}")
+    if any(c in output for c in '"$`\\\n'):
+        raise ConfigError(f"run_dir / output {output!r}: characters sbatch cannot take in #SBATCH --output")
+    # sbatch reads #SBATCH lines itself (no shell): it understands double quotes only.
+    lines.append(f"#SBATCH --output={output}" if shlex.quote(output) == output else f'#SBATCH --output="{output}"')
     if slurm.requeue_on_retry:
         lines += ["#SBATCH --requeue", "#SBATCH --open-mode=append"]
     lines += [
@@ -249,12 +254,19 @@ def slurm_script(node: NodeLaunch, slurm: SlurmOptions, anvil_bin: str, cwd: str
         'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
         "export MASTER_ADDR",
     ]
+    srun = ["srun", "--kill-on-bad-exit=1", "--ntasks-per-node=1"]
+    if slurm.container_image:
+        # Inside the container `anvil` is on PATH; the working folder must be mounted at the same path.
+        anvil_bin = "anvil"
+        srun += [f"--container-image={slurm.container_image}", f"--container-workdir={cwd}"]
+        if slurm.container_mounts:
+            srun.append(f"--container-mounts={slurm.container_mounts}")
     argv = node_launch_argv(node, anvil_bin, "SLURM_NODEID_PLACEHOLDER")
     argv[argv.index("--master-addr") + 1] = "MASTER_ADDR_PLACEHOLDER"
     inner = shlex.join(argv).replace("SLURM_NODEID_PLACEHOLDER", '"$SLURM_NODEID"') \
         .replace("MASTER_ADDR_PLACEHOLDER", '"$MASTER_ADDR"')
     # bash -c so that $SLURM_NODEID is expanded inside each task, not once in the batch script.
-    lines.append(f"srun --kill-on-bad-exit=1 --ntasks-per-node=1 bash -c {shlex.quote(inner)}")
+    lines.append(f"{shlex.join(srun)} bash -c {shlex.quote(inner)}")
     lines.append("rc=$?")
     if slurm.requeue_on_retry:
         lines += [

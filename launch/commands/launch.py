@@ -59,6 +59,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
     s.add_argument("--job-name", default="anvil", help="Slurm job name (default anvil)")
     s.add_argument("--requeue", type=int, default=0, metavar="N",
                    help="requeue the Slurm job up to N times when it fails with exit code 75")
+    s.add_argument("--container-image", default=None,
+                   help="run every task in this container (pyxis/enroot: image name or .sqsh file)")
+    s.add_argument("--container-mounts", default=None, help="pyxis mounts SRC:DST[,SRC:DST...]")
     s.add_argument("--script", default=None, help="where to write the sbatch script (default RUN_DIR/launch/anvil.sbatch)")
 
 
@@ -210,7 +213,8 @@ def _run_slurm(args: argparse.Namespace, cfg) -> int:
     node.node_rank = 0
     _check_layout(cfg, node.world_size)
     slurm = L.SlurmOptions(nodes=nodes, gpus_per_node=args.gpus_per_node, time=args.time, partition=args.partition,
-                           account=args.account, job_name=args.job_name, requeue_on_retry=args.requeue)
+                           account=args.account, job_name=args.job_name, requeue_on_retry=args.requeue,
+                           container_image=args.container_image, container_mounts=args.container_mounts)
     script = L.slurm_script(node, slurm, _anvil_bin(), os.getcwd(), cfg.run_dir)
     path = Path(args.script or f"{cfg.run_dir.rstrip('/')}/launch/anvil.sbatch")
     path.parent.mkdir(parents=True, exist_ok=True)

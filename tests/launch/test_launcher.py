@@ -75,6 +75,9 @@ def test_slurm_script_golden():
     slurm = L.SlurmOptions(nodes=2, gpus_per_node=8, time="04:00:00", partition="gpu", account="proj-1",
                            requeue_on_retry=3)
     check_golden("slurm.sbatch", L.slurm_script(n, slurm, ANVIL, CWD, "runs/a b"))
+    pyxis = L.SlurmOptions(nodes=2, gpus_per_node=8, container_image="/shared/images/anvil+cuda.sqsh",
+                           container_mounts="/shared:/shared,/home/me/project:/home/me/project")
+    check_golden("slurm_pyxis.sbatch", L.slurm_script(n, pyxis, ANVIL, CWD, "runs/a b"))
 
 
 def test_slurm_script_is_valid_bash():

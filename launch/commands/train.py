@@ -1,0 +1,55 @@
+"""`anvil train CONFIG.yaml [key=value ...]`: train (or resume) a model; one process or under torchrun."""
+from __future__ import annotations
+
+import argparse
+
+from launch.cli import Command
+
+EPILOG = """examples:
+  anvil train configs/train/tiny.yaml
+  anvil train configs/train/tiny.yaml train.steps=500 run_dir=runs/tiny2 parallel.zero_stage=2
+  torchrun --nproc_per_node 2 $(which anvil) train configs/train/tiny.yaml
+Rerunning the same command resumes from RUN_DIR/checkpoints/latest."""
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.epilog = EPILOG
+    p.add_argument("config", help="training config YAML (e.g. configs/train/tiny.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import os
+
+    from framework.config import dump_yaml, load_run_config
+
+    cfg = load_run_config(args.config, args.overrides)
+    cfg.check_layout(int(os.environ.get("WORLD_SIZE", "1")))
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    from framework.runtime import setup_logging
+    from framework.training.stability import TrainingDiverged
+    from framework.training.trainer import train
+
+    setup_logging()
+    try:
+        train(cfg)
+    except TrainingDiverged as exc:
+        raise SystemExit(f"anvil train: {exc}") from None
+    finally:
+        _shutdown()
+    return 0
+
+
+def _shutdown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+COMMANDS = [Command(("train",), "train a language model (resumes automatically from RUN_DIR/checkpoints)",
+                    _configure, _run)]
