@@ -285,15 +285,15 @@ def _read_warc(path: Path, reject: _Rejecter, max_doc_bytes: int,
         try:
             it = ArchiveIterator(fh)
             for record in it:
-                offset = it.get_record_offset()
                 rtype = record.rec_type
                 headers = record.rec_headers
-                rec_id = headers.get_header("WARC-Record-ID") or f"{path.name}:{offset}"
-                rec_id = rec_id.strip("<>")
+                rec_id = (headers.get_header("WARC-Record-ID") or "").strip("<>")
                 url = headers.get_header("WARC-Target-URI") or ""
                 meta = {"url": url, "date": headers.get_header("WARC-Date") or ""}
                 if rtype == "conversion":  # WET: text already extracted
                     payload = record.content_stream().read(max_doc_bytes + 1)
+                    offset = it.get_record_offset()  # after reading: warcio reads ahead to find it
+                    rec_id = rec_id or f"{path.name}:{offset}"
                     if len(payload) > max_doc_bytes:
                         reject.record({"offset": offset}, "too_large", id=rec_id)
                         continue
@@ -316,6 +316,8 @@ def _read_warc(path: Path, reject: _Rejecter, max_doc_bytes: int,
                     skipped["non_html"] = skipped.get("non_html", 0) + 1
                     continue
                 payload = record.content_stream().read(max_doc_bytes + 1)
+                offset = it.get_record_offset()
+                rec_id = rec_id or f"{path.name}:{offset}"
                 if len(payload) > max_doc_bytes:
                     reject.record({"offset": offset}, "too_large", id=rec_id)
                     continue
