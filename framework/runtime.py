@@ -18,6 +18,8 @@ T = TypeVar("T")
 
 
 def get_rank() -> int:
+    if "torch" not in sys.modules:   # no torch yet, so no process group: do not pay its import
+        return int(os.environ.get("RANK", "0"))
     try:
         import torch.distributed as dist
 

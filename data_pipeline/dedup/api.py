@@ -1,0 +1,191 @@
+"""`anvil data dedup` as a function: read, scan in parallel workers, reduce, write the outputs.
+
+    run_dedup(inputs, output, cfg, incremental_store=None) -> stats
+
+The reading process assigns every document its input-order index and cuts the stream into
+shards of `cfg.shard_docs`; workers compute the shards' signatures (index.scan_texts) while the
+reader goes on, at most two shards per worker in flight, so memory stays bounded. The reduce then
+clusters, and the documents (kept aside as JSON lines while reading, so WARC/HTML extraction is not
+redone) are streamed once more into:
+
+    OUTPUT/part-00000.jsonl.zst ...   kept documents
+    OUTPUT/duplicates.jsonl           {"id", "duplicate_of"} per removed document (documents of
+                                      earlier batches that an incremental batch re-clusters carry
+                                      "earlier_batch": true)
+    OUTPUT/rejected/rejected.jsonl    unreadable records and dropped duplicate ids
+    OUTPUT/stats.json                 counts, LSH settings, cluster sizes, timings
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import shutil
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+from data_pipeline.dedup.index import DedupConfig, reduce, scan_texts, write_shard_meta
+from data_pipeline.document import Document
+from framework.runtime import get_logger, print_table, progress
+
+SHARD_MAX_CHARS = 32 << 20      # a shard is also cut after this many characters of text
+OUTPUT_SHARD_DOCS = 100_000
+
+log = get_logger("anvil.dedup")
+
+
+def _shards(docs, cfg: DedupConfig):
+    batch: list[Document] = []
+    chars = 0
+    for doc in docs:
+        batch.append(doc)
+        chars += len(doc.text)
+        if len(batch) >= cfg.shard_docs or chars >= SHARD_MAX_CHARS:
+            yield batch
+            batch, chars = [], 0
+    if batch:
+        yield batch
+
+
+def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -> tuple[list[Path], dict]:
+    """Read every input in order, keep documents aside, and scan shards in `cfg.workers` processes."""
+    from data_pipeline.io import expand_inputs, read_documents, dumps_document
+
+    files = expand_inputs(list(inputs))
+    counts = {"files": len(files), "docs_in": 0, "bytes_in": 0, "rejected_read": 0}
+
+    def on_reject(rec: dict) -> None:
+        counts["rejected_read"] += 1
+        rejected.write_record(rec)
+
+    def docs():
+        for path in files:
+            yield from read_documents(path, on_reject=on_reject)
+
+    shard_dirs: list[Path] = []
+    pool = None
+    if cfg.workers > 1:
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"))
+        pool.submit(int)    # start the workers while this process sets up
+    cfg = cfg.resolved()
+    pending: deque = deque()
+    try:
+        for k, batch in enumerate(progress(_shards(docs(), cfg), desc="dedup: scan", unit="shard")):
+            shard = work / "scan" / f"shard-{k:06d}"
+            write_shard_meta(shard, batch, cfg)
+            with open(work / "scan" / f"docs-{k:06d}.jsonl", "w", encoding="utf-8") as f:
+                for doc in batch:
+                    f.write(dumps_document(doc) + "\n")
+            counts["docs_in"] += len(batch)
+            counts["bytes_in"] += sum(len(d.text) for d in batch)
+            texts = [d.text for d in batch]
+            shard_dirs.append(shard)
+            if pool is None:
+                scan_texts(texts, shard, cfg)
+                continue
+            pending.append(pool.submit(scan_texts, texts, shard, cfg))
+            while len(pending) >= 2 * cfg.workers:
+                pending.popleft().result()
+        while pending:
+            pending.popleft().result()
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return shard_dirs, counts
+
+
+def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
+              incremental_store: str | Path | None = None) -> dict:
+    from data_pipeline.io import JsonlZstWriter, RejectedWriter
+
+    cfg.check()
+    t0 = time.perf_counter()
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    work = output / ".dedup-work"
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "scan").mkdir(parents=True)
+    store_dir = Path(incremental_store) if incremental_store else work / "store"
+    rejected = RejectedWriter(output / "rejected" / "rejected.jsonl")
+    try:
+        shard_dirs, counts = scan_inputs(inputs, work, cfg, rejected)
+        t_scan = time.perf_counter() - t0
+        result = reduce(store_dir, shard_dirs, cfg)
+        t_reduce = time.perf_counter() - t0 - t_scan
+        store, rep, excluded, n_old = result["store"], result["rep"], result["excluded"], result["n_old"]
+
+        for old in output.glob("part-*.jsonl.zst"):
+            old.unlink()
+        kept = removed = 0
+        writer = None
+        idx = n_old
+        with open(output / "duplicates.jsonl.tmp", "w", encoding="utf-8") as dup:
+            for k, shard in enumerate(shard_dirs):
+                lines = (work / "scan" / f"docs-{k:06d}.jsonl").read_text(encoding="utf-8").splitlines()
+                span = range(idx, idx + len(lines))
+                need = [int(rep[i]) for i in span if rep[i] != i or excluded[i]] + \
+                       [i for i in span if rep[i] != i or excluded[i]]
+                names = store.ids(need) if need else {}
+                for i, line in zip(span, lines):
+                    if excluded[i]:
+                        rejected.write_record({"id": names[i][0], "step": "minhash_dedup",
+                                               "reason": "duplicate_id", "source": names[i][1]})
+                    elif rep[i] != i:
+                        dup.write(json.dumps({"id": names[i][0], "duplicate_of": names[int(rep[i])][0]},
+                                             ensure_ascii=False) + "\n")
+                        removed += 1
+                    else:
+                        if writer is None or writer.count >= OUTPUT_SHARD_DOCS:
+                            if writer is not None:
+                                writer.close()
+                            writer = JsonlZstWriter(output / f"part-{kept // OUTPUT_SHARD_DOCS:05d}.jsonl.zst")
+                        writer.write_line(line)
+                        kept += 1
+                idx += len(lines)
+            changed = [int(i) for i in result["changed_old"]]
+            if changed:
+                names = store.ids(changed + [int(rep[i]) for i in changed])
+                for i in changed:
+                    dup.write(json.dumps({"id": names[i][0], "duplicate_of": names[int(rep[i])][0],
+                                          "earlier_batch": True}, ensure_ascii=False) + "\n")
+        if writer is not None:
+            writer.close()
+        (output / "duplicates.jsonl.tmp").replace(output / "duplicates.jsonl")
+    except BaseException:
+        rejected.abort()
+        raise
+    rejected.close()
+    s = result["stats"]
+    n_new = result["n"] - n_old
+    stats = {
+        "docs_in": counts["docs_in"], "docs_out": kept, "duplicates": removed,
+        "duplicate_ids": s["duplicate_ids"], "rejected_read": counts["rejected_read"],
+        "earlier_batch_changed": len(result["changed_old"]), "no_words": s["no_words"],
+        "clusters": sum(s["cluster_sizes"].values()), "cluster_sizes": s["cluster_sizes"],
+        "threshold": cfg.threshold, "num_perm": cfg.num_perm, "ngram": cfg.ngram, "bands": s["bands"],
+        "rows": s["rows"], "keep": cfg.keep, "exact_verify": cfg.exact_verify,
+        "candidate_pairs": s["candidate_pairs"], "verified_pairs": s["verified_pairs"],
+        "sorted_runs": s["sorted_runs"], "memory_budget": cfg.memory_budget, "workers": cfg.workers,
+        "store_docs": result["n"], "batch": store.batches,
+        "steps": [{"name": "minhash_dedup", "docs_in": n_new, "docs_out": kept,
+                   "dropped": {k: v for k, v in (("duplicate", removed), ("duplicate_id", s["duplicate_ids"])) if v}}],
+        "seconds": {"scan": round(t_scan, 3), "reduce": round(t_reduce, 3),
+                    "total": round(time.perf_counter() - t0, 3)},
+    }
+    (output / "stats.json").write_text(json.dumps(stats, indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+    return stats
+
+
+def summary_rows(stats: dict) -> list[dict]:
+    return [{"docs in": stats["docs_in"], "kept": stats["docs_out"], "duplicates": stats["duplicates"],
+             "clusters": stats["clusters"], "bands x rows": f"{stats['bands']}x{stats['rows']}",
+             "pairs checked": stats["candidate_pairs"], "pairs kept": stats["verified_pairs"],
+             "seconds": stats["seconds"]["total"]}]
+
+
+def print_summary(stats: dict) -> None:
+    print_table(summary_rows(stats), title="anvil data dedup")

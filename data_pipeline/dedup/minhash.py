@@ -1,0 +1,217 @@
+"""MinHash signatures over word n-grams, vectorised with numpy, bit-compatible with datasketch.
+
+Why our own code and not `datasketch.MinHash.bulk`: datasketch hashes every shingle with a Python
+call (SHA-1 by default), which is most of its run time (~1.5 ms for a 5 kB document). Here a
+document is normalised to one byte string, every word n-gram is hashed at once with a polynomial
+rolling hash over prefix sums (`shingle_hashes`), and the 128 permutations are applied to a whole
+batch of documents as one (perm x shingle) matrix with a segmented min (`MinHasher.signatures`).
+
+Compatibility contract (tested): the permutations are datasketch's "affine64" scheme
+(`MinHash(num_perm, seed, scheme="affine64")`: the MurmurHash3 64-bit finaliser, then
+`a * h + b mod 2**64` with `a`, `b` drawn from `np.random.RandomState(seed)`), and `hash_shingle`
+is the same shingle hash in plain Python. So `MinHash(num_perm, seed, hashfunc=hash_shingle,
+scheme="affine64")` fed with `shingles(text)` gives exactly our signature, and our signature can be
+loaded into a `LeanMinHash(seed=seed, hashvalues=sig, scheme="affine64")`.
+
+Normalisation: NFKC, lower case, every run of non-alphanumeric characters (punctuation, symbols,
+whitespace, `_`) folded to one space. Scripts written without spaces (CJK, kana, Thai) are split
+into one token per character. A document with fewer than `n` words has one shingle (all its
+words); a document with no word at all has no shingles and an all-max signature.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Iterable, Sequence
+
+import numpy as np
+
+U64 = np.uint64
+MAX_HASH = np.iinfo(np.uint64).max
+_MASK = (1 << 64) - 1
+# Multiplier of the polynomial shingle hash (odd, so it is invertible modulo 2**64).
+POLY = 0x9E3779B97F4A7C15
+_POLY_INV = pow(POLY, -1, 1 << 64)
+_SPACE = 32
+_CHUNK_BYTES = 1 << 20          # longer documents are hashed in windows of this many bytes
+_PERM_BLOCK = 16384             # shingles per block of the (perm x shingle) matrix (fits in L2)
+
+# ASCII fast path: one bytes.translate does lower-casing and punctuation folding.
+_ASCII_TABLE = bytes((c + 32 if 65 <= c <= 90 else c) if chr(c).isalnum() else _SPACE for c in range(256))
+_SEP = re.compile(r"[\W_]+")
+_NOSPACE = "\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_NOSPACE_CHAR = re.compile(f"[{_NOSPACE}]")
+
+
+def normalize(text: str) -> bytes:
+    """Normalised UTF-8 bytes: tokens separated by single spaces, no leading/trailing space."""
+    if text.isascii():
+        b = text.encode("ascii").translate(_ASCII_TABLE)
+        return b" ".join(b.split())
+    t = unicodedata.normalize("NFKC", text).lower()
+    t = _SEP.sub(" ", t)
+    if _NOSPACE_CHAR.search(t):
+        t = _NOSPACE_CHAR.sub(r" \g<0> ", t)
+        t = " ".join(t.split())
+    return t.strip().encode("utf-8", "surrogatepass")
+
+
+def shingles(text: str, n: int = 5) -> list[bytes]:
+    """The word n-grams of a document as byte strings (reference implementation, for tests)."""
+    words = normalize(text).split()
+    if not words:
+        return []
+    if len(words) < n:
+        return [b" ".join(words)]
+    return [b" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def hash_shingle(data: bytes) -> int:
+    """The 64-bit shingle hash in plain Python: sum(byte_k * POLY**k) mod 2**64."""
+    h, p = 0, 1
+    for c in data:
+        h = (h + c * p) & _MASK
+        p = (p * POLY) & _MASK
+    return h
+
+
+class _Powers:
+    """Growing tables of POLY**k and POLY**-k modulo 2**64 (uint64 arithmetic wraps)."""
+
+    def __init__(self):
+        self.fwd = self.inv = np.ones(1, dtype=U64)
+
+    def _grow(self, n: int) -> None:
+        size = max(n, 2 * len(self.fwd), 4096)
+        with np.errstate(over="ignore"):
+            self.fwd = np.cumprod(np.full(size, POLY, dtype=U64), dtype=U64) // U64(1)
+            self.fwd = np.concatenate([np.ones(1, dtype=U64), self.fwd[:-1]])
+            self.inv = np.concatenate([np.ones(1, dtype=U64),
+                                       np.cumprod(np.full(size - 1, _POLY_INV, dtype=U64), dtype=U64)])
+
+    def tables(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.fwd) < n:
+            self._grow(n)
+        return self.fwd[:n], self.inv[:n]
+
+
+_POWERS = _Powers()
+
+
+def _window_hashes(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Polynomial hashes of arr[starts[i]:ends[i]] (all inside arr) via one prefix sum."""
+    fwd, inv = _POWERS.tables(len(arr) + 1)
+    with np.errstate(over="ignore"):
+        # pre[j] = sum_{k<j} arr[k] * POLY**k ; hash(s, e) = (pre[e] - pre[s]) * POLY**-s
+        pre = np.empty(len(arr) + 1, dtype=U64)
+        pre[0] = 0
+        np.cumsum(arr * fwd[: len(arr)], dtype=U64, out=pre[1:])
+        return (pre[ends] - pre[starts]) * inv[starts]
+
+
+def shingle_hashes(norm: bytes, n: int) -> np.ndarray:
+    """uint64 hashes of every word n-gram of normalised bytes (== hash_shingle of `shingles`)."""
+    if not norm:
+        return np.empty(0, dtype=U64)
+    arr = np.frombuffer(norm, dtype=np.uint8)
+    spaces = np.flatnonzero(arr == _SPACE)
+    if len(spaces) + 1 < n:
+        return _window_hashes(arr, np.zeros(1, np.int64), np.array([len(arr)]))
+    starts = np.concatenate([[0], spaces + 1])
+    ends = np.concatenate([spaces, [len(arr)]])
+    s, e = starts[: len(starts) - n + 1], ends[n - 1:]
+    if len(arr) <= _CHUNK_BYTES:
+        return _window_hashes(arr, s, e)
+    out = np.empty(len(s), dtype=U64)
+    i = 0
+    while i < len(s):   # windows of whole shingles; hashes are translation invariant
+        j = max(i + 1, int(np.searchsorted(e, s[i] + _CHUNK_BYTES, side="right")))
+        lo, hi = int(s[i]), int(e[j - 1])
+        out[i:j] = _window_hashes(arr[lo:hi], s[i:j] - lo, e[i:j] - lo)
+        i = j
+    return out
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser, as datasketch applies it before the permutations."""
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> U64(33))
+        h = h * U64(0xFF51AFD7ED558CCD)
+        h = h ^ (h >> U64(33))
+        h = h * U64(0xC4CEB9FE1A85EC53)
+        return h ^ (h >> U64(33))
+
+
+def datasketch_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) exactly as datasketch.MinHash(num_perm, seed, scheme="affine64") draws them."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 63, num_perm, dtype=U64) * U64(2) + U64(1)
+    b = gen.randint(0, 1 << 64, num_perm, dtype=U64)
+    return a, b
+
+
+class MinHasher:
+    """Signatures for batches of documents: `signatures(texts) -> (len(texts), num_perm) uint64`."""
+
+    def __init__(self, num_perm: int = 128, ngram: int = 5, seed: int = 1):
+        if num_perm < 1 or ngram < 1:
+            raise ValueError("num_perm and ngram must be positive")
+        self.num_perm, self.ngram, self.seed = num_perm, ngram, seed
+        a, b = datasketch_permutations(num_perm, seed)
+        self.a, self.b = a[:, None], b[:, None]
+
+    def shingle_sets(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per document, the uint64 shingle hashes (not de-duplicated)."""
+        return [shingle_hashes(normalize(t), self.ngram) for t in texts]
+
+    def signatures_from_hashes(self, hashes: Sequence[np.ndarray]) -> np.ndarray:
+        sig = np.full((len(hashes), self.num_perm), MAX_HASH, dtype=U64)
+        counts = np.fromiter((len(h) for h in hashes), dtype=np.int64, count=len(hashes))
+        total = int(counts.sum())
+        if total == 0:
+            return sig
+        flat = _fmix64(np.concatenate([h for h in hashes if len(h)]))
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        # Blocks of _PERM_BLOCK shingles keep the (perm x shingle) matrix cache-sized; every block
+        # is cut at document starts and at its own start, and a segmented min gives each piece.
+        cuts = np.union1d(bounds[:-1][counts > 0], np.arange(0, total, _PERM_BLOCK))
+        owner = np.searchsorted(bounds, cuts, side="right") - 1
+        buf = np.empty((self.num_perm, min(_PERM_BLOCK, total)), dtype=U64)
+        for start in range(0, total, _PERM_BLOCK):
+            stop = min(total, start + _PERM_BLOCK)
+            m = buf[:, : stop - start]
+            with np.errstate(over="ignore"):
+                np.multiply(self.a, flat[start:stop][None, :], out=m)
+                np.add(m, self.b, out=m)
+            lo, hi = np.searchsorted(cuts, [start, stop])
+            mins = np.minimum.reduceat(m, cuts[lo:hi] - start, axis=1).T
+            np.minimum.at(sig, owner[lo:hi], mins)
+        return sig
+
+    def signatures(self, texts: Sequence[str]) -> np.ndarray:
+        return self.signatures_from_hashes(self.shingle_sets(texts))
+
+
+def jaccard_estimate(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
+    """Row-wise fraction of equal MinHash values (datasketch's `MinHash.jaccard`)."""
+    return np.count_nonzero(sig_a == sig_b, axis=-1) / sig_a.shape[-1]
+
+
+def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard of two shingle-hash sets (arrays may hold repeats)."""
+    a, b = np.unique(a), np.unique(b)
+    if len(a) == 0 and len(b) == 0:
+        return 0.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+def iter_batches(items: Iterable, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
