@@ -1,0 +1,24 @@
+"""The built-in data the trainer falls back to: real text, the tiny model's vocabulary, cached."""
+import time
+
+from data_pipeline.tokens.builtin import builtin_data
+from data_pipeline.tokens.datasets import build_datasets, check_compatible
+from data_pipeline.tokens.shards import read_sidecar
+from data_pipeline.tokens.tokenizer import load_tokenizer
+from framework.config import ModelConfig
+
+
+def test_builtin_data_matches_tiny_model_and_is_cached(tmp_path):
+    prefix, tok_path = builtin_data(tmp_path)
+    vocab = ModelConfig().vocab_size
+    report = check_compatible(prefix, tok_path, vocab)
+    assert report["tokenizer_vocab_size"] == vocab == 384
+    meta = read_sidecar(prefix)
+    assert meta["documents"] > 1000 and meta["tokens"] > 1_000_000
+    train, valid = build_datasets([prefix], [], "98,2,0", 64, 1, 256, 16, str(tmp_path / "cache"), vocab,
+                                  meta["eod_id"])
+    text = load_tokenizer(tok_path).decode(train[0].tolist())
+    assert len(text) > 64 and text.isprintable() or "\n" in text
+    start = time.perf_counter()
+    assert builtin_data(tmp_path) == (prefix, tok_path)
+    assert time.perf_counter() - start < 1.0  # cached: no retraining
