@@ -3,9 +3,11 @@
 Stable API used across Anvil (curation, dedup, tokenizer):
 
     expand_inputs(inputs) -> list[Path]
-        Files, folders (searched recursively) and globs, de-duplicated and sorted by their string
-        form, so the shard order (and every result that depends on it) is the same on any machine.
-        Folders and globs keep only supported files; a file named explicitly must be supported.
+        Files, folders (searched recursively, hidden paths skipped) and globs, de-duplicated and
+        sorted by their string form, so the shard order (and every result that depends on it) is
+        the same on any machine. Folders and globs keep only supported files; a file named
+        explicitly must be supported. The output folder of `anvil data run` yields only its kept
+        shards (not rejected/ or report.html).
 
     read_documents(path, on_reject=None, strict=False, *, raw_html=False, max_doc_bytes=..., skipped=None)
         -> Iterator[Document]
@@ -32,9 +34,9 @@ Documents without an id get `"<file name>:<line|offset|row>"`.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
-import io
 import json
 import zlib
 from pathlib import Path
@@ -73,7 +75,7 @@ def expand_inputs(inputs: list[str] | str | Path | list[Path]) -> list[Path]:
         text = str(item)
         path = Path(text)
         if path.is_dir():
-            matches = [p for p in path.rglob("*") if p.is_file() and is_supported(p)]
+            matches = _folder_files(path)
         elif path.is_file():
             if not is_supported(path):
                 raise ValueError(f"{path}: unsupported input format; expected one of "
@@ -84,7 +86,7 @@ def expand_inputs(inputs: list[str] | str | Path | list[Path]) -> list[Path]:
             for m in glob.glob(text, recursive=True):
                 p = Path(m)
                 if p.is_dir():
-                    matches += [q for q in p.rglob("*") if q.is_file() and is_supported(q)]
+                    matches += _folder_files(p)
                 elif is_supported(p):
                     matches.append(p)
         else:
@@ -93,6 +95,16 @@ def expand_inputs(inputs: list[str] | str | Path | list[Path]) -> list[Path]:
             raise FileNotFoundError(f"input {text}: no supported files ({', '.join(SUPPORTED_SUFFIXES)})")
         found.update(matches)
     return sorted(found, key=str)
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """Supported files under `folder`, skipping hidden paths (.anvil/ work files). The output folder
+    of `anvil data run` (stats.json + rejected/) yields only its kept shards, so `clean/` can be the
+    input of the next command as is."""
+    if (folder / "stats.json").is_file() and (folder / "rejected").is_dir():
+        return sorted(p for p in folder.glob("*.jsonl.zst") if p.is_file())
+    return [p for p in folder.rglob("*") if p.is_file() and is_supported(p)
+            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
 def iter_documents(inputs, on_reject: RejectFn | None = None, strict: bool = False,
@@ -150,15 +162,42 @@ class _Rejecter:
             self.on_reject(rec)
 
 
-def _open_binary(path: Path):
+def _zst_lines(path: Path, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a (multi-frame) .zst file; EOFError when the file ends inside a frame, which
+    zstandard's stream_reader would silently accept as a short file."""
+    import zstandard
+
+    dctx = zstandard.ZstdDecompressor()
+    dobj, in_frame, pending = dctx.decompressobj(), False, []
+    with open(path, "rb") as raw:
+        while chunk := raw.read(chunk_size):
+            while chunk:
+                out = dobj.decompress(chunk)
+                in_frame = True
+                chunk = b""
+                if dobj.eof:
+                    chunk, dobj, in_frame = dobj.unused_data, dctx.decompressobj(), False
+                if b"\n" not in out:
+                    pending.append(out)
+                    continue
+                parts = out.split(b"\n")
+                parts[0] = b"".join(pending) + parts[0]
+                pending = [parts.pop()]
+                for line in parts:
+                    yield line + b"\n"
+    if in_frame:
+        raise EOFError("zstd data ended before the end of its frame")
+    tail = b"".join(pending)
+    if tail:
+        yield tail
+
+
+def _open_lines(path: Path):
     name = str(path).lower()
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".zst"):
-        import zstandard
-
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+        return contextlib.closing(_zst_lines(path))
     return open(path, "rb")
 
 
@@ -181,7 +220,7 @@ def _text_problem(text, max_doc_bytes: int) -> str | None:
 def _read_jsonl(path: Path, reject: _Rejecter, max_doc_bytes: int) -> Iterator[Document]:
     line_no = 0
     try:
-        with _open_binary(path) as fh:
+        with _open_lines(path) as fh:
             for raw in fh:
                 line_no += 1
                 if not raw.strip():
