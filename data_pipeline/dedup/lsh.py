@@ -166,6 +166,7 @@ def merge_all(paths: list[Path], budget_bytes: int, scratch: Path) -> Iterator[t
             remove_runs([p for p in group if p.name.startswith("merge")])   # intermediates only
         paths, level = merged, level + 1
     yield from merge_runs(paths, budget_bytes)
+    remove_runs([p for p in paths if p.name.startswith("merge")])
 
 
 def bucket_pairs(keys: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,8 +29,8 @@ class MinhashDedup(CorpusStage):
         num_perm: int = 128
         ngram: int = 5
         seed: int = 1
-        fp_weight: float = 0.5
-        fn_weight: float = 0.5
+        fp_weight: float = 0.05
+        fn_weight: float = 0.95
         keep: str = "first"
         exact_verify: bool = False
         dedupe_ids: bool = False

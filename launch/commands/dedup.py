@@ -37,8 +37,9 @@ def _configure_dedup(p: argparse.ArgumentParser) -> None:
                    help="dedup this batch against (and add it to) the signatures stored in DIR by earlier batches")
     p.add_argument("--exact-verify", action="store_true",
                    help="verify candidate pairs on exact shingle Jaccard instead of the MinHash estimate")
-    p.add_argument("--weights", type=float, nargs=2, default=(0.5, 0.5), metavar=("FP", "FN"),
-                   help="false-positive and false-negative weights of the bands x rows optimiser (default 0.5 0.5)")
+    p.add_argument("--weights", type=float, nargs=2, default=(0.05, 0.95), metavar=("FP", "FN"),
+                   help="false-positive and false-negative weights of datasketch's bands x rows optimiser; "
+                        "candidates are verified, so the default favours recall (default 0.05 0.95)")
     p.add_argument("--seed", type=int, default=1, help="permutation seed (datasketch's; default 1)")
 
 
