@@ -1,0 +1,1 @@
+"""Evaluation: loss and perplexity of checkpoints and exported models."""

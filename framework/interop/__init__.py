@@ -1,0 +1,1 @@
+"""Hugging Face interop: export, import, LoRA fine-tuning, parity checks."""
