@@ -139,16 +139,16 @@ def scan_texts(texts: Sequence[str], shard_dir: Path, cfg: DedupConfig) -> int:
     """Signatures and band keys of a shard (the expensive part; runs in workers)."""
     shard_dir.mkdir(parents=True, exist_ok=True)
     hasher = MinHasher(cfg.num_perm, cfg.ngram, cfg.seed)
-    hashes = hasher.shingle_sets(texts)
-    sig = hasher.signatures_from_hashes(hashes)
+    flat, counts = hasher.hash_batch(texts)
+    sig = hasher.signatures_from_flat(flat, counts)
     b, r = cfg.params
     sig.astype("<u8").tofile(shard_dir / "sig.u64")
     lsh.band_keys(sig, b, r).astype("<u8").tofile(shard_dir / "bands.u64")
     if cfg.exact_verify:
-        uniq = [np.unique(h) for h in hashes]
+        uniq = [np.unique(h) for h in np.split(flat, np.cumsum(counts)[:-1])] if len(texts) else []
         np.concatenate(uniq or [np.empty(0, U64)]).astype("<u8").tofile(shard_dir / "shingles.u64")
         np.save(shard_dir / "shingles.len.npy", np.array([len(u) for u in uniq], dtype=np.int64))
-    empty = sum(1 for h in hashes if len(h) == 0)
+    empty = int((counts == 0).sum())
     (shard_dir / "scan.json").write_text(json.dumps({"docs": len(texts), "no_words": empty}))
     return len(texts)
 

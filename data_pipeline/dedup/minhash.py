@@ -56,6 +56,13 @@ def normalize(text: str) -> bytes:
     return t.strip().encode("utf-8", "surrogatepass")
 
 
+def _normalize_loose(text: str) -> bytes:
+    """`normalize` without collapsing separator runs (batch_shingle_hashes collapses them in numpy)."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_TABLE)
+    return normalize(text)
+
+
 def shingles(text: str, n: int = 5) -> list[bytes]:
     """The word n-grams of a document as byte strings (reference implementation, for tests)."""
     words = normalize(text).split()
@@ -109,27 +116,58 @@ def _window_hashes(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.
         return (pre[ends] - pre[starts]) * inv[starts]
 
 
-def shingle_hashes(norm: bytes, n: int) -> np.ndarray:
-    """uint64 hashes of every word n-gram of normalised bytes (== hash_shingle of `shingles`)."""
-    if not norm:
-        return np.empty(0, dtype=U64)
-    arr = np.frombuffer(norm, dtype=np.uint8)
-    spaces = np.flatnonzero(arr == _SPACE)
-    if len(spaces) + 1 < n:
-        return _window_hashes(arr, np.zeros(1, np.int64), np.array([len(arr)]))
-    starts = np.concatenate([[0], spaces + 1])
-    ends = np.concatenate([spaces, [len(arr)]])
-    s, e = starts[: len(starts) - n + 1], ends[n - 1:]
+def _hash_spans(arr: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Hashes of arr[s[i]:e[i]] for ascending spans, in windows of about _CHUNK_BYTES bytes so the
+    prefix sums and power tables stay small; hashes are translation invariant."""
     if len(arr) <= _CHUNK_BYTES:
         return _window_hashes(arr, s, e)
     out = np.empty(len(s), dtype=U64)
     i = 0
-    while i < len(s):   # windows of whole shingles; hashes are translation invariant
+    while i < len(s):
         j = max(i + 1, int(np.searchsorted(e, s[i] + _CHUNK_BYTES, side="right")))
         lo, hi = int(s[i]), int(e[j - 1])
         out[i:j] = _window_hashes(arr[lo:hi], s[i:j] - lo, e[i:j] - lo)
         i = j
     return out
+
+
+def batch_shingle_hashes(norms: Sequence[bytes], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of many normalised documents at once: (flat uint64 hashes, count per doc).
+
+    The documents are joined with "\n" (never left by `normalize`), so one pass of numpy finds
+    every token and every n-gram; per-document numpy calls would cost more than the hashing for
+    short documents."""
+    counts = np.zeros(len(norms), dtype=np.int64)
+    big = b"\n".join(norms)
+    if not big.strip(b"\n"):
+        return np.empty(0, dtype=U64), counts
+    arr = np.frombuffer(big, dtype=np.uint8)
+    space = arr == _SPACE
+    sep = space | (arr == 10)
+    if (space[1:] & sep[:-1]).any():    # runs of separators -> one space (documents keep their "\n")
+        keep = np.ones(len(arr), dtype=bool)
+        keep[1:] = ~(space[1:] & sep[:-1])
+        arr = arr[keep]
+        space = arr == _SPACE
+        sep = space | (arr == 10)
+    newline = sep & ~space
+    starts = np.flatnonzero(~sep & np.concatenate([[True], sep[:-1]]))
+    ends = np.flatnonzero(~sep & np.concatenate([sep[1:], [True]])) + 1
+    tok_doc = np.searchsorted(np.flatnonzero(newline), starts)
+    tok_count = np.bincount(tok_doc, minlength=len(norms))
+    tok_first = np.concatenate([[0], np.cumsum(tok_count)[:-1]])
+    counts = np.where(tok_count >= n, tok_count - n + 1, np.minimum(tok_count, 1))
+    total = int(counts.sum())
+    first_sh = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    k = np.arange(total) - np.repeat(first_sh, counts)
+    sh_start = np.repeat(tok_first, counts) + k
+    sh_end = np.minimum(sh_start + n - 1, np.repeat(tok_first + tok_count - 1, counts))
+    return _hash_spans(arr, starts[sh_start], ends[sh_end]), counts
+
+
+def shingle_hashes(norm: bytes, n: int) -> np.ndarray:
+    """uint64 hashes of every word n-gram of normalised bytes (== hash_shingle of `shingles`)."""
+    return batch_shingle_hashes([norm], n)[0]
 
 
 def _fmix64(h: np.ndarray) -> np.ndarray:
@@ -160,17 +198,26 @@ class MinHasher:
         a, b = datasketch_permutations(num_perm, seed)
         self.a, self.b = a[:, None], b[:, None]
 
+    def hash_batch(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(flat shingle hashes, count per document) of a batch of raw texts."""
+        return batch_shingle_hashes([_normalize_loose(t) for t in texts], self.ngram)
+
     def shingle_sets(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Per document, the uint64 shingle hashes (not de-duplicated)."""
-        return [shingle_hashes(normalize(t), self.ngram) for t in texts]
+        flat, counts = self.hash_batch(texts)
+        return np.split(flat, np.cumsum(counts)[:-1]) if len(texts) else []
 
     def signatures_from_hashes(self, hashes: Sequence[np.ndarray]) -> np.ndarray:
-        sig = np.full((len(hashes), self.num_perm), MAX_HASH, dtype=U64)
         counts = np.fromiter((len(h) for h in hashes), dtype=np.int64, count=len(hashes))
+        flat = np.concatenate(list(hashes)) if len(hashes) else np.empty(0, dtype=U64)
+        return self.signatures_from_flat(flat.astype(U64), counts)
+
+    def signatures_from_flat(self, flat: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        sig = np.full((len(counts), self.num_perm), MAX_HASH, dtype=U64)
         total = int(counts.sum())
         if total == 0:
             return sig
-        flat = _fmix64(np.concatenate([h for h in hashes if len(h)]))
+        flat = _fmix64(flat)
         bounds = np.concatenate([[0], np.cumsum(counts)])
         # Blocks of _PERM_BLOCK shingles keep the (perm x shingle) matrix cache-sized; every block
         # is cut at document starts and at its own start, and a segmented min gives each piece.
@@ -189,7 +236,8 @@ class MinHasher:
         return sig
 
     def signatures(self, texts: Sequence[str]) -> np.ndarray:
-        return self.signatures_from_hashes(self.shingle_sets(texts))
+        return self.signatures_from_flat(*self.hash_batch(texts))
+
 
 
 def jaccard_estimate(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
