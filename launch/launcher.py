@@ -285,22 +285,44 @@ def format_command(argv: Sequence[str], env: Optional[Mapping[str, str]] = None)
     return " ".join([*assigns, shlex.join(argv)])
 
 
-def classify_exit(returncode: int, records: Sequence[Mapping]) -> tuple[int, str]:
-    """Map torchrun's return code and the watchdog records of this node to a scheduler exit code.
+def root_cause(failures: Mapping[int, Mapping]) -> Optional[dict]:
+    """The failed rank that explains the others: not one the agent itself stopped with SIGTERM."""
+    if not failures:
+        return None
+    own = {r: f for r, f in failures.items() if f.get("exitcode") != -15} or dict(failures)
+    rank = min(own, key=lambda r: (own[r].get("timestamp", 0), r))
+    return {"rank": rank, **own[rank]}
 
-    No record but a failure means a rank died without reporting (killed, out of memory): retryable.
+
+def describe_failure(root: Mapping, node_rank: int) -> str:
+    how = (f"was killed by {root.get('signal') or 'signal ' + str(-root['exitcode'])}" if root["exitcode"] < 0
+           else f"exited with code {root['exitcode']}")
+    return f"rank {root['rank']} (node {node_rank}, local rank {root.get('local_rank')}, pid {root.get('pid')}) {how}"
+
+
+def classify_exit(returncode: int, records: Sequence[Mapping], root: Optional[Mapping] = None,
+                  node_rank: int = 0) -> tuple[int, str]:
+    """Map torchrun's outcome and the watchdog records of this node to a scheduler exit code.
+
+    A watchdog record decides when there is one (an exception in training: do not retry; a lost
+    or hung peer: retry). Without records, a rank killed by a signal (SIGKILL, out of memory) is
+    retryable and a rank that exited with an error code before its watchdog started is not.
     """
     if returncode == 0:
         return EXIT_OK, "job finished"
     errors = [r for r in records if r.get("exit_code") == EXIT_FAILED]
     chosen = errors or [r for r in records if r.get("kind") != "comm_error"] or list(records)
-    messages = "; ".join(dict.fromkeys(str(r.get("message", "")) for r in chosen[:4]))
+    own_exit = root is not None and root["exitcode"] in (EXIT_RETRY, EXIT_FAILED) and records
+    parts = [describe_failure(root, node_rank)] if root and not own_exit else []
+    parts += list(dict.fromkeys(str(r.get("message", "")) for r in chosen[:4]))
+    detail = "; ".join(parts) or f"torchrun exited with {returncode}"
     if errors:
-        return EXIT_FAILED, f"training failed: {messages}"
-    if records:
-        return EXIT_RETRY, f"job failed (retryable): {messages}"
-    return EXIT_RETRY, (f"job failed (retryable): torchrun exited with {returncode} and no rank left a "
-                        "record (killed by a signal or out of memory?)")
+        return EXIT_FAILED, f"training failed: {detail}"
+    if records or root is None or root["exitcode"] < 0 or root["exitcode"] == EXIT_RETRY:
+        return EXIT_RETRY, f"job failed (retryable): {detail}"
+    if root["exitcode"] == EXIT_BAD_INPUT:
+        return EXIT_BAD_INPUT, f"bad input: {detail}"
+    return EXIT_FAILED, f"training failed: {detail}"
 
 
 def combine_exit_codes(codes: Sequence[int]) -> int:

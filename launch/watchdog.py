@@ -16,6 +16,7 @@ turns into an exit code telling the scheduler whether to retry.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import socket
@@ -105,7 +106,7 @@ class Watchdog:
     def __init__(self, timeout_s: float, interval_s: Optional[float] = None,
                  on_abort: Optional[Callable[[Verdict], None]] = None):
         self.timeout_s = float(timeout_s)
-        self.interval_s = interval_s or min(5.0, max(0.25, self.timeout_s / 10))
+        self.interval_s = interval_s or min(2.0, max(0.25, self.timeout_s / 20))
         self.on_abort = on_abort or self._exit
         self.step = -1
         self.active = False
@@ -138,6 +139,7 @@ class Watchdog:
         self.active = True
         self._prev_hook = sys.excepthook
         sys.excepthook = self._excepthook
+        atexit.register(self._atexit)
         self._thread = threading.Thread(target=self._run, name="anvil-watchdog", daemon=True)
         self._thread.start()
         return self
@@ -158,6 +160,7 @@ class Watchdog:
             pass
         if sys.excepthook is self._excepthook:
             sys.excepthook = self._prev_hook
+        atexit.unregister(self._atexit)
 
     def __enter__(self) -> "Watchdog":
         return self.start()
@@ -253,6 +256,11 @@ class Watchdog:
         except Exception:  # noqa: BLE001
             pass
         self._record("error", f"rank {self.rank}: {type(exc).__name__}: {exc}", EXIT_FAILED)
+
+    def _atexit(self) -> None:
+        """Exiting while still watched (SystemExit, a handled error) is a failure, not a lost rank."""
+        if self.active:
+            self._handle_exception(SystemExit("exited before training finished"))
 
     def _excepthook(self, exc_type, exc, tb) -> None:
         if self.active:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -135,27 +134,35 @@ def _run_local(args: argparse.Namespace, cfg) -> int:
     for old in status.glob("rank*.json"):
         old.unlink()
     print(f"anvil launch: node {node.node_rank}/{node.nnodes}: {L.format_command(argv, env)}", file=sys.stderr, flush=True)
-    rc = _run_forwarding_signals(argv, {**os.environ, **env})
-    code, message = L.classify_exit(rc, read_status(str(status)))
+    os.environ.update(env)
+    rc, root = _torchrun(argv[3:])
+    code, message = L.classify_exit(rc, read_status(str(status)), root, node.node_rank)
     if code:
         print(f"anvil launch: node {node.node_rank}: {message} (exit {code})", file=sys.stderr, flush=True)
     return code
 
 
-def _run_forwarding_signals(argv: list[str], env: dict) -> int:
-    """Run argv; SIGTERM/SIGINT sent to the launcher (scancel, Ctrl-C) reach torchrun too."""
-    proc = subprocess.Popen(argv, env=env)
+def _torchrun(torchrun_args: list[str]) -> tuple[int, dict | None]:
+    """Run exactly `python -m torch.distributed.run ARGS` in this process (this process is the
+    elastic agent, so it sees which rank failed and how, instead of torchrun's exit code 1)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
+    from torch.distributed.run import parse_args, run
 
-    def forward(signum, _frame):
-        if proc.poll() is None:
-            proc.send_signal(signum)
+    from launch.launcher import root_cause
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return proc.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        run(parse_args(torchrun_args))
+        return 0, None
+    except ChildFailedError as exc:
+        failures = {rank: {"exitcode": f.exitcode, "local_rank": f.local_rank, "pid": f.pid,
+                           "timestamp": f.timestamp, "signal": f.signal_name() if f.exitcode < 0 else None}
+                    for rank, f in exc.failures.items()}
+        return 1, root_cause(failures)
+    except RendezvousError as exc:
+        print(f"anvil launch: lost the rendezvous with node 0 ({type(exc).__name__}: {exc}); "
+              "node 0 stopped or is unreachable, see its log", file=sys.stderr, flush=True)
+        return 1, None
 
 
 def _run_hostfile(args: argparse.Namespace, cfg) -> int:

@@ -144,6 +144,13 @@ def test_exit_codes_tell_the_scheduler_whether_to_retry():
     assert code == L.EXIT_RETRY and "rank 3" in msg
     error = {"kind": "error", "exit_code": L.EXIT_FAILED, "message": "rank 0: ValueError: bad"}
     assert L.classify_exit(1, [dead, error])[0] == L.EXIT_FAILED
+    killed = L.root_cause({2: {"exitcode": -15, "timestamp": 5, "local_rank": 0, "pid": 11},
+                           3: {"exitcode": -9, "timestamp": 5, "local_rank": 1, "pid": 12, "signal": "SIGKILL"}})
+    code, msg = L.classify_exit(1, [], killed, node_rank=1)
+    assert code == L.EXIT_RETRY and "rank 3 (node 1, local rank 1, pid 12) was killed by SIGKILL" in msg
+    crashed = L.root_cause({0: {"exitcode": 1, "timestamp": 3}})
+    assert L.classify_exit(1, [], crashed)[0] == L.EXIT_FAILED  # died before its watchdog started
+    assert L.classify_exit(1, [], L.root_cause({0: {"exitcode": 2, "timestamp": 3}}))[0] == L.EXIT_BAD_INPUT
     assert L.combine_exit_codes([0, 75, 255]) == L.EXIT_RETRY
     assert L.combine_exit_codes([75, 1]) == L.EXIT_FAILED
     assert L.combine_exit_codes([0, 0]) == L.EXIT_OK
