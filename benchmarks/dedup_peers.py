@@ -5,8 +5,13 @@
 Writes OUTPUT/clusters.json: {id: cluster id} for every document DataTrove put in a cluster.
 """
 import json
+import os
 import sys
 from pathlib import Path
+
+# benchmarks/tokenize.py shadows the stdlib module: keep this folder off the import path.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
 
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
