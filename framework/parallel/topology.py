@@ -15,8 +15,9 @@ checks them against it before any model exists. Without pipelines DeepSpeed take
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 from framework.configtree import ConfigError
 
@@ -55,6 +56,20 @@ def layout_from_config(world_size: int, tensor: int, pipeline: int) -> Layout:
             f"config key 'parallel': world size {world_size} is not divisible by tensor x pipeline = "
             f"{tensor} x {pipeline} = {tensor * pipeline}")
     return Layout(world_size // (tensor * pipeline), tensor, pipeline)
+
+
+def validate_layout(cfg, world_size: int) -> Layout:
+    """All layout checks for a `RunConfig`, before any process group is made; the layout."""
+    cfg.check_layout(world_size)  # divisibility by tensor x pipeline, heads/vocab, stages, ZeRO with pipelines
+    p, m = cfg.parallel, cfg.model
+    if p.sequence_parallel and p.tensor > 1:
+        if m.arch != "llama":
+            raise ConfigError("config key 'parallel.sequence_parallel': needs model.arch=llama (learned "
+                              "positions are added to the whole sequence)")
+        if m.seq_len % p.tensor:
+            raise ConfigError(f"config key 'parallel.sequence_parallel': model.seq_len={m.seq_len} is not "
+                              f"divisible by parallel.tensor={p.tensor}")
+    return layout_from_config(world_size, p.tensor, p.pipeline)
 
 
 def rank_groups(layout: Layout) -> dict[str, list[list[int]]]:
@@ -169,11 +184,30 @@ class Topology:
 
 
 _CURRENT: Optional[Topology] = None
+_PLAIN = False
 
 
 def current() -> Optional[Topology]:
     """The topology `initialize` made in this process, or None (a plain single-process model)."""
     return _CURRENT
+
+
+def tensor_parallel() -> Optional[Topology]:
+    """The active topology when the layer factories should return tensor-parallel layers."""
+    if _PLAIN or _CURRENT is None or _CURRENT.layout.tensor == 1:
+        return None
+    return _CURRENT
+
+
+@contextmanager
+def plain_layers() -> Iterator[None]:
+    """Inside, the layer factories return plain torch layers even under tensor parallelism."""
+    global _PLAIN
+    old, _PLAIN = _PLAIN, True
+    try:
+        yield
+    finally:
+        _PLAIN = old
 
 
 def initialize(layout: Layout, sequence_parallel: bool = False) -> Topology:

@@ -1,0 +1,131 @@
+"""Pipeline parallelism: the model's pieces as a DeepSpeed `PipelineModule` (1F1B schedule).
+
+The model is already a chain `embed -> blocks[0..L-1] -> norm -> head`; `to_pipeline` lists those
+pieces as pipeline layers and DeepSpeed partitions them over the stages by parameter count,
+keeping only this stage's layers. With tied embeddings the token embedding is a tied layer on the
+first and the last stage (DeepSpeed all-reduces its gradient between them); the last stage
+computes logits through it. The loss is the model's own `layers.cross_entropy`, so tensor
+parallelism inside a stage works unchanged.
+
+Layer names inside the pipeline module are `{index}.{name}` (tied ones `tied_modules.embed.*`);
+`layer_names` maps them back to the model's own parameter names so checkpoints stay layout-free.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
+
+from framework.configtree import ConfigError
+from framework.parallel import topology
+
+TIED_KEY = "embed"
+
+
+class _Prebuilt(TiedLayerSpec):
+    """A tied layer whose module already exists (DeepSpeed's specs build from a class)."""
+
+    def __init__(self, key: str, module: nn.Module, forward_fn=None):
+        super().__init__(key, type(module), forward_fn=forward_fn, tied_weight_attr="weight")
+        self.module = module
+
+    def build(self, log=False):
+        return self.module
+
+
+class AddPositions(nn.Module):
+    """GPT-2's learned positions, split from the token embedding when that one is tied."""
+
+    def __init__(self, pos: nn.Module):
+        super().__init__()
+        self.pos = pos
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.pos(torch.arange(h.size(1), device=h.device))
+
+
+def _tied_logits(tok: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    from framework.parallel import tensor
+
+    if isinstance(tok, tensor.VocabEmbedding):
+        return tensor.tied_head_forward(tok, h)
+    return torch.nn.functional.linear(h, tok.weight)
+
+
+def pipeline_layers(model: nn.Module) -> tuple[list, list[str]]:
+    """The model's pieces in order, and for each the prefix of its parameters in the model."""
+    tied = model.cfg.tie_embeddings
+    layers: list = []
+    names: list[str] = []
+    if tied:
+        layers.append(_Prebuilt(TIED_KEY, model.embed.tok))
+        names.append("embed.tok")
+        if model.embed.pos is not None:
+            layers.append(AddPositions(model.embed.pos))
+            names.append("embed")  # its parameter is `pos.weight` -> embed.pos.weight
+    else:
+        layers.append(model.embed)
+        names.append("embed")
+    for i, block in enumerate(model.blocks):
+        layers.append(block)
+        names.append(f"blocks.{i}")
+    layers.append(model.norm)
+    names.append("norm")
+    if tied:
+        layers.append(_Prebuilt(TIED_KEY, model.embed.tok, forward_fn=_tied_logits))
+        names.append("embed.tok")
+    else:
+        layers.append(model.head)
+        names.append("head")
+    return layers, names
+
+
+def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    from framework.model import layers
+
+    return layers.cross_entropy(logits, targets)
+
+
+def to_pipeline(model: nn.Module, topo: topology.Topology, activation_checkpointing: bool = False,
+                seed: int = 1234) -> PipelineModule:
+    """Cut `model` into `topo.layout.pipeline` stages; this rank keeps its own stage's layers."""
+    layers, names = pipeline_layers(model)
+    n_blocks = len(model.blocks)
+    if topo.layout.pipeline > n_blocks:
+        raise ConfigError(f"config key 'parallel.pipeline': {topo.layout.pipeline} stages for "
+                          f"model.n_layers={n_blocks} (at least one layer per stage)")
+    pipe = PipelineModule(
+        layers=layers, loss_fn=_loss, topology=topology.deepspeed_topology(topo.layout),
+        partition_method="parameters", seed_layers=False, base_seed=seed,
+        activation_checkpoint_interval=1 if activation_checkpointing else 0,
+        activation_checkpoint_func=partial(checkpoint, use_reentrant=False),
+        checkpointable_layers=["Block"])
+    pipe.anvil_layer_names = names
+    pipe.cfg = model.cfg
+    return pipe
+
+
+def stage_param_names(pipe: PipelineModule) -> dict[str, str]:
+    """Map this stage's parameter names (`3.attn.q_proj.weight`, `tied_modules.embed.weight`) to
+    the model's (`blocks.2.attn.q_proj.weight`, `embed.tok.weight`)."""
+    out = {}
+    for name, _ in pipe.named_parameters():
+        head, _, rest = name.partition(".")
+        if head == "tied_modules":
+            key, _, rest = rest.partition(".")
+            out[name] = f"embed.tok.{rest}"
+        else:
+            out[name] = f"{pipe.anvil_layer_names[int(head)]}.{rest}"
+    return out
+
+
+def stage_bounds(pipe: PipelineModule) -> tuple[int, int]:
+    """[start, stop) of this stage's layers in `pipeline_layers` order."""
+    return pipe._local_start, pipe._local_stop
+
+
+__all__ = ["to_pipeline", "pipeline_layers", "stage_param_names", "stage_bounds", "LayerSpec"]
