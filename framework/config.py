@@ -26,7 +26,7 @@ class ModelConfig:
     tie_embeddings: bool = False
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    init_std: float = 0.02
+    init_std: Optional[float] = None  # None: GPT-NeoX small init, sqrt(2 / (5 d_model))
 
     def validate(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "vocab_size", "seq_len"):
@@ -84,6 +84,7 @@ class TrainConfig:
     max_consecutive_skips: int = 5
     spike_window: int = 50
     spike_zscore: float = 6.0
+    inject_nan_at: list[int] = field(default_factory=list)  # fault injection: steps whose loss is NaN
 
     def validate(self) -> None:
         for name in ("steps", "micro_batch_size", "global_batch_size", "log_interval", "checkpoint_interval"):
@@ -91,6 +92,19 @@ class TrainConfig:
                 raise ConfigError(f"config key 'train.{name}': must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"config key 'train.lr': must be positive, got {self.lr}")
+        if self.warmup_steps < 0 or self.eval_interval < 0 or self.eval_iters < 0:
+            raise ConfigError("config keys 'train.warmup_steps', 'train.eval_interval', 'train.eval_iters' "
+                              "must be >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"config key 'train.min_lr_ratio': expected a value in [0, 1], got {self.min_lr_ratio}")
+        if not 0.0 < self.wsd_decay_fraction <= 1.0:
+            raise ConfigError(
+                f"config key 'train.wsd_decay_fraction': expected a value in (0, 1], got {self.wsd_decay_fraction}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"config key 'train.keep_checkpoints': must be >= 1, got {self.keep_checkpoints}")
+        if self.max_consecutive_skips < 1:
+            raise ConfigError(
+                f"config key 'train.max_consecutive_skips': must be >= 1, got {self.max_consecutive_skips}")
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Checkpoints: atomic DeepSpeed engine checkpoints plus Anvil metadata and a layout-free weight file."""

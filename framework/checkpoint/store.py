@@ -1,0 +1,204 @@
+"""Atomic, resumable checkpoints: what a crash at any moment must never corrupt.
+
+Layout of `RUN_DIR/checkpoints/`:
+    latest                      text file naming the newest complete checkpoint, updated last
+    step_00000100/
+        anvil.json              metadata: step, consumed samples and tokens, layout, resolved config,
+                                trainer state (skips, loss window)
+        config.yaml             the resolved config (human-readable copy)
+        model.safetensors       full unsharded fp32 weights (written by rank 0; any layout reads it)
+        rng/rank_00000.pt       every RNG state of each rank (python, numpy, torch, cuda)
+        ds/                     DeepSpeed engine checkpoint (model, optimizer and ZeRO partitions)
+
+Everything is written into `step_X.tmp-<nonce>/` and renamed into place by rank 0 after a barrier;
+`latest` is replaced (write temp + os.replace) only after that, then old checkpoints beyond
+`keep` are deleted. A kill at any point leaves the previous checkpoint and `latest` intact.
+Every `torch.load` here and in DeepSpeed's checkpoint engine runs with `weights_only=True` and a
+short allowlist of DeepSpeed's own plain classes, so a malicious pickle is refused.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT = "anvil-checkpoint/1"
+LATEST = "latest"
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def _ds_safe_globals() -> list:
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum]
+
+
+def safe_torch_load(path: str | os.PathLike, map_location=None):
+    """torch.load with weights_only=True; DeepSpeed's plain state classes are allowlisted."""
+    try:
+        with torch.serialization.safe_globals(_ds_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - report which file was refused and why
+        raise CheckpointError(f"{path}: refused to load (weights_only=True): {str(exc).splitlines()[0]}") from exc
+
+
+def make_ds_loads_safe(ds_engine) -> None:
+    """Route DeepSpeed's checkpoint reads through `safe_torch_load` (it uses weights_only=False)."""
+    ce = ds_engine.checkpoint_engine
+    ce.load = lambda path, map_location=None: safe_torch_load(path, map_location)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def latest_checkpoint(root: str | os.PathLike) -> Path | None:
+    root = Path(root)
+    pointer = root / LATEST
+    if not pointer.is_file():
+        return None
+    path = root / pointer.read_text().strip()
+    if not (path / "anvil.json").is_file():
+        raise CheckpointError(f"{pointer} names {path.name}, which is not a complete checkpoint")
+    return path
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """A run folder, its checkpoints/ folder or one checkpoint -> one checkpoint folder."""
+    p = Path(path)
+    if (p / "anvil.json").is_file():
+        return p
+    for root in (p / "checkpoints", p):
+        if (root / LATEST).is_file():
+            found = latest_checkpoint(root)
+            if found is not None:
+                return found
+    raise CheckpointError(f"{path}: no checkpoint found (expected a run folder, its checkpoints/ folder, "
+                          "or a checkpoint folder containing anvil.json)")
+
+
+def read_meta(ckpt: str | os.PathLike) -> dict:
+    path = Path(ckpt) / "anvil.json"
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint metadata ({exc})") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: expected format {FORMAT!r}, got {meta.get('format')!r}")
+    return meta
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[0],
+             "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((state["python_pos"], tuple(state["python"]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _broadcast_str(value: str | None) -> str:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return value or ""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def save(root: str | os.PathLike, step: int, engine, meta: dict, keep: int, config_yaml: str,
+         after_write=None) -> Path:
+    """Write checkpoint `step` atomically (collective: every rank calls it)."""
+    from safetensors.torch import save_file
+
+    rank = int(os.environ.get("RANK", "0"))
+    root = Path(root)
+    final = root / checkpoint_name(step)
+    tmp = root / _broadcast_str(f"{final.name}.tmp-{os.getpid()}-{time.time_ns()}" if rank == 0 else None)
+    if rank == 0:
+        tmp.mkdir(parents=True)
+    _barrier()
+    engine.ds.save_checkpoint(str(tmp), tag="ds", client_state={}, save_latest=False)
+    (tmp / "rng").mkdir(exist_ok=True)
+    torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
+    weights = engine.full_state_dict()  # collective under ZeRO-3
+    if rank == 0:
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        (tmp / "config.yaml").write_text(config_yaml)
+        (tmp / "anvil.json").write_text(json.dumps({"format": FORMAT, **meta}, indent=2, sort_keys=True))
+    if after_write is not None:
+        after_write(tmp)  # fault-injection point for tests: everything written, nothing published
+    _barrier()
+    if rank == 0:
+        if final.exists():  # a rerun that reached the same step again: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        pointer_tmp = root / f".{LATEST}.tmp"
+        pointer_tmp.write_text(final.name + "\n")
+        os.replace(pointer_tmp, root / LATEST)
+        _prune(root, keep)
+    _barrier()
+    return final
+
+
+def _prune(root: Path, keep: int) -> None:
+    done = sorted(p for p in root.glob("step_*") if p.is_dir() and ".tmp-" not in p.name)
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob("step_*.tmp-*"):  # leftovers of runs killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def load(ckpt: str | os.PathLike, engine) -> dict:
+    """Restore engine (weights, optimizer, ZeRO partitions) and this rank's RNG; return metadata."""
+    ckpt = Path(ckpt)
+    meta = read_meta(ckpt)
+    rank = int(os.environ.get("RANK", "0"))
+    make_ds_loads_safe(engine.ds)
+    path, _ = engine.ds.load_checkpoint(str(ckpt), tag="ds", load_optimizer_states=True,
+                                        load_lr_scheduler_states=False)
+    if path is None:
+        raise CheckpointError(f"{ckpt}/ds: DeepSpeed could not load this engine checkpoint")
+    rng_file = ckpt / "rng" / f"rank_{rank:05d}.pt"
+    if rng_file.is_file():
+        set_rng_state(safe_torch_load(rng_file))
+    return meta
+
+
+def load_weights(ckpt: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """Layout-free read of one checkpoint: (full fp32 state dict, metadata). No DeepSpeed needed."""
+    from safetensors.torch import load_file
+
+    ckpt = resolve(ckpt)
+    meta = read_meta(ckpt)
+    weights = ckpt / "model.safetensors"
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing (every Anvil checkpoint has one)")
+    return load_file(str(weights)), meta

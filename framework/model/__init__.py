@@ -1,0 +1,1 @@
+"""The model: one readable decoder-only transformer (`transformer.py`) built from layer factories."""

@@ -1,0 +1,193 @@
+"""The training loop: data -> engine step -> metrics -> validation -> checkpoint, resumable at any step.
+
+`train(cfg)` is what `anvil train` calls, in one process or on every rank under torchrun. The loop
+state is three numbers (step, consumed samples, tokens) plus the stability monitor; they, the
+engine and every RNG go into each checkpoint, and rerunning the same command continues from the
+latest one with exactly the batches, learning rates and losses an uninterrupted run would have.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from framework.checkpoint import store
+from framework.config import RunConfig
+from framework.configtree import ConfigError, dump_yaml, to_dict
+from framework.runtime import get_logger, print_table, seed_everything
+
+log = get_logger("anvil.train")
+
+
+def _all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
+    import torch.distributed as dist
+
+    values = values.clone()
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return values
+
+
+def build_model(cfg: RunConfig) -> torch.nn.Module:
+    from framework.model.transformer import Transformer
+    from framework.parallel import topology
+    from framework.parallel.parallelize import parallelize
+
+    def build() -> torch.nn.Module:
+        seed_everything(cfg.seed)  # identical initial weights on every rank and every layout
+        return Transformer(cfg.model, activation_checkpointing=cfg.parallel.activation_checkpointing)
+
+    # Plain model, or (under tensor/pipeline parallelism) this rank's shard / stage of it.
+    return parallelize(build, topology.current(), cfg.parallel.activation_checkpointing, cfg.seed)
+
+
+def _check_resume_compatible(meta: dict, cfg: RunConfig, ckpt: Path) -> None:
+    saved = meta.get("config", {})
+    if saved.get("model") != to_dict(cfg.model):
+        diff = [k for k, v in to_dict(cfg.model).items() if saved.get("model", {}).get(k) != v]
+        raise ConfigError(f"{ckpt}: the checkpoint's model differs from the config in model.{', model.'.join(diff)}; "
+                          f"use another run_dir to start a new run")
+    for key in ("global_batch_size", "micro_batch_size"):
+        if saved.get("train", {}).get(key) != getattr(cfg.train, key) and key == "global_batch_size":
+            raise ConfigError(f"{ckpt}: train.global_batch_size changed ({saved['train'][key]} -> "
+                              f"{cfg.train.global_batch_size}); the data position would not line up")
+    if meta.get("dp_size") != cfg_dp(cfg) and cfg.parallel.zero_stage > 0:
+        raise ConfigError(
+            f"{ckpt}: saved at data-parallel size {meta.get('dp_size')} with ZeRO-{meta.get('zero_stage')}, "
+            f"resuming at {cfg_dp(cfg)}: DeepSpeed cannot re-partition ZeRO optimizer state; resume at the "
+            f"saved size (ZeRO-0 checkpoints resume at any size)")
+
+
+def cfg_dp(cfg: RunConfig) -> int:
+    return int(os.environ.get("WORLD_SIZE", "1")) // (cfg.parallel.tensor * cfg.parallel.pipeline)
+
+
+def train(cfg: RunConfig) -> dict:
+    from framework.distributed import init_distributed
+    from framework.training.data import TrainingData
+    from framework.training.engine import Engine
+    from framework.training.metrics import MetricsLogger, peak_memory_gb, peak_tflops
+    from framework.training.schedules import lr_at
+    from framework.training.stability import StabilityMonitor
+    from framework.model.presets import count_params
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dp = cfg.check_layout(world)  # before any process group or file is touched
+    rank, world, device = init_distributed(cfg.parallel.timeout_s)
+    topo = None
+    if cfg.parallel.tensor * cfg.parallel.pipeline > 1:  # megatron-core groups, checked against DeepSpeed's
+        from framework.parallel import topology
+
+        topo = topology.initialize(topology.validate_layout(cfg, world), cfg.parallel.sequence_parallel)
+    dp_rank = topo.dp_rank if topo is not None else rank
+    t = cfg.train
+    run_dir = Path(cfg.run_dir)
+    ckpt_root = run_dir / "checkpoints"
+    config_yaml = dump_yaml(cfg)
+    if rank == 0:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config_yaml)
+
+    ckpt = store.latest_checkpoint(ckpt_root)
+    meta = store.read_meta(ckpt) if ckpt is not None else None
+    if meta is not None:
+        _check_resume_compatible(meta, cfg, ckpt)
+
+    data = TrainingData(cfg, dp_rank, dp)
+    engine = Engine(cfg, build_model(cfg), dp, device)
+    stability = StabilityMonitor(t.max_consecutive_skips, t.spike_window, t.spike_zscore)
+    step, consumed, tokens = 0, 0, 0
+    if ckpt is not None:
+        meta = store.load(ckpt, engine)
+        step, consumed, tokens = meta["step"], meta["consumed_samples"], meta["tokens"]
+        stability.load_state_dict(meta.get("stability", {}))
+        log.info("resumed from %s (step %d, %d samples consumed)", ckpt, step, consumed)
+
+    size = count_params(cfg.model)
+    peak = peak_tflops(cfg.logging.peak_tflops)
+    metrics = MetricsLogger(str(run_dir), to_dict(cfg), enabled=rank == 0, console=cfg.logging.console,
+                            wandb=cfg.logging.wandb, wandb_project=cfg.logging.wandb_project,
+                            wandb_group=cfg.logging.wandb_group, tensorboard=cfg.logging.tensorboard,
+                            resume_step=step if ckpt is not None else None)
+    if rank == 0:
+        log.info("training %s parameters (%s non-embedding) for %d steps: world %d, DP %d, ZeRO-%d, %s, "
+                 "%d micro-batches of %d per rank per step", f"{size.total:,}", f"{size.non_embedding:,}",
+                 t.steps, world, dp, cfg.parallel.zero_stage, t.precision, engine.gas, t.micro_batch_size)
+    valid = data.valid_micro_batches()
+    tokens_per_step = t.global_batch_size * cfg.model.seq_len
+    inject = set(t.inject_nan_at)
+    last_loss = last_val = float("nan")
+    start = time.perf_counter()
+    window_start, window_tokens, start_step = time.perf_counter(), 0, step
+
+    def save() -> None:
+        state = {"step": step, "consumed_samples": consumed, "tokens": tokens, "dp_size": dp,
+                 "world_size": world, "zero_stage": cfg.parallel.zero_stage, "precision": t.precision,
+                 "tokenizer": os.path.abspath(data.tokenizer_path) if data.tokenizer_path else None,
+                 "stability": stability.state_dict(), "config": to_dict(cfg)}
+        store.save(ckpt_root, step, engine, state, t.keep_checkpoints, config_yaml,
+                   after_write=_fault_hook())
+
+    def evaluate() -> float:
+        if not valid:
+            return float("nan")
+        total = engine.eval_loss(valid) / len(valid)
+        return float(_all_reduce_mean(total.reshape(1))[0])
+
+    try:
+        while step < t.steps:
+            lr = lr_at(step, t)
+            result = engine.train_step(data.train_micro_batches(consumed), lr, inject_nan=(step + 1) in inject)
+            step += 1
+            consumed += t.global_batch_size
+            tokens += tokens_per_step
+            window_tokens += tokens_per_step
+            loss = float(_all_reduce_mean(result.loss.reshape(1))[0])
+            flags = stability.observe(step, loss, result.applied)
+            last_loss = loss if math.isfinite(loss) else last_loss
+            if step % t.log_interval == 0 or step == t.steps or not result.applied or flags.get("spike"):
+                elapsed = time.perf_counter() - window_start
+                tps = window_tokens / elapsed if elapsed > 0 else 0.0
+                flops = size.flops_per_token * tps / world
+                record = {"step": step, "loss": loss, "lr": lr, "tokens": tokens, "tokens_per_s": tps,
+                          "grad_norm": result.grad_norm, "tflops": flops / 1e12,
+                          "mfu": flops / (peak * 1e12) if peak else None, "mem_gb": peak_memory_gb(), **flags}
+                if not result.applied:
+                    record["skipped"] = True
+                    log.warning("step %d: non-finite loss or gradient norm; update skipped (%d skipped so far)",
+                                step, stability.skipped_total)
+                metrics.log(record)
+                window_start, window_tokens = time.perf_counter(), 0
+            if (t.eval_interval and step % t.eval_interval == 0) or step == t.steps:
+                last_val = evaluate()
+                if math.isfinite(last_val):
+                    metrics.log({"step": step, "val_loss": last_val, "tokens": tokens})
+            if step % t.checkpoint_interval == 0 or step == t.steps:
+                save()
+    finally:
+        metrics.close()
+    wall = time.perf_counter() - start
+    summary = {"steps": step, "loss": last_loss, "val_loss": last_val, "tokens": tokens,
+               "skipped": stability.skipped_total, "spikes": stability.spikes, "wall_s": wall,
+               "tokens_per_s": (step - start_step) * tokens_per_step / wall if wall > 0 else 0.0}
+    print_table([summary], title=f"anvil train: {run_dir}")
+    return summary
+
+
+def _fault_hook():
+    """`ANVIL_FAULT_KILL_IN_CHECKPOINT=1` kills rank 0 after a checkpoint is written but before it
+    is published (crash-consistency tests; never set in normal runs)."""
+    if os.environ.get("ANVIL_FAULT_KILL_IN_CHECKPOINT") != "1":
+        return None
+
+    def kill(tmp: Path) -> None:
+        import signal
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill
