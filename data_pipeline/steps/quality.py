@@ -80,29 +80,49 @@ class GopherQuality(Filter):
 
 
 def _top_ngram_chars(hashes: np.ndarray, ngram_lengths: np.ndarray) -> int:
-    """Characters covered by the most frequent n-gram (its length x its count); ties -> first seen."""
-    _, first, counts = np.unique(hashes, return_index=True, return_counts=True)
+    """Characters covered by the most frequent n-gram (its length x its count); ties -> first seen,
+    as Counter.most_common does."""
+    uniq, counts = np.unique(hashes, return_counts=True)
     best = counts.max()
-    pos = first[counts == best].min()
+    if best == 1:
+        return int(ngram_lengths[0])
+    pos = np.flatnonzero(np.isin(hashes, uniq[counts == best]))[0]
     return int(ngram_lengths[pos]) * int(best)
 
 
-def _all_duplicate_chars(hashes: np.ndarray, ngram_chars: np.ndarray, n: int) -> int:
-    """Characters in repeated n-grams, scanning left to right and jumping over each repeat."""
-    if len(np.unique(hashes)) == len(hashes):
-        return 0  # the common case for natural text: nothing repeats, no Python loop
+def repeats(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(later, repeating): masks of the positions whose n-gram occurred before, and of every
+    position whose n-gram occurs more than once."""
+    order = np.argsort(hashes, kind="stable")
+    eq = hashes[order[1:]] == hashes[order[:-1]]
+    later = np.zeros(len(hashes), dtype=bool)
+    later[order[1:][eq]] = True
+    repeating = later.copy()
+    repeating[order[:-1][eq]] = True
+    return later, repeating
+
+
+def _all_duplicate_chars(hashes: np.ndarray, ngram_chars: np.ndarray, n: int, limit: float,
+                         masks: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """Characters in repeated n-grams, scanning left to right and jumping over each repeat (Gopher's
+    definition). Returns early with an upper bound once the answer cannot exceed `limit`."""
+    later, repeating = masks if masks is not None else repeats(hashes)
+    bound = float(ngram_chars[later].sum())   # only non-first occurrences can ever be counted
+    if bound <= limit:
+        return bound
+    # Unique n-grams never change the scan: walk only the positions of n-grams that repeat.
+    positions = np.flatnonzero(repeating)
     seen: set[int] = set()
-    hs, chars = hashes.tolist(), ngram_chars.tolist()
-    total, i, m = 0, 0, len(hs)
-    while i < m:
-        h = hs[i]
+    total, skip_until = 0, 0
+    for pos, h, c in zip(positions.tolist(), hashes[positions].tolist(), ngram_chars[positions].tolist()):
+        if pos < skip_until:
+            continue
         if h in seen:
-            total += chars[i]
-            i += n
+            total += c
+            skip_until = pos + n
         else:
             seen.add(h)
-            i += 1
-    return total
+    return float(total)
 
 
 @register("gopher_repetition")
@@ -144,13 +164,19 @@ class GopherRepetition(Filter):
             gram_chars = csum[n:] - csum[:-n] + (n - 1)  # " ".join(words) length
             if _top_ngram_chars(hashes, gram_chars) / n_chars > frac:
                 return False, f"top_{n}_gram"
-        for n, frac in p.dup_n_grams:
+        candidates = None   # positions whose n-gram repeats; an (n+1)-gram can only repeat there
+        for n, frac in sorted(p.dup_n_grams):
             n = int(n)
             hashes = st.ngram_hashes(n)
             if len(hashes) == 0:
                 continue
             gram_chars = csum[n:] - csum[:-n]  # "".join(words) length
-            if _all_duplicate_chars(hashes, gram_chars, n) / n_chars > frac:
+            limit = frac * n_chars
+            if candidates is not None and gram_chars[candidates[:len(hashes)]].sum() <= limit:
+                continue   # cheap bound from the shorter n-grams: no sort needed
+            masks = repeats(hashes)
+            candidates = masks[0]
+            if _all_duplicate_chars(hashes, gram_chars, n, limit, masks) / n_chars > frac:
                 return False, f"duplicated_{n}_n_grams"
         return True, None
 

@@ -19,7 +19,8 @@ WORD_RE = re.compile(r"\w+(?:['’\-.]\w+)*")
 PARAGRAPH_RE = re.compile(r"\n{2,}")
 LINE_RE = re.compile(r"\n+")
 _ATTR = "_anvil_text_stats"
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+_MULT = np.uint64(0x9E3779B97F4A7C15)
+_MIX = np.uint64(0xBF58476D1CE4E5B9)
 
 
 class TextStats:
@@ -47,30 +48,29 @@ class TextStats:
 
     @cached_property
     def word_ids(self) -> np.ndarray:
-        """Each word as a dense integer id (equal words, equal ids): n-gram hashing works on these."""
-        vocab: dict[str, int] = {}
-        return np.fromiter((vocab.setdefault(w, len(vocab)) for w in self.words), dtype=np.uint64,
-                           count=len(self.words))
+        """Each word as a 64-bit integer (equal words, equal values): n-gram hashing works on these.
+        Python's str hash is salted per process, which changes the values but never which words are
+        equal, so every decision made from them is the same in any process."""
+        return np.fromiter(map(hash, self.words), dtype=np.int64, count=len(self.words)).view(np.uint64)
 
     @cached_property
     def word_lengths(self) -> np.ndarray:
         return np.fromiter(map(len, self.words), dtype=np.int64, count=len(self.words))
 
     def ngram_hashes(self, n: int) -> np.ndarray:
-        """64-bit polynomial hashes of every word n-gram (collisions ~ 2^-64 per pair)."""
+        """64-bit polynomial hashes of every word n-gram, built from the (n-1)-gram hashes."""
         cache = self.__dict__.setdefault("_ngrams", {})
         if n not in cache:
             ids = self.word_ids
             m = len(ids) - n + 1
             if m <= 0:
                 cache[n] = np.zeros(0, dtype=np.uint64)
+            elif n == 1:
+                cache[n] = ids * _MIX
             else:
-                h = np.zeros(m, dtype=np.uint64)
-                mult = np.uint64(0x9E3779B97F4A7C15)
+                prev = self.ngram_hashes(n - 1)
                 with np.errstate(over="ignore"):
-                    for k in range(n):
-                        h = h * mult + (ids[k:k + m] + np.uint64(1)) * np.uint64(0xBF58476D1CE4E5B9)
-                cache[n] = h
+                    cache[n] = prev[:m] * _MULT + ids[n - 1:] * _MIX
         return cache[n]
 
 
