@@ -213,3 +213,15 @@ def test_strict_reader_error_is_readable(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"text": 1}\n')
     with pytest.raises(ReadError, match=r"x\.jsonl: line 1: text_not_string"):
         run_recipe(load_recipe(JSONL, [f"input={tmp_path / 'x.jsonl'}", f"output={tmp_path / 'o'}"]), strict=True)
+
+
+def test_cli_help_and_one_line_errors(capsys, tmp_path):
+    from launch.cli import main
+
+    for argv, needle in ((["data", "run", "--help"], "--workers"), (["data", "train-classifier", "--help"], "--positive")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 0 and needle in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="train-classifier: input not found"):
+        main(["data", "train-classifier", "--positive", str(tmp_path / "x"), "--negative", str(tmp_path / "y"),
+              "--output", str(tmp_path / "m.npz")])
