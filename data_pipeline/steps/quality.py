@@ -21,6 +21,20 @@ TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "…", "。", "！", "？", "�
 _HAS_ALPHA = re.compile(r"[^\W\d_]").search
 
 
+class _AlphaCache(dict):
+    """word -> has a letter; misses computed once. Words repeat across documents, so counting a
+    document's alphabetic words becomes C-level dict lookups (the cache is reset when it grows)."""
+
+    def __missing__(self, word: str) -> bool:
+        if len(self) > 2_000_000:
+            self.clear()
+        value = self[word] = _HAS_ALPHA(word) is not None
+        return value
+
+
+_ALPHA = _AlphaCache()
+
+
 def find_duplicates(items: list[str]) -> tuple[int, int]:
     """(number of repeated items, characters in the repeats), first occurrences not counted."""
     seen: set[str] = set()
@@ -72,7 +86,7 @@ class GopherQuality(Filter):
         ends = sum(1 for s in lines if s.rstrip().endswith(("...", "…")))
         if ends / len(lines) > p.max_ellipsis_lines_ratio:
             return False, "too_many_end_ellipsis"
-        if sum(1 for w in words if _HAS_ALPHA(w)) / n_words < p.min_alpha_words_ratio:
+        if sum(map(_ALPHA.__getitem__, words)) / n_words < p.min_alpha_words_ratio:
             return False, "below_alpha_words_ratio"
         if sum(map(STOP_WORDS.__contains__, words)) < p.min_stop_words:
             return False, "not_enough_stop_words"
@@ -86,7 +100,8 @@ def _top_ngram_chars(hashes: np.ndarray, ngram_lengths: np.ndarray) -> int:
     best = counts.max()
     if best == 1:
         return int(ngram_lengths[0])
-    pos = np.flatnonzero(np.isin(hashes, uniq[counts == best]))[0]
+    tied = uniq[counts == best]
+    pos = int(np.argmax(hashes == tied[0])) if len(tied) == 1 else np.flatnonzero(np.isin(hashes, tied))[0]
     return int(ngram_lengths[pos]) * int(best)
 
 

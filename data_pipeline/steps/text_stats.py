@@ -17,7 +17,6 @@ from data_pipeline.document import Document
 
 WORD_RE = re.compile(r"\w+(?:['’\-.]\w+)*")
 PARAGRAPH_RE = re.compile(r"\n{2,}")
-LINE_RE = re.compile(r"\n+")
 _ATTR = "_anvil_text_stats"
 _MULT = np.uint64(0x9E3779B97F4A7C15)
 _MIX = np.uint64(0xBF58476D1CE4E5B9)
@@ -36,7 +35,7 @@ class TextStats:
     @cached_property
     def lines(self) -> list[str]:
         """Non-empty lines (runs of newlines collapse), as Gopher's line splitter."""
-        return [line for line in LINE_RE.split(self.text) if line]
+        return [line for line in self.text.split("\n") if line]
 
     @cached_property
     def raw_lines(self) -> list[str]:
