@@ -49,9 +49,20 @@ def _shards(docs, cfg: DedupConfig):
         yield batch
 
 
+def scan_batch(batch: list[Document], shard: Path, docs_file: Path, cfg: DedupConfig) -> None:
+    """Everything per shard happens in the worker (the reading process only reads): the documents
+    kept aside as JSON lines for the output, ids/metadata, signatures and band keys."""
+    from data_pipeline.io import dumps_document
+
+    with open(docs_file, "w", encoding="utf-8") as f:
+        f.write("".join(dumps_document(doc) + "\n" for doc in batch))
+    write_shard_meta(shard, batch, cfg)
+    scan_texts([d.text for d in batch], shard, cfg)
+
+
 def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -> tuple[list[Path], dict]:
     """Read every input in order, keep documents aside, and scan shards in `cfg.workers` processes."""
-    from data_pipeline.io import expand_inputs, read_documents, dumps_document
+    from data_pipeline.io import expand_inputs, read_documents
 
     files = expand_inputs(list(inputs))
     counts = {"files": len(files), "docs_in": 0, "bytes_in": 0, "rejected_read": 0}
@@ -73,19 +84,14 @@ def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -
     pending: deque = deque()
     try:
         for k, batch in enumerate(progress(_shards(docs(), cfg), desc="dedup: scan", unit="shard")):
-            shard = work / "scan" / f"shard-{k:06d}"
-            write_shard_meta(shard, batch, cfg)
-            with open(work / "scan" / f"docs-{k:06d}.jsonl", "w", encoding="utf-8") as f:
-                for doc in batch:
-                    f.write(dumps_document(doc) + "\n")
             counts["docs_in"] += len(batch)
             counts["bytes_in"] += sum(len(d.text) for d in batch)
-            texts = [d.text for d in batch]
+            shard = work / "scan" / f"shard-{k:06d}"
             shard_dirs.append(shard)
             if pool is None:
-                scan_texts(texts, shard, cfg)
+                scan_batch(batch, shard, work / "scan" / f"docs-{k:06d}.jsonl", cfg)
                 continue
-            pending.append(pool.submit(scan_texts, texts, shard, cfg))
+            pending.append(pool.submit(scan_batch, batch, shard, work / "scan" / f"docs-{k:06d}.jsonl", cfg))
             while len(pending) >= 2 * cfg.workers:
                 pending.popleft().result()
         while pending:

@@ -13,14 +13,14 @@ is the same shingle hash in plain Python. So `MinHash(num_perm, seed, hashfunc=h
 scheme="affine64")` fed with `shingles(text)` gives exactly our signature, and our signature can be
 loaded into a `LeanMinHash(seed=seed, hashvalues=sig, scheme="affine64")`.
 
-Normalisation: NFKC, lower case, every run of non-alphanumeric characters (punctuation, symbols,
-whitespace, `_`) folded to one space. Scripts written without spaces (CJK, kana, Thai) are split
-into one token per character. A document with fewer than `n` words has one shingle (all its
+Normalisation: NFKC, lower case, every run of characters that are not letters, digits or combining
+marks (punctuation, symbols, whitespace, `_`) folded to one space; done with a code-point class
+table in numpy rather than a regex (5-10x faster on non-ASCII text). Scripts written without
+spaces (CJK, kana, Thai, Lao, Khmer, Myanmar) are split into one token per character. A document with fewer than `n` words has one shingle (all its
 words); a document with no word at all has no shingles and an all-max signature.
 """
 from __future__ import annotations
 
-import re
 import unicodedata
 from typing import Iterable, Sequence
 
@@ -38,29 +38,50 @@ _PERM_BLOCK = 16384             # shingles per block of the (perm x shingle) mat
 
 # ASCII fast path: one bytes.translate does lower-casing and punctuation folding.
 _ASCII_TABLE = bytes((c + 32 if 65 <= c <= 90 else c) if chr(c).isalnum() else _SPACE for c in range(256))
-_SEP = re.compile(r"[\W_]+")
-_NOSPACE = "\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_NOSPACE_CHAR = re.compile(f"[{_NOSPACE}]")
+# Scripts written without spaces (Thai, Lao, Myanmar, Khmer, kana, CJK): one token per character.
+_NOSPACE = [(0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF), (0x3400, 0x4DBF),
+            (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F)]
+_CLASS: np.ndarray | None = None     # code point -> 0 separator, 1 word character, 2 one-character token
+
+
+def _char_classes() -> np.ndarray:
+    """Letters, digits and combining marks are word characters (so Devanagari or Arabic words keep
+    their vowel signs); everything else separates. Built once per process (~0.3 s)."""
+    global _CLASS
+    if _CLASS is None:
+        cls = np.zeros(0x110000, dtype=np.uint8)
+        word = [cp for cp in range(0x110000)
+                if chr(cp).isalnum() or (cp > 127 and unicodedata.category(chr(cp))[0] == "M")]
+        cls[word] = 1
+        for lo, hi in _NOSPACE:
+            span = cls[lo:hi + 1]
+            span[span == 1] = 2
+        _CLASS = cls
+    return _CLASS
+
+
+def _normalize_loose(text: str) -> bytes:
+    """Lower case, NFKC, every separator character -> one space each (runs are not collapsed)."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_TABLE)
+    t = unicodedata.normalize("NFKC", text).lower()
+    cp = np.frombuffer(t.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    cls = _char_classes()[cp]
+    single = cls == 2
+    if single.any():    # c -> " c "
+        reps = np.where(single, 3, 1)
+        out = np.repeat(np.where(cls == 0, np.uint32(_SPACE), cp), reps)
+        at = np.cumsum(reps) - reps
+        out[at[single]] = _SPACE
+        out[at[single] + 2] = _SPACE
+    else:
+        out = np.where(cls == 0, np.uint32(_SPACE), cp)
+    return out.astype("<u4").tobytes().decode("utf-32-le", "surrogatepass").encode("utf-8", "surrogatepass")
 
 
 def normalize(text: str) -> bytes:
     """Normalised UTF-8 bytes: tokens separated by single spaces, no leading/trailing space."""
-    if text.isascii():
-        b = text.encode("ascii").translate(_ASCII_TABLE)
-        return b" ".join(b.split())
-    t = unicodedata.normalize("NFKC", text).lower()
-    t = _SEP.sub(" ", t)
-    if _NOSPACE_CHAR.search(t):
-        t = _NOSPACE_CHAR.sub(r" \g<0> ", t)
-        t = " ".join(t.split())
-    return t.strip().encode("utf-8", "surrogatepass")
-
-
-def _normalize_loose(text: str) -> bytes:
-    """`normalize` without collapsing separator runs (batch_shingle_hashes collapses them in numpy)."""
-    if text.isascii():
-        return text.encode("ascii").translate(_ASCII_TABLE)
-    return normalize(text)
+    return b" ".join(_normalize_loose(text).split())
 
 
 def shingles(text: str, n: int = 5) -> list[bytes]:
