@@ -143,7 +143,11 @@ def default_rdzv_id(run_dir: str, port: int) -> str:
 def node_env(node: NodeLaunch, run_dir: str) -> dict[str, str]:
     """Variables the launcher adds for its workers (read by launch/watchdog.py)."""
     return {"ANVIL_NODE_RANK": str(node.node_rank),
-            "ANVIL_STATUS_DIR": status_dir(run_dir, node.node_rank)}
+            "ANVIL_STATUS_DIR": status_dir(run_dir, node.node_rank),
+            # torchrun's shared agent store keeps keys across restarts, and agents that restart for
+            # a membership change keep their restart count: restarted ranks then meet stale process
+            # group keys ("Connection refused" at init). A fresh store per attempt avoids both.
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 
 
 def status_dir(run_dir: str, node_rank: int) -> str:

@@ -196,7 +196,7 @@ class Watchdog:
                 if now - lost_since > self.timeout_s and self.active:
                     addr = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
                     self._abort(Verdict("store_lost", [], f"rank {self.rank} lost the job's store at {addr} for "
-                                        f"{now - lost_since:.1f} s (node 0 down?): {exc}"))
+                                        f"{now - lost_since:.1f} s (it is hosted by rank 0: rank 0 or its node died?): {exc}"))
                 continue
             verdict = self._judge(time.monotonic())
             if verdict and self.active:
