@@ -185,6 +185,8 @@ def export_hf(checkpoint: str | os.PathLike, output: str | os.PathLike, tokenize
     config = hf_config(cfg, eos_id, bos_id)
     cls = LlamaForCausalLM if cfg.arch == "llama" else GPT2LMHeadModel
     hf_sd = (to_hf_llama if cfg.arch == "llama" else to_hf_gpt2)(sd, cfg)
+    if cfg.tie_embeddings:  # the module's state_dict lists the shared tensor under both names
+        hf_sd["lm_head.weight"] = hf_sd["model.embed_tokens.weight" if cfg.arch == "llama" else "transformer.wte.weight"]
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     with torch.device("meta"):
         model = cls(config)

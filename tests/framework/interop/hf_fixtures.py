@@ -30,14 +30,15 @@ def train_tokenizer_json(path: Path, vocab_size: int = 320, limit: int = 200) ->
     return path
 
 
-def tiny_llama_folder(out: Path, seed: int = 0, tie: bool = False, layers: int = 2) -> Path:
+def tiny_llama_folder(out: Path, seed: int = 0, tie: bool = False, layers: int = 2,
+                      vocab_size: int | None = None) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     tok_path = train_tokenizer_json(out.parent / f"{out.name}_tokenizer.json")
     hf_tok = PreTrainedTokenizerFast(tokenizer_file=str(tok_path), eos_token="<|endoftext|>",
                                      bos_token="<|endoftext|>", unk_token=None)
-    config = LlamaConfig(vocab_size=len(hf_tok), hidden_size=64, intermediate_size=128,
+    config = LlamaConfig(vocab_size=vocab_size or len(hf_tok), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=tie,
                          bos_token_id=hf_tok.eos_token_id, eos_token_id=hf_tok.eos_token_id)

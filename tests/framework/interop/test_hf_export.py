@@ -1,0 +1,204 @@
+"""HF export / import, proven by numbers on checkpoints saved by `anvil train`.
+
+Layouts covered: 1 process (Llama-style, GQA, untied) and DP=2 with ZeRO-3 (GPT-2 variant, tied
+embeddings); vocabulary padding through an imported Llama folder whose vocab exceeds its tokenizer. Logits within 1e-4 in fp32 and identical greedy tokens;
+import -> export round-trips to identical tensors; malformed folders name the tensor or key.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from framework.interop.hf_export import ExportError, export_hf
+from framework.interop.hf_import import from_hf, model_config_from_hf, read_config, read_hf_weights
+from framework.interop.parity import compare
+from tests.framework.interop.hf_fixtures import tiny_llama_folder
+
+ROOT = Path(__file__).resolve().parents[3]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+       "ANVIL_COLLECTIVE_TIMEOUT_S": "60", "PYTHONPATH": str(ROOT)}
+CACHE = ROOT / ".cache" / "test_data"
+ANVIL = [sys.executable, "-m", "launch.cli"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "launch.cli"]
+TRAIN = ["train", "configs/train/tiny.yaml", "model.n_layers=2", "model.d_model=64", "model.seq_len=32",
+         "train.steps=2", "train.checkpoint_interval=2", "train.micro_batch_size=2", "train.global_batch_size=4",
+         "train.log_interval=1", "train.eval_iters=1"]
+
+
+def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    cache = f"data.cache_dir={CACHE}"  # the built-in sample data, built once and shared (file-locked)
+    _run(ANVIL + TRAIN + [f"run_dir={tmp / 'one'}", cache, "model.n_heads=4", "model.n_kv_heads=2"])
+    _run(TORCHRUN + TRAIN + [f"run_dir={tmp / 'zero3'}", cache, "parallel.zero_stage=3", "model.arch=gpt2",
+                             "model.tie_embeddings=true"])
+    return tmp
+
+
+@pytest.mark.parametrize("run", ["one", "zero3"])
+def test_export_logits_and_greedy_parity(runs, run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from tokenizers import Tokenizer
+
+    out = runs / f"hf_{run}"
+    proc = _run(ANVIL + ["export", "hf", "--checkpoint", str(runs / run), "--output", str(out), "--verify"])
+    assert '"greedy_equal": true' in proc.stdout
+    result = compare(runs / run, out, batches=3, batch_size=2, new_tokens=10)
+    assert result["max_abs_logit_diff"] < 1e-4, result
+    assert result["greedy_equal"], result
+    meta = json.loads((runs / run / "checkpoints" / "step_00000002" / "anvil.json").read_text())
+    assert meta["world_size"] == (2 if run == "zero3" else 1)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert type(model).__name__ == ("GPT2LMHeadModel" if run == "zero3" else "LlamaForCausalLM")
+    if run == "zero3":
+        assert model.config.tie_word_embeddings and "lm_head.weight" not in load_file(out / "model.safetensors")
+    else:
+        assert model.config.num_key_value_heads == 2
+    tok = AutoTokenizer.from_pretrained(out)
+    raw = Tokenizer.from_file(meta["tokenizer"])
+    text = "Return the number of items in a container.\n  def f(x): return x"
+    assert tok(text)["input_ids"] == raw.encode(text, add_special_tokens=False).ids
+    assert tok.eos_token == "<|endoftext|>" and len(tok) <= model.config.vocab_size
+
+
+def test_export_shards_above_size_limit(runs):
+    from transformers import AutoModelForCausalLM
+
+    out = runs / "hf_sharded"
+    export_hf(runs / "one", out, max_shard_size="50KB")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert compare(runs / "one", out, batches=1)["max_abs_logit_diff"] < 1e-4
+    AutoModelForCausalLM.from_pretrained(out)
+
+
+def test_eval_of_checkpoint_equals_eval_of_export(runs):
+    prefix = str(next(CACHE.rglob("builtin-v1-384/sample.bin"))).removesuffix(".bin")
+    export_hf(runs / "one", runs / "hf_eval")
+    results = []
+    for target in (runs / "one", runs / "hf_eval"):
+        proc = _run(ANVIL + ["eval", "--checkpoint", str(target), "--data", prefix, "--max-tokens", "3000"])
+        results.append(json.loads(proc.stdout.splitlines()[0]))
+    assert results[0]["tokens"] == results[1]["tokens"] > 2000
+    assert abs(results[0]["loss"] - results[1]["loss"]) < 1e-5
+    assert results[0]["perplexity"] == pytest.approx(2.718281828 ** results[0]["loss"])
+
+
+def test_import_export_round_trip_identical(runs, tmp_path):
+    hf = tiny_llama_folder(tmp_path / "llama", tie=False, vocab_size=336)  # padded past the tokenizer
+    _run(ANVIL + ["import", "hf", "--model", str(hf), "--output", str(tmp_path / "run"),
+                  "train.micro_batch_size=2", "train.global_batch_size=2", "train.lr=1e-9", "train.warmup_steps=0",
+                  "train.schedule=constant"])
+    export_hf(tmp_path / "run", tmp_path / "back")
+    a, b = load_file(hf / "model.safetensors"), load_file(tmp_path / "back" / "model.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    parity = compare(tmp_path / "run", tmp_path / "back", batches=1)
+    assert parity["max_abs_logit_diff"] < 1e-4 and parity["greedy_equal"]
+    ca, cb = read_config(hf), read_config(tmp_path / "back")
+    for key in ("hidden_size", "intermediate_size", "num_key_value_heads", "rms_norm_eps", "vocab_size",
+                "tie_word_embeddings", "max_position_embeddings"):
+        assert ca[key] == cb[key], key
+    # GPT-2 with tied embeddings, saved at ZeRO-3: its export imports and re-exports identically too.
+    gpt2 = runs / "hf_zero3"
+    if not gpt2.exists():
+        export_hf(runs / "zero3", gpt2)
+    cfg = model_config_from_hf(read_config(gpt2))
+    ours = from_hf(read_hf_weights(gpt2), cfg, str(gpt2))
+    from framework.checkpoint.store import load_weights
+
+    saved, _ = load_weights(runs / "zero3")
+    assert set(ours) == set(saved) and all(torch.equal(ours[k], saved[k]) for k in saved)
+
+
+def test_imported_run_resumes_in_anvil_train(runs, tmp_path):
+    hf = tiny_llama_folder(tmp_path / "llama")
+    run = tmp_path / "run"
+    _run(ANVIL + ["import", "hf", "--model", str(hf), "--output", str(run), "model.seq_len=32",
+                  "train.micro_batch_size=2", "train.global_batch_size=2", "train.lr=1e-9", "train.warmup_steps=0",
+                  "train.schedule=constant", f"data.cache_dir={tmp_path / 'cache'}"])
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"id": str(i), "text": f"def function_{i}(x):\n    return x * {i}\n" * 20})
+                            + "\n" for i in range(40)))
+    _run(ANVIL + ["data", "tokenize", str(data), "--tokenizer", str(run / "tokenizer.json"),
+                  "--output-prefix", str(tmp_path / "tok" / "docs")])
+    proc = _run(ANVIL + ["train", str(run / "config.yaml"), f"data.paths=[{tmp_path / 'tok' / 'docs'}]",
+                         "train.steps=1", "train.checkpoint_interval=1"])
+    assert "resumed from" in proc.stdout + proc.stderr
+    before = read_hf_weights(hf)
+    after = load_file(run / "checkpoints" / "step_00000001" / "model.safetensors")
+    # lr 1e-9: one step leaves the imported weights (not a fresh init) in place.
+    assert torch.allclose(after["blocks.0.attn.q_proj.weight"], before["model.layers.0.self_attn.q_proj.weight"], atol=1e-6)
+    assert torch.allclose(after["embed.tok.weight"], before["model.embed_tokens.weight"], atol=1e-6)
+
+
+@pytest.fixture
+def hf_llama(tmp_path):
+    return tiny_llama_folder(tmp_path / "llama")
+
+
+def _broken_copy(src: Path, dst: Path, edit) -> Path:
+    shutil.copytree(src, dst)
+    sd = load_file(dst / "model.safetensors")
+    edit(sd)
+    save_file(sd, str(dst / "model.safetensors"))
+    return dst
+
+
+def _import_error(folder: Path) -> str:
+    with pytest.raises(ExportError) as err:
+        from_hf(read_hf_weights(folder), model_config_from_hf(read_config(folder)), str(folder))
+    return str(err.value)
+
+
+def test_malformed_hf_folders_name_the_tensor_or_key(hf_llama, tmp_path):
+    missing = _broken_copy(hf_llama, tmp_path / "missing", lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight"))
+    assert "model.layers.1.mlp.up_proj.weight" in _import_error(missing)
+    shape = _broken_copy(hf_llama, tmp_path / "shape", lambda sd: sd.__setitem__(
+        "model.layers.0.self_attn.k_proj.weight", torch.zeros(64, 64)))
+    msg = _import_error(shape)
+    assert "model.layers.0.self_attn.k_proj.weight" in msg and "(64, 64)" in msg and "(32, 64)" in msg
+    for key, value, named in (("model_type", "bert", "model_type"),
+                              ("rope_parameters", {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0},
+                               "rope_parameters.rope_type"),
+                              ("attention_bias", True, "attention_bias"), ("head_dim", 8, "head_dim")):
+        bad = tmp_path / f"cfg_{key}"
+        shutil.copytree(hf_llama, bad)
+        cfg = json.loads((bad / "config.json").read_text())
+        cfg[key] = value
+        (bad / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(ExportError, match=named):
+            model_config_from_hf(read_config(bad))
+    proc = subprocess.run(ANVIL + ["import", "hf", "--model", str(missing), "--output", str(tmp_path / "x")],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "model.layers.1.mlp.up_proj.weight" in proc.stderr.splitlines()[-1]
+
+
+def test_malformed_checkpoint_names_the_tensor(runs, tmp_path):
+    ckpt = runs / "one" / "checkpoints" / "step_00000002"
+    bad = tmp_path / "ckpt"
+    shutil.copytree(ckpt, bad, ignore=shutil.ignore_patterns("ds", "rng"))
+    sd = load_file(bad / "model.safetensors")
+    sd.pop("blocks.1.mlp.down_proj.weight")
+    save_file(sd, str(bad / "model.safetensors"))
+    with pytest.raises(ExportError, match=r"blocks\.1\.mlp\.down_proj\.weight"):
+        export_hf(bad, tmp_path / "out")
+    sd = load_file(ckpt / "model.safetensors")
+    sd["norm.weight"] = torch.ones(65)
+    save_file(sd, str(bad / "model.safetensors"))
+    proc = subprocess.run(ANVIL + ["export", "hf", "--checkpoint", str(bad), "--output", str(tmp_path / "out2")],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "'norm.weight' has shape (65,), expected (64,)" in proc.stderr
