@@ -78,6 +78,9 @@ def train(cfg: RunConfig) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dp = cfg.check_layout(world)  # before any process group or file is touched
     rank, world, device = init_distributed(cfg.parallel.timeout_s)
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # ranks on one host share its cores; oversubscribed intra-op threads spin instead of working
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     topo = None
     if cfg.parallel.tensor * cfg.parallel.pipeline > 1:  # megatron-core groups, checked against DeepSpeed's
         from framework.parallel import topology

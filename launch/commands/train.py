@@ -29,7 +29,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
+    import warnings
+
     from framework.runtime import setup_logging
+
+    warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
     from framework.training.stability import TrainingDiverged
     from framework.training.trainer import train
 
