@@ -104,7 +104,8 @@ class Watchdog:
     """Start after `init_distributed`, call `beat(step)` as training progresses, `stop()` at the end."""
 
     def __init__(self, timeout_s: float, interval_s: Optional[float] = None,
-                 on_abort: Optional[Callable[[Verdict], None]] = None):
+                 on_abort: Optional[Callable[[Verdict], None]] = None, prefix: str = PREFIX):
+        self.prefix = prefix
         self.timeout_s = float(timeout_s)
         self.interval_s = interval_s or min(2.0, max(0.25, self.timeout_s / 20))
         self.on_abort = on_abort or self._exit
@@ -132,7 +133,7 @@ class Watchdog:
         self.store.set_timeout(timedelta(seconds=max(2 * self.interval_s, 5.0)))
         self.info = {"rank": self.rank, "node": int(os.environ.get("ANVIL_NODE_RANK", os.environ.get("GROUP_RANK", 0))),
                      "host": socket.gethostname(), "pid": os.getpid()}
-        self.store.set(f"{PREFIX}/info/{self.rank}", json.dumps(self.info))
+        self.store.set(f"{self.prefix}/info/{self.rank}", json.dumps(self.info))
         self._beats = 0
         self._publish()
         self.tracker = PeerTracker(watched_ranks(self.rank, self.world), self.timeout_s, time.monotonic())
@@ -155,7 +156,7 @@ class Watchdog:
         if self._thread is not None:
             self._thread.join(timeout=self.interval_s * 4)
         try:
-            self.store.set(f"{PREFIX}/beat/{self.rank}", DONE)
+            self.store.set(f"{self.prefix}/beat/{self.rank}", DONE)
         except Exception:  # noqa: BLE001 - the store may already be gone at shutdown
             pass
         if sys.excepthook is self._excepthook:
@@ -173,10 +174,10 @@ class Watchdog:
     # ---- the thread -------------------------------------------------------------------------
     def _publish(self) -> None:
         self._beats += 1
-        self.store.set(f"{PREFIX}/beat/{self.rank}", f"{self._beats}:{self.step}")
+        self.store.set(f"{self.prefix}/beat/{self.rank}", f"{self._beats}:{self.step}")
 
     def _read_peers(self) -> dict[int, Optional[str]]:
-        keys = {r: f"{PREFIX}/beat/{r}" for r in self.tracker.watched}
+        keys = {r: f"{self.prefix}/beat/{r}" for r in self.tracker.watched}
         present = [r for r in keys if self.tracker.last_value.get(r) is not None or self.store.check([keys[r]])]
         values = self.store.multi_get([keys[r] for r in present]) if present else []
         out: dict[int, Optional[str]] = {r: None for r in keys}
@@ -219,7 +220,7 @@ class Watchdog:
         parts = []
         for r in ranks:
             try:
-                info = json.loads(self.store.get(f"{PREFIX}/info/{r}")) if self.store.check([f"{PREFIX}/info/{r}"]) else {}
+                info = json.loads(self.store.get(f"{self.prefix}/info/{r}")) if self.store.check([f"{self.prefix}/info/{r}"]) else {}
             except Exception:  # noqa: BLE001
                 info = {}
             value = self.tracker.last_value.get(r) or ""
@@ -252,7 +253,7 @@ class Watchdog:
             return
         self.active = False
         try:
-            self.store.set(f"{PREFIX}/beat/{self.rank}", f"{FAILED}:{type(exc).__name__}")
+            self.store.set(f"{self.prefix}/beat/{self.rank}", f"{FAILED}:{type(exc).__name__}")
         except Exception:  # noqa: BLE001
             pass
         self._record("error", f"rank {self.rank}: {type(exc).__name__}: {exc}", EXIT_FAILED)

@@ -46,10 +46,22 @@ def _freeze_one_rank(timeout_s: float, status_dir: str):
     if dist.get_rank() == 2:
         wd._stop.set()  # the thread dies silently, like a SIGSTOPped or killed process
         wd._thread.join()
-        return None
-    while not seen and time.monotonic() - t0 < 4 * timeout_s:
+    while dist.get_rank() != 2 and not seen and time.monotonic() - t0 < 4 * timeout_s:
         time.sleep(0.05)
-    return {"elapsed": time.monotonic() - t0, "verdict": seen[0].__dict__ if seen else None}
+    frozen = {"elapsed": time.monotonic() - t0, "verdict": seen[0].__dict__ if seen else None}
+
+    # Same group, second watchdog: rank 1 fails with an exception; the others stop at once.
+    failed: list[Verdict] = []
+    wd = Watchdog(timeout_s, interval_s=0.2, on_abort=failed.append, prefix="test/failed").start()
+    dist.barrier()
+    t0 = time.monotonic()
+    if dist.get_rank() == 1:
+        wd._handle_exception(ValueError("loss is nan"))
+        return frozen
+    while not failed and time.monotonic() - t0 < 4 * timeout_s:
+        time.sleep(0.05)
+    wd.stop()
+    return {**frozen, "failed": failed[0].__dict__ if failed else None, "failed_after": time.monotonic() - t0}
 
 
 def test_silent_rank_is_named_within_the_timeout(tmp_path):
@@ -61,7 +73,11 @@ def test_silent_rank_is_named_within_the_timeout(tmp_path):
         assert r["verdict"]["ranks"] == [2] and r["verdict"]["kind"] == "dead"
         assert "rank 2 (node 1, host" in r["verdict"]["message"] and "last step 7" in r["verdict"]["message"]
         assert timeout - 0.5 < r["elapsed"] < 2 * timeout  # last beat may precede the barrier by one interval
+    assert results[0]["failed"]["kind"] == "failed" and results[0]["failed"]["ranks"] == [1]
+    assert "rank 1 (node 0" in results[0]["failed"]["message"]
+    assert results[0]["failed_after"] < timeout / 2, "a failed peer must not wait for the timeout"
     records = read_status(str(tmp_path))
-    assert {r["rank"] for r in records} == {0, 1}
-    assert all(r["exit_code"] == EXIT_RETRY and "rank 2" in r["message"] for r in records)
-    assert json.loads((tmp_path / "rank0.json").read_text())["step"] == 7
+    by_rank = {r["rank"]: r for r in records}
+    assert by_rank[1]["kind"] == "error" and by_rank[1]["exit_code"] == EXIT_FAILED  # its own exception
+    assert by_rank[0]["kind"] == "failed" and by_rank[2]["kind"] == "failed"  # stopped by rank 1's failure
+    assert "ValueError: loss is nan" in by_rank[1]["message"]
