@@ -209,3 +209,30 @@ def test_cli_bad_input_exits_2_with_reason(tmp_path):
     assert out.returncode == 2 and "not divisible" in out.stderr
     out = _cli("--dry-run", str(tmp_path / "missing.yaml"))
     assert out.returncode == 2 and "missing.yaml" in out.stderr
+
+
+def test_hostfile_fan_out_runs_one_ssh_per_host_and_combines_exit_codes(tmp_path):
+    """A stand-in `ssh` on PATH records what it was asked to run; node1 reports a lost rank (75)."""
+    fake = tmp_path / "bin" / "ssh"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/bash\nhost="${@: -2:1}"\nprintf "%s" "${@: -1}" > "$FAKE_SSH_OUT/$host.cmd"\n'
+                    'echo "hello from $host"\n[ "$host" = node1 ] && exit 75\nexit 0\n')
+    fake.chmod(0o755)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  global_batch_size: 4\n  micro_batch_size: 1\n")
+    (tmp_path / "hosts").write_text("node0 slots=2\nnode1 slots=2\n")
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "FAKE_SSH_OUT": str(tmp_path),
+           "NCCL_SOCKET_IFNAME": "eth0", "SECRET_TOKEN": "do-not-forward"}
+    out = subprocess.run([sys.executable, "-m", "launch.cli", "launch", "--hostfile", "hosts", "c.yaml", "train.lr=0.01"],
+                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert out.returncode == L.EXIT_RETRY, out.stderr
+    assert "[node0] hello from node0" in out.stdout and "[node1] hello from node1" in out.stdout
+    assert "failed on node1 (exit 75)" in out.stderr
+    for rank in (0, 1):
+        words = shlex.split((tmp_path / f"node{rank}.cmd").read_text())
+        assert words[:5] == ["cd", str(tmp_path), "&&", "exec", "env"]
+        assert "NCCL_SOCKET_IFNAME=eth0" in words and not any("SECRET_TOKEN" in w for w in words)
+        tail = words[words.index("launch") - 1:]
+        assert tail[1:] == ["launch", "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "node0",
+                            "--master-port", "29500", "--nproc-per-node", "2", "--max-restarts", "0",
+                            "--rdzv-id", tail[tail.index("--rdzv-id") + 1], "c.yaml", "train.lr=0.01"]
