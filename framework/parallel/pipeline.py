@@ -104,6 +104,15 @@ def to_pipeline(model: nn.Module, topo: topology.Topology, activation_checkpoint
         activation_checkpoint_interval=1 if activation_checkpointing else 0,
         activation_checkpoint_func=partial(checkpoint, use_reentrant=False),
         checkpointable_layers=["Block"])
+    # DeepSpeed keeps the whole layer list after building this stage; drop the other stages'
+    # modules from it, or every rank would hold the full model's weights.
+    start, stop = pipe._local_start, pipe._local_stop
+    for i, spec in enumerate(pipe._layer_specs):
+        if not start <= i < stop:
+            if isinstance(spec, _Prebuilt):
+                spec.module = None
+            else:
+                pipe._layer_specs[i] = None
     pipe.anvil_layer_names = names
     pipe.cfg = model.cfg
     return pipe
