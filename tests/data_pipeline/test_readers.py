@@ -78,3 +78,20 @@ def test_writers_are_deterministic_and_atomic(tmp_path):
     w.abort()
     assert not list(tmp_path.glob("partial*"))
     assert json.loads(json.dumps(docs[0].to_json())) == {"id": "0", "text": "text 0 é", "lang": "en"}
+
+
+def test_wet_and_html_files(tmp_path):
+    import io
+
+    from warcio.warcwriter import WARCWriter
+
+    text = real_docs()[1].text
+    with open(tmp_path / "crawl.wet.gz", "wb") as fh:
+        writer = WARCWriter(fh, gzip=True)
+        body = text.encode("utf-8")
+        writer.write_record(writer.create_warc_record("http://e.org/t", "conversion", payload=io.BytesIO(body),
+                                                      length=len(body), warc_content_type="text/plain"))
+    (tmp_path / "page.html").write_text(to_html(real_docs()[2].text, "Title"))
+    wet, page = list(iter_documents(tmp_path))
+    assert wet.text == text and wet.metadata["url"] == "http://e.org/t"
+    assert real_docs()[2].text.split("\n")[0][:40] in page.text and "<p>" not in page.text
