@@ -39,6 +39,13 @@ def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
     return proc
 
 
+def _cli(args: list[str]) -> int:
+    """The CLI in this process: for commands that start no process group (export, eval at 1 rank)."""
+    from launch.cli import main
+
+    return main(args)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
@@ -50,13 +57,13 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("run", ["one", "zero3"])
-def test_export_logits_and_greedy_parity(runs, run):
+def test_export_logits_and_greedy_parity(runs, run, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from tokenizers import Tokenizer
 
     out = runs / f"hf_{run}"
-    proc = _run(ANVIL + ["export", "hf", "--checkpoint", str(runs / run), "--output", str(out), "--verify"])
-    assert '"greedy_equal": true' in proc.stdout
+    assert _cli(["export", "hf", "--checkpoint", str(runs / run), "--output", str(out), "--verify"]) == 0
+    assert '"greedy_equal": true' in capsys.readouterr().out
     result = compare(runs / run, out, batches=3, batch_size=2, new_tokens=10)
     assert result["max_abs_logit_diff"] < 1e-4, result
     assert result["greedy_equal"], result
@@ -86,23 +93,29 @@ def test_export_shards_above_size_limit(runs):
     AutoModelForCausalLM.from_pretrained(out)
 
 
-def test_eval_of_checkpoint_equals_eval_of_export(runs):
+def test_eval_of_checkpoint_equals_eval_of_export(runs, capsys, tmp_path):
     prefix = str(next(CACHE.rglob("builtin-v1-384/sample.bin"))).removesuffix(".bin")
     export_hf(runs / "one", runs / "hf_eval")
     results = []
-    for target in (runs / "one", runs / "hf_eval"):
-        proc = _run(ANVIL + ["eval", "--checkpoint", str(target), "--data", prefix, "--max-tokens", "3000"])
-        results.append(json.loads(proc.stdout.splitlines()[0]))
+    for i, target in enumerate((runs / "one", runs / "hf_eval")):
+        out = tmp_path / f"eval{i}.json"
+        assert _cli(["eval", "--checkpoint", str(target), "--data", prefix, "--max-tokens", "3000",
+                     "--output", str(out)]) == 0
+        results.append(json.loads(out.read_text()))
     assert results[0]["tokens"] == results[1]["tokens"] > 2000
     assert abs(results[0]["loss"] - results[1]["loss"]) < 1e-5
     assert results[0]["perplexity"] == pytest.approx(2.718281828 ** results[0]["loss"])
 
 
-def test_import_export_round_trip_identical(runs, tmp_path):
+def test_import_export_round_trip_identical_and_resumes(runs, tmp_path):
+    from data_pipeline.document import Document
+    from data_pipeline.tokens.tokenize import Source, tokenize_sources
+
     hf = tiny_llama_folder(tmp_path / "llama", tie=False, vocab_size=336)  # padded past the tokenizer
-    _run(ANVIL + ["import", "hf", "--model", str(hf), "--output", str(tmp_path / "run"),
+    run = tmp_path / "run"
+    _run(ANVIL + ["import", "hf", "--model", str(hf), "--output", str(run), "model.seq_len=32",
                   "train.micro_batch_size=2", "train.global_batch_size=2", "train.lr=1e-9", "train.warmup_steps=0",
-                  "train.schedule=constant"])
+                  "train.schedule=constant", f"data.cache_dir={tmp_path / 'cache'}"])
     export_hf(tmp_path / "run", tmp_path / "back")
     a, b = load_file(hf / "model.safetensors"), load_file(tmp_path / "back" / "model.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
@@ -110,8 +123,9 @@ def test_import_export_round_trip_identical(runs, tmp_path):
     assert parity["max_abs_logit_diff"] < 1e-4 and parity["greedy_equal"]
     ca, cb = read_config(hf), read_config(tmp_path / "back")
     for key in ("hidden_size", "intermediate_size", "num_key_value_heads", "rms_norm_eps", "vocab_size",
-                "tie_word_embeddings", "max_position_embeddings"):
+                "tie_word_embeddings"):
         assert ca[key] == cb[key], key
+    assert cb["max_position_embeddings"] == 32  # the model.seq_len=32 override at import
     # GPT-2 with tied embeddings, saved at ZeRO-3: its export imports and re-exports identically too.
     gpt2 = runs / "hf_zero3"
     if not gpt2.exists():
@@ -123,18 +137,10 @@ def test_import_export_round_trip_identical(runs, tmp_path):
     saved, _ = load_weights(runs / "zero3")
     assert set(ours) == set(saved) and all(torch.equal(ours[k], saved[k]) for k in saved)
 
-
-def test_imported_run_resumes_in_anvil_train(runs, tmp_path):
-    hf = tiny_llama_folder(tmp_path / "llama")
-    run = tmp_path / "run"
-    _run(ANVIL + ["import", "hf", "--model", str(hf), "--output", str(run), "model.seq_len=32",
-                  "train.micro_batch_size=2", "train.global_batch_size=2", "train.lr=1e-9", "train.warmup_steps=0",
-                  "train.schedule=constant", f"data.cache_dir={tmp_path / 'cache'}"])
-    data = tmp_path / "docs.jsonl"
-    data.write_text("".join(json.dumps({"id": str(i), "text": f"def function_{i}(x):\n    return x * {i}\n" * 20})
-                            + "\n" for i in range(40)))
-    _run(ANVIL + ["data", "tokenize", str(data), "--tokenizer", str(run / "tokenizer.json"),
-                  "--output-prefix", str(tmp_path / "tok" / "docs")])
+    # The imported run continues in `anvil train` from the imported weights.
+    docs = [Document(id=str(i), text=f"def function_{i}(x):\n    return x * {i}\n" * 20) for i in range(40)]
+    tokenize_sources([Source("docs", {"n": 40}, lambda on_reject=None: iter(docs))],
+                     str(run / "tokenizer.json"), str(tmp_path / "tok" / "docs"), progress=False)
     proc = _run(ANVIL + ["train", str(run / "config.yaml"), f"data.paths=[{tmp_path / 'tok' / 'docs'}]",
                          "train.steps=1", "train.checkpoint_interval=1"])
     assert "resumed from" in proc.stdout + proc.stderr
@@ -182,9 +188,8 @@ def test_malformed_hf_folders_name_the_tensor_or_key(hf_llama, tmp_path):
         (bad / "config.json").write_text(json.dumps(cfg))
         with pytest.raises(ExportError, match=named):
             model_config_from_hf(read_config(bad))
-    proc = subprocess.run(ANVIL + ["import", "hf", "--model", str(missing), "--output", str(tmp_path / "x")],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "model.layers.1.mlp.up_proj.weight" in proc.stderr.splitlines()[-1]
+    with pytest.raises(SystemExit, match=r"anvil import hf: .*model\.layers\.1\.mlp\.up_proj\.weight"):
+        _cli(["import", "hf", "--model", str(missing), "--output", str(tmp_path / "x")])
 
 
 def test_malformed_checkpoint_names_the_tensor(runs, tmp_path):
@@ -199,6 +204,5 @@ def test_malformed_checkpoint_names_the_tensor(runs, tmp_path):
     sd = load_file(ckpt / "model.safetensors")
     sd["norm.weight"] = torch.ones(65)
     save_file(sd, str(bad / "model.safetensors"))
-    proc = subprocess.run(ANVIL + ["export", "hf", "--checkpoint", str(bad), "--output", str(tmp_path / "out2")],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "'norm.weight' has shape (65,), expected (64,)" in proc.stderr
+    with pytest.raises(SystemExit, match=r"anvil export hf: .*'norm\.weight' has shape \(65,\), expected \(64,\)"):
+        _cli(["export", "hf", "--checkpoint", str(bad), "--output", str(tmp_path / "out2")])
