@@ -40,24 +40,27 @@ CACHE = ROOT / "benchmarks" / ".cache"
 
 def measure(cmd: list[str], env=None) -> dict:
     """Run a command; wall seconds, CPU seconds and peak RSS of its process tree (MB)."""
-    import resource
-
     import psutil
 
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     peak = [0]
+    cpu: dict[int, float] = {}          # last CPU seconds seen per process of the tree
     done = threading.Event()
 
     def poll():
         p = psutil.Process(proc.pid)
         while not done.is_set():
+            rss = 0
             try:
-                tree = [p] + p.children(recursive=True)
-                peak[0] = max(peak[0], sum(c.memory_info().rss for c in tree if c.is_running()))
+                for c in [p] + p.children(recursive=True):
+                    with c.oneshot():
+                        rss += c.memory_info().rss
+                        t = c.cpu_times()
+                        cpu[c.pid] = t.user + t.system
             except psutil.Error:
                 pass
+            peak[0] = max(peak[0], rss)
             time.sleep(0.05)
 
     th = threading.Thread(target=poll, daemon=True)
@@ -66,11 +69,9 @@ def measure(cmd: list[str], env=None) -> dict:
     wall = time.perf_counter() - t0
     done.set()
     th.join()
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.decode()[-3000:]}")
-    return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak[0] / 2**20, "log": out.decode()}
+    return {"wall_s": wall, "cpu_s": sum(cpu.values()), "peak_rss_mb": peak[0] / 2**20, "log": out.decode()}
 
 
 # ----------------------------------------------------------------------------- datasketch baseline

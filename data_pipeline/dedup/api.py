@@ -30,7 +30,7 @@ from data_pipeline.dedup.index import DedupConfig, reduce, scan_texts, write_sha
 from data_pipeline.document import Document
 from framework.runtime import get_logger, print_table, progress
 
-SHARD_MAX_CHARS = 32 << 20      # a shard is also cut after this many characters of text
+SHARD_MAX_CHARS = 8 << 20       # a shard is also cut after this many characters (bounds worker memory)
 OUTPUT_SHARD_DOCS = 100_000
 
 log = get_logger("anvil.dedup")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import time
 from dataclasses import asdict, dataclass
@@ -184,8 +185,25 @@ class Store:
     def save(self, name: str, arr: np.ndarray) -> None:
         np.save(self.path / f"{name}.npy", arr)
 
-    def signatures(self) -> np.memmap:
-        return np.memmap(self.path / "signatures.u64", dtype="<u8", mode="r", shape=(self.n, self.cfg.num_perm))
+    def signature_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Signatures of ascending unique `rows`, read with pread over coalesced ranges. Not a memory
+        map: the kernel maps the neighbours of every touched page (fault-around), which would put
+        most of the file into this process's RSS."""
+        width = self.cfg.num_perm
+        out = np.empty((len(rows), width), dtype=U64)
+        if not len(rows):
+            return out
+        breaks = np.flatnonzero(np.diff(rows) > 8) + 1
+        starts, ends = np.concatenate([[0], breaks]), np.concatenate([breaks, [len(rows)]])
+        fd = os.open(self.path / "signatures.u64", os.O_RDONLY)
+        try:
+            for s, e in zip(starts.tolist(), ends.tolist()):
+                lo, hi = int(rows[s]), int(rows[e - 1]) + 1
+                block = np.frombuffer(os.pread(fd, (hi - lo) * 8 * width, lo * 8 * width), dtype="<u8")
+                out[s:e] = block.reshape(hi - lo, width)[rows[s:e] - lo]
+        finally:
+            os.close(fd)
+        return out
 
     def ids(self, docs: Iterable[int]) -> dict[int, tuple[str, str]]:
         """{doc: (id, where)} read from ids.jsonl through the offsets index."""
@@ -216,7 +234,9 @@ class _Verifier:
 
     def __init__(self, store: Store, uf: UnionFind, cfg: DedupConfig, budget: int, stats: dict):
         self.store, self.uf, self.cfg, self.stats = store, uf, cfg, stats
-        self.chunk = max(256, budget // (4 * 2 * 8 * cfg.num_perm))
+        # a chunk gathers at most 2 signature rows per pair, copied out of the memory map: 1/8 of
+        # the budget for the copies and 1/8 for the mapped pages they come from
+        self.chunk = max(256, budget // (8 * 2 * 8 * cfg.num_perm))
         self.a: list[np.ndarray] = []
         self.b: list[np.ndarray] = []
         self.pending = 0
@@ -241,19 +261,24 @@ class _Verifier:
         if self.cfg.exact_verify:
             ok = self._exact(a, b)
         else:
-            sig = self.store.signatures()     # mapped per chunk so touched pages leave RSS after
-            ok = jaccard_estimate(np.asarray(sig[a]), np.asarray(sig[b])) >= self.cfg.threshold
-            del sig
+            rows, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
+            got = self.store.signature_rows(rows)
+            ok = jaccard_estimate(got[inv[: len(a)]], got[inv[len(a):]]) >= self.cfg.threshold
         self.stats["verified_pairs"] += int(ok.sum())
         self.uf.union_pairs(a[ok], b[ok])
 
     def _exact(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        sh = np.memmap(self.store.path / "shingles.u64", dtype="<u8", mode="r")
         off = self.sh_off
-        ok = np.array([exact_jaccard(sh[off[x]:off[x + 1]], sh[off[y]:off[y + 1]]) >= self.cfg.threshold
-                       for x, y in zip(a.tolist(), b.tolist())], dtype=bool)
-        del sh
-        return ok
+        fd = os.open(self.store.path / "shingles.u64", os.O_RDONLY)
+
+        def read(x: int) -> np.ndarray:
+            return np.frombuffer(os.pread(fd, int(off[x + 1] - off[x]) * 8, int(off[x]) * 8), dtype="<u8")
+
+        try:
+            return np.array([exact_jaccard(read(x), read(y)) >= self.cfg.threshold
+                             for x, y in zip(a.tolist(), b.tolist())], dtype=bool)
+        finally:
+            os.close(fd)
 
 
 def _merge_band(store: Store, name: str, new_runs: list[Path], budget: int, scratch: Path):
@@ -290,7 +315,7 @@ def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig) -> dic
     buf_docs: list[np.ndarray] = []
     buf_ids: list[tuple[np.ndarray, np.ndarray]] = []
     buffered = 0
-    record_budget = max(budget // 2, 1 << 15)
+    record_budget = max(budget // 3, 1 << 15)     # flushing sorts a copy of the buffer
     ids_off = list(np.load(store.path / "ids.off.npy")) if (store.path / "ids.off.npy").exists() else []
     ids_size = (store.path / "ids.jsonl").stat().st_size if (store.path / "ids.jsonl").exists() else 0
     sh_lens = [store.load("shingles.len", np.int64)] if cfg.exact_verify else []
