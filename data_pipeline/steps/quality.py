@@ -1,8 +1,13 @@
 """Heuristic quality filters with their published defaults: Gopher quality and repetition (Rae et
 al. 2021, Table A1), C4 (Raffel et al. 2020) and FineWeb (Penedo et al. 2024).
 
-Rules, thresholds and reason names follow DataTrove 0.10's implementations so results can be
-compared; every drop is tagged with the rule that fired. All four read one shared `text_stats(doc)`
+Rules and thresholds follow DataTrove 0.10's implementations so results can be compared; every
+drop is tagged with the rule that fired (DataTrove's reason names, without the `gopher_` prefix
+the step name already gives). One deliberate difference: words are
+`\\w+` tokens (text_stats.py), so punctuation is not a "word" - Gopher's "80% of words contain a
+letter" then reads as in the paper, whereas DataTrove counts spaCy's punctuation tokens as words
+without letters and drops more punctuation-heavy technical pages (benchmarks/curation.py prints
+how often the two agree). All four read one shared `text_stats(doc)`
 (words, lines, paragraphs, n-gram hashes computed once): see text_stats.py for why.
 """
 from __future__ import annotations
@@ -219,43 +224,46 @@ class C4Quality(Step):
         filter_policy: bool = True
 
     def process(self, doc: Document):
+        # Rule order is C4's (TFDS c4_utils, also DataTrove's): a line is first checked for long
+        # words, punctuation and length; only lines that survive those can drop the whole page.
         p = self.params
         kept: list[str] = []
         edits = self.stats.edits
+        sentences = 0
         for line in text_stats(doc).raw_lines:
             line = line.strip()
             if not line:
                 continue
+            words = line.split()
+            if words and max(map(len, words)) > p.max_word_length:
+                edits["line_word_too_long"] += 1
+                continue
             if p.remove_citations:
                 line = _CITATION_RE.sub("", line)
-            lower = line.lower()
-            if p.filter_curly_bracket and "{" in line:
-                return "curly_bracket"
-            if p.filter_lorem_ipsum and "lorem ipsum" in lower:
-                return "lorem_ipsum"
             if p.filter_no_terminal_punct and (not line.endswith((".", "?", "!", '"', "'")) or line.endswith("...")):
                 edits["line_no_terminal_punct"] += 1
                 continue
-            words = line.split()
             if len(words) < p.min_words_per_line:
                 edits["line_too_few_words"] += 1
                 continue
-            if max(map(len, words)) > p.max_word_length:
-                edits["line_word_too_long"] += 1
-                continue
+            lower = line.lower()
+            if p.filter_lorem_ipsum and "lorem ipsum" in lower:
+                return "lorem_ipsum"
             if p.filter_javascript and "javascript" in lower:
                 edits["line_javascript"] += 1
                 continue
+            if p.filter_curly_bracket and "{" in line:
+                return "curly_bracket"
             if p.filter_policy and any(s in lower for s in POLICY_SUBSTRINGS):
                 edits["line_policy"] += 1
                 continue
+            sentences += len(_SENTENCE_END_RE.findall(line)) or 1
             kept.append(line)
+        if p.min_num_sentences > 0 and sentences < p.min_num_sentences:
+            return "too_few_sentences"
         if not kept:
             return "no_lines_left"
-        text = "\n".join(kept)
-        if len(_SENTENCE_END_RE.findall(text)) < p.min_num_sentences:
-            return "too_few_sentences"
-        doc.text = text
+        doc.text = "\n".join(kept)
         return None
 
 

@@ -56,9 +56,11 @@ def test_gopher_repetition_fails(text, reason):
 
 def test_c4_rules():
     assert check("c4", LOREM)[0] == "lorem_ipsum"
-    assert check("c4", PROSE + "\nfunction() { return 1; }")[0] == "curly_bracket"
+    assert check("c4", PROSE + "\nCall it as f() { return 1; }.")[0] == "curly_bracket"
+    assert check("c4", PROSE * 2 + "\nfunction() { return 1; }")[0] is None   # the line goes first
     assert check("c4", "One sentence here. Two sentences here.")[0] == "too_few_sentences"
-    assert check("c4", "no punctuation at all\nanother line without it")[0] == "no_lines_left"
+    assert check("c4", "no punctuation at all\nanother line without it")[0] == "too_few_sentences"
+    assert check("c4", "no punctuation at all", {"min_num_sentences": 0})[0] == "no_lines_left"
     reason, doc = check("c4", PROSE + "\nMenu Home About\nPlease enable JavaScript to view this page.\n"
                         "Read our privacy policy for details.\n" + PROSE)
     assert reason is None
