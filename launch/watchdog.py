@@ -252,6 +252,9 @@ class Watchdog:
                 self.active = False
             return
         self.active = False
+        self._stop.set()  # the beat thread must not overwrite the failure mark
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.interval_s * 4)
         try:
             self.store.set(f"{self.prefix}/beat/{self.rank}", f"{FAILED}:{type(exc).__name__}")
         except Exception:  # noqa: BLE001

@@ -55,11 +55,7 @@ def _check_resume_compatible(meta: dict, cfg: RunConfig, ckpt: Path) -> None:
         if saved.get("train", {}).get(key) != getattr(cfg.train, key) and key == "global_batch_size":
             raise ConfigError(f"{ckpt}: train.global_batch_size changed ({saved['train'][key]} -> "
                               f"{cfg.train.global_batch_size}); the data position would not line up")
-    if meta.get("dp_size") != cfg_dp(cfg) and cfg.parallel.zero_stage > 0:
-        raise ConfigError(
-            f"{ckpt}: saved at data-parallel size {meta.get('dp_size')} with ZeRO-{meta.get('zero_stage')}, "
-            f"resuming at {cfg_dp(cfg)}: DeepSpeed cannot re-partition ZeRO optimizer state; resume at the "
-            f"saved size (ZeRO-0 checkpoints resume at any size)")
+    # A different DP x TP x PP x ZeRO layout resumes through framework.checkpoint.universal.
 
 
 def cfg_dp(cfg: RunConfig) -> int:
@@ -68,6 +64,7 @@ def cfg_dp(cfg: RunConfig) -> int:
 
 def train(cfg: RunConfig) -> dict:
     from framework.distributed import init_distributed
+    from launch.watchdog import start_watchdog
     from framework.training.data import TrainingData
     from framework.training.engine import Engine
     from framework.training.metrics import MetricsLogger, peak_memory_gb, peak_tflops
@@ -78,6 +75,7 @@ def train(cfg: RunConfig) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dp = cfg.check_layout(world)  # before any process group or file is touched
     rank, world, device = init_distributed(cfg.parallel.timeout_s)
+    watchdog = start_watchdog(cfg.parallel.timeout_s)  # heartbeat: a dead or hung rank stops the job, named
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # ranks on one host share its cores; oversubscribed intra-op threads spin instead of working
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
@@ -146,6 +144,7 @@ def train(cfg: RunConfig) -> dict:
             lr = lr_at(step, t)
             result = engine.train_step(data.train_micro_batches(consumed), lr, inject_nan=(step + 1) in inject)
             step += 1
+            watchdog.beat(step)
             consumed += t.global_batch_size
             tokens += tokens_per_step
             window_tokens += tokens_per_step
@@ -173,6 +172,7 @@ def train(cfg: RunConfig) -> dict:
                 save()
     finally:
         metrics.close()
+    watchdog.stop()
     wall = time.perf_counter() - start
     summary = {"steps": step, "loss": last_loss, "val_loss": last_val, "tokens": tokens,
                "skipped": stability.skipped_total, "spikes": stability.spikes, "wall_s": wall,

@@ -52,6 +52,7 @@ def _freeze_one_rank(timeout_s: float, status_dir: str):
 
     # Same group, second watchdog: rank 1 fails with an exception; the others stop at once.
     failed: list[Verdict] = []
+    dist.barrier()  # ranks 0 and 1 reach this after their verdicts, rank 2 at once
     wd = Watchdog(timeout_s, interval_s=0.2, on_abort=failed.append, prefix="test/failed").start()
     dist.barrier()
     t0 = time.monotonic()
@@ -73,7 +74,7 @@ def test_silent_rank_is_named_within_the_timeout(tmp_path):
         assert r["verdict"]["ranks"] == [2] and r["verdict"]["kind"] == "dead"
         assert "rank 2 (node 1, host" in r["verdict"]["message"] and "last step 7" in r["verdict"]["message"]
         assert timeout - 0.5 < r["elapsed"] < 2 * timeout  # last beat may precede the barrier by one interval
-    assert results[0]["failed"]["kind"] == "failed" and results[0]["failed"]["ranks"] == [1]
+    assert results[0]["failed"]["kind"] == "failed" and results[0]["failed"]["ranks"] == [1], results[0]["failed"]
     assert "rank 1 (node 0" in results[0]["failed"]["message"]
     assert results[0]["failed_after"] < timeout / 2, "a failed peer must not wait for the timeout"
     records = read_status(str(tmp_path))
