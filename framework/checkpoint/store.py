@@ -149,6 +149,9 @@ def save(root: str | os.PathLike, step: int, engine, meta: dict, keep: int, conf
     (tmp / "rng").mkdir(exist_ok=True)
     torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
     weights = engine.full_state_dict()  # collective under ZeRO-3
+    from framework.checkpoint import universal
+
+    universal.save_optimizer(engine, tmp)  # layout-free Adam state: resume under any layout
     if rank == 0:
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
         (tmp / "config.yaml").write_text(config_yaml)
@@ -176,11 +179,26 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
+def _saved_layout(meta: dict) -> tuple:
+    par = meta.get("config", {}).get("parallel", {})
+    return meta.get("dp_size"), par.get("tensor", 1), par.get("pipeline", 1), meta.get("zero_stage")
+
+
+def _engine_layout(engine) -> tuple:
+    par = engine.cfg.parallel
+    return engine.dp_size, par.tensor, par.pipeline, par.zero_stage
+
+
 def load(ckpt: str | os.PathLike, engine) -> dict:
     """Restore engine (weights, optimizer, ZeRO partitions) and this rank's RNG; return metadata."""
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
     rank = int(os.environ.get("RANK", "0"))
+    if not (ckpt / "ds").is_dir() or _saved_layout(meta) != _engine_layout(engine):
+        from framework.checkpoint import universal
+
+        universal.load(engine, ckpt)  # another DP x TP x PP x ZeRO layout (or a converted checkpoint)
+        return meta
     make_ds_loads_safe(engine.ds)
     path, _ = engine.ds.load_checkpoint(str(ckpt), tag="ds", load_optimizer_states=True,
                                         load_lr_scheduler_states=False)

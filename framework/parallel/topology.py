@@ -256,4 +256,7 @@ def destroy() -> None:
 
     if ps.model_parallel_is_initialized():
         ps.destroy_model_parallel()
+    from deepspeed.utils import groups
+
+    groups.mpu = None  # DeepSpeed remembers the last engine's mpu / pipeline grid process-wide
     _CURRENT = None
