@@ -145,6 +145,7 @@ def _run_local(args: argparse.Namespace, cfg) -> int:
 def _torchrun(torchrun_args: list[str]) -> tuple[int, dict | None]:
     """Run exactly `python -m torch.distributed.run ARGS` in this process (this process is the
     elastic agent, so it sees which rank failed and how, instead of torchrun's exit code 1)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import parse_args, run
@@ -159,6 +160,10 @@ def _torchrun(torchrun_args: list[str]) -> tuple[int, dict | None]:
                            "timestamp": f.timestamp, "signal": f.signal_name() if f.exitcode < 0 else None}
                     for rank, f in exc.failures.items()}
         return 1, root_cause(failures)
+    except SignalException as exc:
+        # scancel / Ctrl-C / a preempting scheduler: torchrun has already stopped the workers.
+        print(f"anvil launch: stopped by {exc.sigval.name}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + int(exc.sigval))
     except RendezvousError as exc:
         print(f"anvil launch: lost the rendezvous with node 0 ({type(exc).__name__}: {exc}); "
               "node 0 stopped or is unreachable, see its log", file=sys.stderr, flush=True)
