@@ -147,7 +147,7 @@ def _torchrun(torchrun_args: list[str]) -> tuple[int, dict | None]:
     elastic agent, so it sees which rank failed and how, instead of torchrun's exit code 1)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.elastic.rendezvous.api import RendezvousError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError, RendezvousTimeoutError
     from torch.distributed.run import parse_args, run
 
     from launch.launcher import root_cause
@@ -164,6 +164,10 @@ def _torchrun(torchrun_args: list[str]) -> tuple[int, dict | None]:
         # scancel / Ctrl-C / a preempting scheduler: torchrun has already stopped the workers.
         print(f"anvil launch: stopped by {exc.sigval.name}", file=sys.stderr, flush=True)
         raise SystemExit(128 + int(exc.sigval))
+    except RendezvousTimeoutError as exc:
+        print(f"anvil launch: not every node joined the rendezvous in time ({exc}); are all "
+              "--nnodes nodes started with the same --master-addr/--master-port/--rdzv-id?", file=sys.stderr, flush=True)
+        return 1, None
     except RendezvousError as exc:
         print(f"anvil launch: lost the rendezvous with node 0 ({type(exc).__name__}: {exc}); "
               "node 0 stopped or is unreachable, see its log", file=sys.stderr, flush=True)
