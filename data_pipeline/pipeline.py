@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_pipeline.executors.base import LENGTH_BINS, Plan, split_segments, write_json_atomic
+from data_pipeline.executors.base import LENGTH_BINS, Plan, group_inputs, split_segments, write_json_atomic
 from data_pipeline.steps.base import StepStats
 from framework.configtree import ConfigError, load, to_dict
 
@@ -25,6 +25,7 @@ class RecipeConfig:
     steps: list[Any] = field(default_factory=list)    # [name | {name: {params}}]
     rejected_text: bool = False   # also write each dropped document's text to rejected/
     max_doc_bytes: int = 10 * 1024 * 1024
+    shard_bytes: int = 256 * 1024 * 1024   # small input files are grouped into tasks of this size
     report: bool = True
     keep_work: bool = False       # keep .anvil/ intermediates after a successful run
 
@@ -51,7 +52,9 @@ def make_plan(recipe: RecipeConfig, strict: bool = False) -> Plan:
     for p in inputs:
         if Path(p).resolve().is_relative_to(out):
             raise ConfigError(f"config key 'output': {recipe.output} contains the input file {p}")
-    return Plan(inputs=inputs, output=recipe.output, segments=segments, strict=strict,
+    if recipe.shard_bytes <= 0:
+        raise ConfigError(f"config key 'shard_bytes': expected a positive size in bytes, got {recipe.shard_bytes}")
+    return Plan(inputs=group_inputs(inputs, recipe.shard_bytes), output=recipe.output, segments=segments, strict=strict,
                 rejected_text=recipe.rejected_text, max_doc_bytes=recipe.max_doc_bytes)
 
 

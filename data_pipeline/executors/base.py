@@ -5,7 +5,8 @@ A recipe's steps are cut at each CorpusStage into segments:
     segment 0: read input shard i -> steps ... -> (scan of stage 1)
     segment k: stage k applied to shard i -> steps ... -> (scan of stage k+1 | final output)
 
-Work is `MapTask(segment, shard)` for every input shard, plus one reduce per stage after all of
+Work is `MapTask(segment, shard)` for every input shard (a file; small files such as HTML pages
+are grouped into shards of up to `group_bytes` by `group_inputs`), plus one reduce per stage after all of
 its scans (the barrier). Everything lives under the output folder:
 
     OUTPUT/part-{i:05d}.jsonl.zst          kept documents of input shard i (final segment)
@@ -48,7 +49,7 @@ class MapTask:
 @dataclass
 class Plan:
     """Everything a worker needs, as plain data (picklable, JSON-able)."""
-    inputs: list[str]
+    inputs: list[list[str]]       # one task per entry: a file, or a group of small files
     output: str
     segments: list[list]          # step specs per segment; segment k>0 starts with its stage
     strict: bool = False
@@ -72,6 +73,21 @@ class Plan:
         if task.segment == len(self.segments) - 1:
             return Path(self.output) / f"part-{task.shard:05d}.jsonl.zst"
         return self.work / f"seg{task.segment}" / f"{task.shard:05d}.jsonl.zst"
+
+
+def group_inputs(files: list[str], group_bytes: int = 256 * 1024 * 1024, max_files: int = 10_000) -> list[list[str]]:
+    """Consecutive files (in their sorted order) packed into shards of at most `group_bytes` or
+    `max_files`; a file larger than that is a shard alone. Depends only on the file list and sizes."""
+    groups: list[list[str]] = []
+    size = 0
+    for f in files:
+        n = os.path.getsize(f)
+        if not groups or size + n > group_bytes or len(groups[-1]) >= max_files:
+            groups.append([])
+            size = 0
+        groups[-1].append(f)
+        size += n
+    return groups
 
 
 def split_segments(specs: list) -> list[list]:
@@ -140,15 +156,14 @@ def run_map_task(plan: Plan, task: MapTask) -> dict:
 
     try:
         if seg == 0:
-            source = Path(plan.inputs[shard])
-
-            def counted(docs):
-                for doc in docs:
-                    read_stats["docs_in"] += 1
-                    read_stats["docs_out"] += 1
-                    yield doc
-            docs = counted(read_documents(source, on_read_reject, plan.strict, raw_html=True,
-                                          max_doc_bytes=plan.max_doc_bytes, skipped=read_stats["skipped"]))
+            def counted(files):
+                for source in files:
+                    for doc in read_documents(source, on_read_reject, plan.strict, raw_html=True,
+                                              max_doc_bytes=plan.max_doc_bytes, skipped=read_stats["skipped"]):
+                        read_stats["docs_in"] += 1
+                        read_stats["docs_out"] += 1
+                        yield doc
+            docs = counted(plan.inputs[shard])
         else:
             stage = steps[0]
             stage.prepare(shard, plan.stage_dir(seg))

@@ -66,7 +66,7 @@ def test_web_recipe_on_warc_jsonl_parquet(tmp_path):
     stats = run_recipe(recipe)
     check_funnel(stats)
     assert stats["docs_in"] == 6 + 9 + 4
-    assert stats["skipped_records"] == {"non_html": 1, "request": 5, "revisit": 1}
+    assert stats["shards"] == 1       # small files are grouped into one task    assert stats["skipped_records"] == {"non_html": 1, "request": 5, "revisit": 1}
     rejected = read_rejected(out)
     assert len(rejected) == stats["docs_in"] - stats["docs_out"]
     by_id = {r.get("id"): r for r in rejected}
@@ -99,10 +99,11 @@ def _shards(folder: Path, n: int = 6) -> Path:
 
 def test_workers_and_sigkill_resume_are_byte_identical(tmp_path):
     inp = _shards(tmp_path / "in")
-    overrides = ["steps=[language, line_dedup, gopher_quality, c4, exact_dedup, pii]"]
+    overrides = ["steps=[language, line_dedup, gopher_quality, c4, exact_dedup, pii]", "shard_bytes=1"]  # a task per file
     ref = tmp_path / "w1"
     stats = run_recipe(load_recipe(JSONL, overrides + [f"input={inp}", f"output={ref}"]), workers=1)
     check_funnel(stats)
+    assert stats["shards"] == 6
     by_name = {s["name"]: s for s in stats["steps"]}
     assert by_name["line_dedup"]["dropped"]["all_boilerplate"] >= 6   # the copies: every line repeats
     assert by_name["exact_dedup"]["dropped"]["duplicate"] >= 1        # the sample's natural duplicates
