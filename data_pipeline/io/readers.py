@@ -206,12 +206,14 @@ def _text_problem(text, max_doc_bytes: int) -> str | None:
         return "missing_text"
     if not isinstance(text, str):
         return "text_not_string"
-    if len(text) > max_doc_bytes or len(text.encode("utf-8", "surrogatepass")) > max_doc_bytes:
+    if len(text) > max_doc_bytes:
         return "too_large"
     try:
-        text.encode("utf-8")  # lone surrogates from "\ud800" escapes cannot be written back
-    except UnicodeEncodeError:
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates from "\ud800" escapes cannot be written back
         return "invalid_utf8"
+    if size > max_doc_bytes:
+        return "too_large"
     if not text.strip():
         return "empty_text"
     return None
