@@ -49,15 +49,30 @@ def _shards(docs, cfg: DedupConfig):
         yield batch
 
 
-def scan_batch(batch: list[Document], shard: Path, docs_file: Path, cfg: DedupConfig) -> None:
-    """Everything per shard happens in the worker (the reading process only reads): the documents
-    kept aside as JSON lines for the output, ids/metadata, signatures and band keys."""
+def scan_batch(batch: list[Document], shard: Path, cfg: DedupConfig) -> None:
+    """Everything per shard happens in the worker: the documents kept aside as JSON lines for the
+    output (shard/docs.jsonl), ids/metadata, signatures and band keys."""
     from data_pipeline.io import dumps_document
 
-    with open(docs_file, "w", encoding="utf-8") as f:
-        f.write("".join(dumps_document(doc) + "\n" for doc in batch))
     write_shard_meta(shard, batch, cfg)
+    with open(shard / "docs.jsonl", "w", encoding="utf-8") as f:
+        f.write("".join(dumps_document(doc) + "\n" for doc in batch))
     scan_texts([d.text for d in batch], shard, cfg)
+
+
+def scan_file(path: Path, file_index: int, work: Path, cfg: DedupConfig) -> tuple[list[Path], dict, list[dict]]:
+    """Read and scan one input file in shards named (file, shard), so their order is input order."""
+    from data_pipeline.io import read_documents
+
+    rejects: list[dict] = []
+    shards, counts = [], {"docs_in": 0, "bytes_in": 0}
+    for k, batch in enumerate(_shards(read_documents(path, on_reject=rejects.append), cfg)):
+        shard = work / "scan" / f"shard-{file_index:06d}-{k:06d}"
+        scan_batch(batch, shard, cfg)
+        shards.append(shard)
+        counts["docs_in"] += len(batch)
+        counts["bytes_in"] += sum(len(d.text) for d in batch)
+    return shards, counts, rejects
 
 
 def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -> tuple[list[Path], dict]:
@@ -83,15 +98,25 @@ def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -
     cfg = cfg.resolved()
     pending: deque = deque()
     try:
+        if pool is None or len(files) >= 2 * cfg.workers:
+            # Workers read whole files themselves: the reading process is no bottleneck.
+            run = pool.submit if pool is not None else (lambda fn, *a: _Done(fn(*a)))
+            futures = [run(scan_file, path, i, work, cfg) for i, path in enumerate(files)]
+            for fut in progress(futures, total=len(futures), desc="dedup: scan", unit="file"):
+                shards, c, rejects = fut.result()
+                shard_dirs += shards
+                counts["docs_in"] += c["docs_in"]
+                counts["bytes_in"] += c["bytes_in"]
+                for rec in rejects:
+                    on_reject(rec)
+            return shard_dirs, counts
+        # Few files: this process reads and hands shards to the workers.
         for k, batch in enumerate(progress(_shards(docs(), cfg), desc="dedup: scan", unit="shard")):
             counts["docs_in"] += len(batch)
             counts["bytes_in"] += sum(len(d.text) for d in batch)
             shard = work / "scan" / f"shard-{k:06d}"
             shard_dirs.append(shard)
-            if pool is None:
-                scan_batch(batch, shard, work / "scan" / f"docs-{k:06d}.jsonl", cfg)
-                continue
-            pending.append(pool.submit(scan_batch, batch, shard, work / "scan" / f"docs-{k:06d}.jsonl", cfg))
+            pending.append(pool.submit(scan_batch, batch, shard, cfg))
             while len(pending) >= 2 * cfg.workers:
                 pending.popleft().result()
         while pending:
@@ -100,6 +125,16 @@ def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return shard_dirs, counts
+
+
+class _Done:
+    """A finished 'future' for the in-process path."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
 
 
 def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
@@ -130,7 +165,7 @@ def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
         idx = n_old
         with open(output / "duplicates.jsonl.tmp", "w", encoding="utf-8") as dup:
             for k, shard in enumerate(shard_dirs):
-                lines = (work / "scan" / f"docs-{k:06d}.jsonl").read_text(encoding="utf-8").splitlines()
+                lines = (shard / "docs.jsonl").read_text(encoding="utf-8").splitlines()
                 span = range(idx, idx + len(lines))
                 need = [int(rep[i]) for i in span if rep[i] != i or excluded[i]] + \
                        [i for i in span if rep[i] != i or excluded[i]]

@@ -92,6 +92,15 @@ def test_same_output_for_workers_and_memory_budgets(corpus, tmp_path):
     assert (a / "duplicates.jsonl").read_bytes() == (b / "duplicates.jsonl").read_bytes()
     assert [p.read_bytes() for p in sorted(a.glob("part-*"))] == [p.read_bytes() for p in sorted(b.glob("part-*"))]
     assert big["cluster_sizes"] == tiny["cluster_sizes"] and big["duplicates"] > 50
+    # many files: each worker reads whole files itself (the other path); same documents, same output
+    lines = "".join(p.read_text() for p in sorted(root.glob("*.jsonl"))).splitlines(keepends=True)
+    split = tmp_path / "split"
+    split.mkdir()
+    for k in range(5):
+        (split / f"part{k}.jsonl").write_text("".join(lines[k * 101:(k + 1) * 101]))
+    run_dedup([str(split)], tmp_path / "c", DedupConfig(workers=2, memory_budget="128KB", shard_docs=37))
+    assert (a / "duplicates.jsonl").read_bytes() == (tmp_path / "c" / "duplicates.jsonl").read_bytes()
+    assert _kept(a) == _kept(tmp_path / "c")
 
 
 @pytest.mark.parametrize("keep", ["first", "longest"])
