@@ -159,6 +159,7 @@ def import_hf(model_dir: str | os.PathLike, output: str | os.PathLike, overrides
     from framework.configtree import dump_yaml
     from framework.distributed import init_distributed
     from framework.training.engine import Engine
+    from framework.parallel.parallelize import shard_full_state_dict
     from framework.training.trainer import build_model
 
     model_dir, out = Path(model_dir), Path(output)
@@ -183,10 +184,13 @@ def import_hf(model_dir: str | os.PathLike, output: str | os.PathLike, overrides
         if tok_src.is_file():
             shutil.copyfile(tok_src, out / "tokenizer.json")
         (out / "config.yaml").write_text(dump_yaml(cfg))
-    model = build_model(cfg)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if unexpected or [m for m in missing if not (m == "head.weight" and cfg.model.tie_embeddings)]:
-        raise ExportError(f"{model_dir}: tensors do not fit the model (missing {missing}, unexpected {unexpected})")
+    topo = None
+    if cfg.parallel.tensor * cfg.parallel.pipeline > 1:  # as the trainer does: megatron-core groups first
+        from framework.parallel import topology
+
+        topo = topology.initialize(topology.validate_layout(cfg, world), cfg.parallel.sequence_parallel)
+    model = build_model(cfg)  # this rank's shard / stage, initialised as `anvil train` would ...
+    shard_full_state_dict(model, weights, topo)  # ... then given its slices of the imported weights
     engine = Engine(cfg, model, dp, device)
     meta = {"step": 0, "consumed_samples": 0, "tokens": 0, "dp_size": dp, "world_size": world,
             "zero_stage": cfg.parallel.zero_stage, "precision": cfg.train.precision,

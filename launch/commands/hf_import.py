@@ -33,8 +33,11 @@ def _run(args: argparse.Namespace) -> int:
         info = import_hf(args.model, args.output, args.overrides)
     except (ExportError, CheckpointError) as exc:
         raise SystemExit(f"anvil import hf: {exc}")
-    print(f"imported {args.model} ({info['arch']}, {info['parameters']:,} parameters) into {info['checkpoint']}; "
-          f"continue with: anvil train {info['run_dir']}/config.yaml data.paths=[...]")
+    from framework.runtime import is_rank0
+
+    if is_rank0():
+        print(f"imported {args.model} ({info['arch']}, {info['parameters']:,} parameters) into {info['checkpoint']}; "
+              f"continue with: anvil train {info['run_dir']}/config.yaml data.paths=[...]")
     return 0
 
 
