@@ -100,6 +100,7 @@ class RunnerConfig:
     """How `anvil sweep run` executes the plan."""
     launcher: Literal["local", "anvil-launch", "slurm"] = "local"
     nproc_per_node: int = 1  # processes per run (anvil-launch / slurm)
+    threads: int = 0  # OMP_NUM_THREADS for each run; 0 = inherit (1 is fastest for tiny models on busy CPUs)
     final_evals: int = 3  # final loss = mean of the last K validation losses
     wandb: bool = True  # offline unless WANDB_MODE says otherwise; one group per sweep
     wandb_project: str = "anvil-sweeps"

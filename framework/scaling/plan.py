@@ -94,7 +94,7 @@ def _row(cfg: SweepConfig, shape: Shape, budget: float, tokens_target: float) ->
     D = steps * tokens_per_step
     lr = rules.lr * (rules.lr_base_width / shape.d_model) ** rules.lr_width_exponent
     evals = min(rules.evals, steps)
-    tag = f"{budget:.0e}".replace("+", "") if budget else f"D{D:.0e}".replace("+", "")
+    tag = f"{budget:.2g}".replace("+", "") if budget else f"D{D:.2g}".replace("+", "")
     return {
         "name": f"c{tag}_L{shape.n_layers}_d{shape.d_model}" if budget else f"{tag}_L{shape.n_layers}_d{shape.d_model}",
         "budget": budget, "n_layers": shape.n_layers, "d_model": shape.d_model, "n_heads": shape.n_heads,

@@ -1,0 +1,196 @@
+"""Run a planned sweep through `anvil train`, resumably, and collect results.csv.
+
+Each planned run is one subprocess `anvil train BASE_CONFIG key=value...` (or `anvil launch ...`
+with several processes per run) with its own run folder under OUTPUT_DIR/runs/NAME. A finished
+run leaves OUTPUT_DIR/runs/NAME/sweep_result.json (its final loss); a rerun of the sweep skips
+those, and `anvil train` itself resumes an interrupted run from its latest checkpoint, so killing
+the sweep at any moment and running the same command again finishes it without redoing work.
+results.csv is rebuilt from the result markers after every run (plan order), so it is never half
+written. The final loss is the mean of the last K validation losses in RUN_DIR/metrics.jsonl.
+On Slurm, `write_slurm_array` writes one array task per run, each calling
+`anvil sweep run SWEEP.yaml --index I`; a final `anvil sweep run` collects the results.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from framework.runtime import get_logger, print_table
+from framework.scaling.config import SweepConfig
+from framework.scaling.plan import plan, run_overrides, write_plan
+
+log = get_logger("anvil.sweep")
+RESULT_FILE = "sweep_result.json"
+RESULT_COLUMNS = ["name", "N", "D", "loss", "C", "C_model", "budget", "n_layers", "d_model", "n_heads", "steps",
+                  "lr", "val_evals", "wall_s"]
+
+
+def final_loss(metrics_path: Path, k: int, steps: int) -> tuple[float, int]:
+    """Mean of the last `k` validation losses (one per step; a resumed run's repeated steps count
+    once, the later line wins). Raises ValueError when the run did not reach `steps`."""
+    vals: dict[int, float] = {}
+    last_step, bad = 0, 0
+    with metrics_path.open() as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1  # a line cut by a kill; the trainer rewrites from its checkpoint
+                continue
+            step = int(rec.get("step", 0))
+            last_step = max(last_step, step)
+            if rec.get("val_loss") is not None:
+                vals[step] = float(rec["val_loss"])
+    if last_step < steps:
+        raise ValueError(f"{metrics_path}: reached step {last_step} of {steps}")
+    if not vals:
+        raise ValueError(f"{metrics_path}: no validation losses (val_loss lines)")
+    last = [vals[s] for s in sorted(vals)][-k:]
+    return sum(last) / len(last), len(last)
+
+
+def train_command(cfg: SweepConfig, row: dict, run_dir: Path) -> list[str]:
+    overrides = run_overrides(row, cfg, str(run_dir))
+    overrides += [f"logging.wandb={str(cfg.run.wandb).lower()}", f"logging.wandb_project={cfg.run.wandb_project}",
+                  f"logging.wandb_group={cfg.name}"]
+    if cfg.run.launcher == "local":
+        return [sys.executable, "-m", "launch.cli", "train", cfg.base_config, *overrides]
+    return [sys.executable, "-m", "launch.cli", "launch", "--nproc-per-node", str(cfg.run.nproc_per_node),
+            cfg.base_config, *overrides]
+
+
+def _run_one(cmd: list[str], log_path: Path, timeout_s: float, threads: int = 0) -> int:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    env.setdefault("WANDB_MODE", "offline")
+    env.setdefault("WANDB_SILENT", "true")
+    with log_path.open("a") as out:
+        out.write(f"\n$ {shlex.join(cmd)}\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            return proc.wait(timeout=timeout_s or None)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(30)
+            return 124
+        except BaseException:  # KeyboardInterrupt / SIGTERM: do not leave an orphaned trainer
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+
+
+def collect_results(cfg: SweepConfig, rows: list[dict]) -> list[dict]:
+    """Rewrite OUTPUT_DIR/results.csv from the result markers of finished runs (plan order)."""
+    out_dir = Path(cfg.out_dir)
+    done = []
+    for row in rows:
+        marker = out_dir / "runs" / row["name"] / RESULT_FILE
+        if marker.is_file():
+            done.append(json.loads(marker.read_text()))
+    tmp = out_dir / "results.csv.tmp"
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        for rec in done:
+            writer.writerow({k: rec.get(k) for k in RESULT_COLUMNS})
+    os.replace(tmp, out_dir / "results.csv")
+    return done
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM (kill, Slurm preemption) unwinds like Ctrl-C, so the running trainer is stopped too."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
+def run_sweep(cfg: SweepConfig, index: int | None = None, dry_run: bool = False) -> dict:
+    """Run every unfinished planned run (or only plan row `index`); returns a summary."""
+    _terminate_on_sigterm()
+    rows, dropped = plan(cfg)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_plan(rows, out_dir / "plan.csv")
+    todo = [(i, r) for i, r in enumerate(rows) if index is None or i == index]
+    if index is not None and not todo:
+        raise SystemExit(f"anvil sweep run: --index {index} is outside the plan (0..{len(rows) - 1})")
+    if dry_run:
+        for i, row in todo:
+            print(shlex.join(train_command(cfg, row, out_dir / "runs" / row["name"])))
+        return {"planned": len(rows), "dropped": dropped}
+    pending = [(i, r) for i, r in todo if not (out_dir / "runs" / r["name"] / RESULT_FILE).is_file()]
+    skipped = len(todo) - len(pending)
+    if skipped:
+        log.info("%d of %d runs already finished: skipped", skipped, len(todo))
+    flops_left = sum(r["C_model"] for _, r in pending)
+    spent_s = spent_flops = 0.0
+    failed, consecutive = [], 0
+    summary_rows = []
+    for n, (i, row) in enumerate(pending, 1):
+        run_dir = out_dir / "runs" / row["name"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        eta = f"{flops_left * spent_s / spent_flops / 60:.1f} min" if spent_flops else "?"
+        log.info("[%d/%d] %s: N=%s D=%s steps=%d lr=%g (sweep ETA %s)", n, len(pending), row["name"],
+                 f"{row['N']:,}", f"{row['D']:,}", row["steps"], row["lr"], eta)
+        start = time.perf_counter()
+        rc = _run_one(train_command(cfg, row, run_dir), run_dir / "sweep.log", cfg.run.timeout_s, cfg.run.threads)
+        wall = time.perf_counter() - start
+        spent_s, spent_flops, flops_left = spent_s + wall, spent_flops + row["C_model"], flops_left - row["C_model"]
+        try:
+            if rc != 0:
+                raise ValueError(f"anvil train exited with {rc} (see {run_dir / 'sweep.log'})")
+            loss, evals = final_loss(run_dir / "metrics.jsonl", cfg.run.final_evals, row["steps"])
+        except (ValueError, OSError) as exc:
+            log.error("%s failed: %s", row["name"], exc)
+            failed.append(row["name"])
+            consecutive += 1
+            if consecutive >= cfg.run.max_failures:
+                log.error("%d consecutive failures: stopping the sweep", consecutive)
+                break
+            continue
+        consecutive = 0
+        rec = {k: row[k] for k in ("name", "N", "D", "C", "C_model", "budget", "n_layers", "d_model", "n_heads",
+                                   "steps", "lr")}
+        rec.update(loss=loss, val_evals=evals, wall_s=round(wall, 1))
+        (run_dir / RESULT_FILE).write_text(json.dumps(rec, indent=1))
+        collect_results(cfg, rows)
+        summary_rows.append({"run": row["name"], "N": f"{row['N']:,}", "D": f"{row['D']:,}",
+                             "loss": f"{loss:.4f}", "wall_s": f"{wall:.0f}"})
+        log.info("[%d/%d] %s: final loss %.4f (mean of %d evals) in %.0f s", n, len(pending), row["name"], loss,
+                 evals, wall)
+    done = collect_results(cfg, rows)
+    print_table(summary_rows, title=f"anvil sweep run: {cfg.name} ({len(done)}/{len(rows)} runs finished)")
+    return {"planned": len(rows), "dropped": dropped, "finished": len(done), "skipped": skipped,
+            "failed": failed, "results": str(out_dir / "results.csv")}
+
+
+def write_slurm_array(cfg: SweepConfig, sweep_path: str, n_runs: int) -> Path:
+    """An sbatch script with one array task per planned run (each resumable on requeue)."""
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["#!/bin/bash", f"#SBATCH --job-name=anvil-sweep-{cfg.name}", f"#SBATCH --array=0-{n_runs - 1}",
+             "#SBATCH --nodes=1", f"#SBATCH --ntasks-per-node=1", f"#SBATCH --time={cfg.run.slurm_time}",
+             f"#SBATCH --output={out_dir}/slurm-%A_%a.out", "#SBATCH --requeue"]
+    if cfg.run.slurm_partition:
+        lines.append(f"#SBATCH --partition={cfg.run.slurm_partition}")
+    lines += ["set -euo pipefail", f"cd {shlex.quote(os.getcwd())}",
+              f"anvil sweep run {shlex.quote(sweep_path)} --index \"$SLURM_ARRAY_TASK_ID\""]
+    path = out_dir / "sweep.sbatch"
+    path.write_text("\n".join(lines) + "\n")
+    return path

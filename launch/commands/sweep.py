@@ -1,0 +1,165 @@
+"""`anvil sweep plan|run|fit|plot`: scaling-law sweeps from an isoFLOP plan to a fitted frontier."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from launch.cli import Command
+
+PLAN_EPILOG = """example:
+  anvil sweep plan configs/sweeps/cpu_tiny.yaml --output plan.csv
+One row per run: shape, non-embedding N, tokens D, C = 6ND and the model's own FLOPs, batch, lr, schedule."""
+RUN_EPILOG = """examples:
+  anvil sweep run configs/sweeps/cpu_tiny.yaml
+  anvil sweep run configs/sweeps/cpu_tiny.yaml output_dir=runs/sweeps/try2 run.final_evals=5
+  anvil sweep run configs/sweeps/cpu_tiny.yaml --dry-run          # print the anvil train commands
+  anvil sweep run configs/sweeps/cpu_tiny.yaml --slurm --dry-run  # write the Slurm array script
+Rerunning skips finished runs and resumes a partial one from its checkpoint. Results land in
+OUTPUT_DIR/results.csv (N, D, loss, ...)."""
+FIT_EPILOG = """examples:
+  anvil sweep fit runs/sweeps/cpu_tiny/results.csv --output fit.json --plot fit.png
+  anvil sweep fit results.csv --output fit.json --bootstrap 200
+fit.json: E, A, B, alpha, beta, a, b, G (L = E + A/N^alpha + B/D^beta, N_opt(C) = G (C/6)^a),
+the objective, bootstrap CIs and the isoFLOP (approach 2) power laws."""
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", metavar="SWEEP.yaml", help="sweep config (e.g. configs/sweeps/cpu_tiny.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="sweep config overrides, e.g. grid.sizes_per_budget=5")
+
+
+def _configure_plan(p: argparse.ArgumentParser) -> None:
+    p.epilog = PLAN_EPILOG
+    _config_args(p)
+    p.add_argument("--output", required=True, help="plan CSV to write")
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from framework.runtime import print_table
+    from framework.scaling.config import load_sweep
+    from framework.scaling.plan import plan, write_plan
+
+    cfg = load_sweep(args.sweep, args.overrides)
+    rows, dropped = plan(cfg)
+    write_plan(rows, args.output)
+    print_table([{"run": r["name"], "N": f"{r['N']:,}", "D": f"{r['D']:,}", "D/N": f"{r['tokens_per_param']:.1f}",
+                  "steps": r["steps"], "lr": f"{r['lr']:.3g}"} for r in rows], title=f"sweep plan: {cfg.name}")
+    print(f"wrote {len(rows)} runs to {args.output}" + (f" ({dropped} dropped: under grid.min_steps)" if dropped else ""))
+    return 0
+
+
+def _configure_run(p: argparse.ArgumentParser) -> None:
+    p.epilog = RUN_EPILOG
+    _config_args(p)
+    p.add_argument("--index", type=int, default=None, help="run only this row of the plan (Slurm array tasks)")
+    p.add_argument("--dry-run", action="store_true", help="print the commands (or the Slurm script) and run nothing")
+    p.add_argument("--slurm", action="store_true", help="write OUTPUT_DIR/sweep.sbatch (one array task per run) "
+                   "and submit it with sbatch (same as run.launcher=slurm)")
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    import shutil
+    import subprocess
+
+    from framework.runtime import setup_logging
+    from framework.scaling.config import load_sweep
+    from framework.scaling.plan import plan
+    from framework.scaling.run import run_sweep, write_slurm_array
+
+    setup_logging()
+    cfg = load_sweep(args.sweep, args.overrides)
+    if not Path(cfg.base_config).is_file():
+        raise SystemExit(f"anvil sweep run: base_config {cfg.base_config!r} not found (paths are relative to the "
+                         "working directory)")
+    if (args.slurm or cfg.run.launcher == "slurm") and args.index is None:
+        rows, _ = plan(cfg)
+        script = write_slurm_array(cfg, args.sweep, len(rows))
+        if args.dry_run or not shutil.which("sbatch"):
+            print(script.read_text(), end="")
+            print(f"# wrote {script}" + ("" if args.dry_run else " (sbatch not found: submit it yourself)"))
+            return 0
+        subprocess.run(["sbatch", str(script)], check=True)
+        print(f"submitted {script}; when the array is done, `anvil sweep run {args.sweep}` collects results.csv")
+        return 0
+    if cfg.run.launcher == "slurm":  # inside an array task: run the row here
+        cfg.run.launcher = "local"
+    summary = run_sweep(cfg, index=args.index, dry_run=args.dry_run)
+    if not args.dry_run:
+        print(json.dumps(summary))
+    return 1 if summary.get("failed") else 0
+
+
+def _configure_fit(p: argparse.ArgumentParser) -> None:
+    p.epilog = FIT_EPILOG
+    p.add_argument("results", metavar="RESULTS.csv", help="columns N (non-embedding params), D (tokens), loss; "
+                   "optional C (budget, groups isoFLOP curves); other columns ignored")
+    p.add_argument("--output", required=True, help="fit.json to write")
+    p.add_argument("--plot", default=None, help="also draw the fit to this PNG")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for CIs (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--all-starts", action="store_true",
+                   help="L-BFGS-B from all 4500 grid starts instead of the best 128 by initial objective")
+
+
+def _run_fit(args: argparse.Namespace) -> int:
+    from framework.scaling.fit import FitError, fit_all, read_results
+
+    if args.bootstrap < 0:
+        raise SystemExit("anvil sweep fit: --bootstrap must be >= 0")
+    try:
+        points = read_results(args.results)
+        out = fit_all(points, bootstrap=args.bootstrap, seed=args.seed, top_k=None if args.all_starts else 128)
+    except FitError as exc:
+        raise SystemExit(f"anvil sweep fit: {exc}") from None
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"L(N, D) = {out['E']:.4g} + {out['A']:.4g}/N^{out['alpha']:.4f} + {out['B']:.4g}/D^{out['beta']:.4f}  "
+          f"(objective {out['objective']:.6g}, {out['n_points']} points"
+          + (f", {points.skipped} rows skipped" if points.skipped else "") + ")")
+    print(f"N_opt(C) = {out['G']:.4g} (C/6)^{out['a']:.4f}; wrote {args.output}")
+    if args.plot:
+        from framework.scaling.plot import plot_fit
+
+        plot_fit(points, out, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _configure_plot(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", metavar="RESULTS.csv", help="sweep results (N, D, loss[, C])")
+    p.add_argument("--fit", default=None, help="fit.json from `anvil sweep fit` (default: fit now)")
+    p.add_argument("--output", required=True, help="folder for the PNG files and report.html")
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from framework.scaling.fit import FitError, fit_all, read_results
+    from framework.scaling.plot import write_report
+
+    try:
+        points = read_results(args.results)
+        if args.fit:
+            if not Path(args.fit).is_file():
+                raise SystemExit(f"anvil sweep plot: fit file not found: {args.fit}")
+            fit = json.loads(Path(args.fit).read_text())
+            missing = [k for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G") if k not in fit]
+            if missing:
+                raise SystemExit(f"anvil sweep plot: {args.fit}: missing field(s) {', '.join(missing)}")
+        else:
+            fit = fit_all(points)
+    except FitError as exc:
+        raise SystemExit(f"anvil sweep plot: {exc}") from None
+    report = write_report(points, fit, args.output)
+    print(f"wrote {report}")
+    return 0
+
+
+COMMANDS = [
+    Command(("sweep", "plan"), "plan an isoFLOP (or explicit N x D) grid of training runs", _configure_plan, _run_plan),
+    Command(("sweep", "run"), "run a planned sweep through anvil train (resumable; skips finished runs)",
+            _configure_run, _run_run),
+    Command(("sweep", "fit"), "fit L(N, D) = E + A/N^alpha + B/D^beta (and isoFLOP power laws) to results",
+            _configure_fit, _run_fit),
+    Command(("sweep", "plot"), "draw loss vs compute, isoFLOP curves, the frontier and L(N, D) contours",
+            _configure_plot, _run_plot),
+]
