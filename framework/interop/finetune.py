@@ -33,6 +33,9 @@ from framework.runtime import get_logger, print_table, progress, seed_everything
 log = get_logger("anvil.finetune")
 
 
+DEFAULT_TARGETS = {"llama": ["q_proj", "k_proj", "v_proj", "o_proj"], "gpt2": ["c_attn", "c_proj"]}
+
+
 @dataclass
 class FinetuneConfig:
     model: str = ""  # a local transformers folder (config.json, weights, tokenizer files)
@@ -43,7 +46,7 @@ class FinetuneConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0  # >0 makes runs depend on the world size (per-rank dropout RNG)
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] = field(default_factory=list)  # empty: attention projections of the model type
     zero_stage: int = 0  # 0: DDP through accelerate; 1-3: accelerate's DeepSpeed plugin
     steps: int = 100
     micro_batch_size: int = 4
@@ -204,8 +207,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     seq_limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
     if seq_limit and cfg.seq_len > seq_limit:
         raise ConfigError(f"config key 'seq_len': {cfg.seq_len} exceeds the model's {seq_limit} positions")
+    targets = list(cfg.target_modules) or DEFAULT_TARGETS.get(model.config.model_type, DEFAULT_TARGETS["llama"])
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
     try:
         model = get_peft_model(model, lora)
     except ValueError as exc:
@@ -230,6 +234,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     metrics_path = out / "metrics.jsonl"
     metrics = open(metrics_path, "w") if accelerator.is_main_process else None
     history, start = [], time.perf_counter()
+    micro_done, first_blocks = 0, []  # per rank: proof of real data parallelism in finetune.json
     for step in progress(range(cfg.steps), total=cfg.steps, desc="finetune", unit="step"):
         while len(order) < cfg.global_batch_size:  # epochs of seeded permutations, identical on all ranks
             order += torch.randperm(len(train_blocks), generator=gen).tolist()
@@ -237,7 +242,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
         step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         for a in range(accum):
             lo = (a * world + rank) * cfg.micro_batch_size
-            x = torch.tensor([train_blocks[i] for i in batch[lo: lo + cfg.micro_batch_size]], device=accelerator.device)
+            mine = batch[lo: lo + cfg.micro_batch_size]
+            micro_done += 1
+            if step == 0:
+                first_blocks += mine
+            x = torch.tensor([train_blocks[i] for i in mine], device=accelerator.device)
             with accelerator.accumulate(model):
                 loss = model(input_ids=x, labels=x).loss
                 accelerator.backward(loss)
@@ -263,9 +272,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
         metrics.close()
 
     # Proof that the run was really distributed: every rank reports its index and micro-batches.
-    seen = accelerator.gather(torch.tensor([[rank, cfg.steps * accum]], device=accelerator.device)).tolist()
+    from accelerate.utils import gather_object
+
+    seen = gather_object([{"rank": rank, "micro_batches": micro_done, "first_step_blocks": first_blocks}])
     summary = _save(cfg, accelerator, model, tokenizer, out)
-    summary.update({"world_size": world, "ranks": [{"rank": r, "micro_batches": n} for r, n in seen],
+    summary.update({"world_size": world, "ranks": seen,
                     "zero_stage": cfg.zero_stage, "accumulation_steps": accum,
                     "trainable_params": trainable, "total_params": total, "initial_eval_loss": initial,
                     "final_eval_loss": final, "final_train_loss": history[-1]["loss"], "steps": cfg.steps,

@@ -45,7 +45,10 @@ def test_two_ranks_really_distributed_and_agree_with_one(runs):
     assert one["world_size"] == 1 and one["accumulation_steps"] == 2
     assert two["world_size"] == 2 and two["zero_stage"] == 3 and two["accumulation_steps"] == 1
     assert [r["rank"] for r in two["ranks"]] == [0, 1]
-    assert all(r["micro_batches"] == 12 for r in two["ranks"])
+    assert all(r["micro_batches"] == 12 for r in two["ranks"]) and one["ranks"][0]["micro_batches"] == 24
+    # Each rank trained on its own half of the same global batch the single process used.
+    b0, b1 = (r["first_step_blocks"] for r in two["ranks"])
+    assert not set(b0) & set(b1) and sorted(b0 + b1) == sorted(one["ranks"][0]["first_step_blocks"])
     l1 = [json.loads(x)["loss"] for x in (tmp / "one" / "metrics.jsonl").read_text().splitlines()]
     l2 = [json.loads(x)["loss"] for x in (tmp / "two" / "metrics.jsonl").read_text().splitlines()]
     assert len(l1) == len(l2) == 12
