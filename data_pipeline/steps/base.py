@@ -16,7 +16,9 @@ Three kinds of steps
 * `Step`: per-document. Implement `process(doc) -> None | reason | (reason, extra)`; it may edit
   `doc.text` / `doc.metadata` in place; returning a reason drops the document. `run(docs)` (the only
   thing the executor calls) wraps it with counters: docs/bytes in and out, dropped by reason, edits,
-  a few examples per reason, and `on_drop(doc, step, reason, extra)` for `rejected/`.
+  a few examples per reason, and `on_drop(doc, step, reason, extra)` for `rejected/`. An exception
+  in `process` drops that document with reason `error_<ExceptionType>` (logged once per step)
+  instead of ending the run.
 * `Filter(Step)`: implement `keep(doc) -> (bool, reason)`; reasons are tagged with the rule that
   fired (`gopher_quality` + `short_doc`, ...).
 * `CorpusStage(Step)`: a step that needs the whole corpus (exact dedup, CCNet-style line removal,
@@ -117,6 +119,7 @@ class Step:
         self.stats = StepStats(self.name)
         self.on_drop: DropFn | None = None
         self.position = 0
+        self._warned = False
 
     def process(self, doc: Document) -> None | str | tuple[str, dict]:
         raise NotImplementedError
@@ -127,7 +130,17 @@ class Step:
             self.position = position
             stats.docs_in += 1
             stats.bytes_in += _nbytes(doc.text)
-            result = self.process(doc)
+            try:
+                result = self.process(doc)
+            except Exception as exc:  # noqa: BLE001 - one hostile document must not end a long job
+                result = (f"error_{type(exc).__name__}", {"detail": str(exc)[:300]})
+                if not self._warned:
+                    self._warned = True
+                    from framework.runtime import get_logger
+
+                    get_logger("data").warning("step %s failed on document %s (%s: %s); such documents are "
+                                               "dropped with reason %s", self.name, doc.id, type(exc).__name__,
+                                               exc, result[0])
             if result is None:
                 stats.docs_out += 1
                 stats.bytes_out += _nbytes(doc.text)

@@ -117,3 +117,23 @@ def test_unknown_step_and_param_fail_with_key():
         build_step("c4", {"min_words_per_lin": 3}, "steps[1]")
     with pytest.raises(ConfigError, match="expected int"):
         build_step("gopher_quality", {"min_doc_words": "many"})
+
+
+def test_a_step_error_drops_the_document_not_the_run():
+    from data_pipeline.steps.base import Step
+
+    class Fragile(Step):
+        name = "fragile"
+
+        def process(self, doc):
+            if "boom" in doc.text:
+                raise ValueError("cannot handle this one")
+            return None
+
+    step = Fragile()
+    drops = []
+    step.on_drop = lambda doc, name, reason, extra: drops.append((doc.id, reason, extra["detail"]))
+    kept = [d.id for d in step.run([Document("a", "fine"), Document("b", "boom"), Document("c", "fine too")])]
+    assert kept == ["a", "c"]
+    assert drops == [("b", "error_ValueError", "cannot handle this one")]
+    assert step.stats.dropped == {"error_ValueError": 1}
