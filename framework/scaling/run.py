@@ -109,6 +109,22 @@ def collect_results(cfg: SweepConfig, rows: list[dict]) -> list[dict]:
     return done
 
 
+def _eta(timings: list[tuple[float, float]], flops_left: list[float]) -> str:
+    """Remaining time from the runs done so far: wall = startup + FLOPs / rate, fitted once two
+    runs of different sizes are done (tiny runs are dominated by startup)."""
+    if not timings:
+        return "?"
+    import numpy as np
+
+    f, w = np.array(timings, dtype=float).T
+    start, per_flop = 0.0, w.sum() / f.sum()
+    if len(timings) >= 2 and np.ptp(f) > 0:
+        per_flop, start = np.polyfit(f, w, 1)
+        if per_flop <= 0 or start < 0:
+            start, per_flop = 0.0, w.sum() / f.sum()
+    return f"{(len(flops_left) * start + per_flop * sum(flops_left)) / 60:.1f} min"
+
+
 def _terminate_on_sigterm() -> None:
     """SIGTERM (kill, Slurm preemption) unwinds like Ctrl-C, so the running trainer is stopped too."""
     def handler(signum, frame):
@@ -138,20 +154,19 @@ def run_sweep(cfg: SweepConfig, index: int | None = None, dry_run: bool = False)
     skipped = len(todo) - len(pending)
     if skipped:
         log.info("%d of %d runs already finished: skipped", skipped, len(todo))
-    flops_left = sum(r["C_model"] for _, r in pending)
-    spent_s = spent_flops = 0.0
+    timings: list[tuple[float, float]] = []  # (model FLOPs, wall seconds) of runs done now
     failed, consecutive = [], 0
     summary_rows = []
     for n, (i, row) in enumerate(pending, 1):
         run_dir = out_dir / "runs" / row["name"]
         run_dir.mkdir(parents=True, exist_ok=True)
-        eta = f"{flops_left * spent_s / spent_flops / 60:.1f} min" if spent_flops else "?"
+        eta = _eta(timings, [r["C_model"] for _, r in pending[n - 1:]])
         log.info("[%d/%d] %s: N=%s D=%s steps=%d lr=%g (sweep ETA %s)", n, len(pending), row["name"],
                  f"{row['N']:,}", f"{row['D']:,}", row["steps"], row["lr"], eta)
         start = time.perf_counter()
         rc = _run_one(train_command(cfg, row, run_dir), run_dir / "sweep.log", cfg.run.timeout_s, cfg.run.threads)
         wall = time.perf_counter() - start
-        spent_s, spent_flops, flops_left = spent_s + wall, spent_flops + row["C_model"], flops_left - row["C_model"]
+        timings.append((row["C_model"], wall))
         try:
             if rc != 0:
                 raise ValueError(f"anvil train exited with {rc} (see {run_dir / 'sweep.log'})")
