@@ -110,14 +110,17 @@ def build_datasets(paths: list[str], weights: list[float], split: str, seq_len: 
     if weights:  # megatron rejects zero weights; a zero-weight source simply takes no part
         kept = [(p, w) for p, w in zip(prefixes, weights) if w > 0]
         prefixes, weights = [p for p, _ in kept], [float(w) for _, w in kept]
-    shares = [float(s) for s in split.replace("/", ",").split(",")]
-    has_valid = len(shares) > 1 and shares[1] > 0 and num_valid_samples > 0
-    if len(shares) == 2:
-        shares.append(0.0)
-    split_str = ",".join(str(s) for s in shares[:3])
-    if not has_valid:
-        shares = [shares[0] + (shares[1] if len(shares) > 1 else 0), 0.0, shares[2]]
-        split_str = ",".join(str(s) for s in shares)
+    try:
+        shares = [float(s) for s in split.replace("/", ",").split(",")]
+    except ValueError:
+        shares = []
+    if not 1 <= len(shares) <= 3 or any(s < 0 for s in shares) or sum(shares) <= 0:
+        raise ValueError(f"split {split!r}: expected 'train,valid,test' shares such as '98,2,0'")
+    shares += [0.0] * (3 - len(shares))
+    has_valid = shares[1] > 0 and num_valid_samples > 0
+    if not has_valid:  # no validation wanted: its documents go to training
+        shares = [shares[0] + shares[1], 0.0, shares[2]]
+    split_str = ",".join(str(s) for s in shares)
 
     os.makedirs(cache_dir, exist_ok=True)
     config = GPTDatasetConfig(

@@ -64,7 +64,7 @@ def test_blend_shares_order_and_cache(prefixes, tmp_path):
 
 
 def test_single_prefix_and_proportional_weights(prefixes, tmp_path):
-    train, valid = build_datasets(prefixes[:1], [], "100,0,0", SEQ, 1, 500, 0, str(tmp_path), 384, 0)
+    train, valid = build_datasets(prefixes[:1], [], "100", SEQ, 1, 500, 0, str(tmp_path), 384, 0)
     assert valid is None and len(train) >= 500
     assert all(train.source(i) == 0 for i in range(10))
     train, _ = build_datasets(prefixes, [], "98,2,0", SEQ, 1, 2000, 10, str(tmp_path), 384, 0)
@@ -166,5 +166,7 @@ def test_damaged_prefixes_fail_before_building(prefixes, tmp_path):
         build([str(tmp_path / "bad"), prefixes[1]], tmp_path / "cache", weights=[0.5, 0.5])
     with pytest.raises(PrefixError, match="missing"):
         build([str(tmp_path / "nope")], tmp_path / "cache", weights=[])
+    with pytest.raises(ValueError, match="split 'x,y': expected 'train,valid,test' shares"):
+        build_datasets(prefixes, [], "x,y", SEQ, 1, 10, 0, str(tmp_path), 384, 0)
     with pytest.raises(ValueError, match="2 weights for 3 paths"):
         build(prefixes, tmp_path / "cache", weights=[0.5, 0.5])
