@@ -124,6 +124,9 @@ class Engine:
     def __init__(self, cfg: RunConfig, model: torch.nn.Module, dp_size: int, device: torch.device):
         import deepspeed
 
+        from framework.distributed import disable_deepspeed_cpu_builds
+
+        disable_deepspeed_cpu_builds()  # also when the process group was created by someone else
         if cfg.train.precision == "fp16" and device.type != "cuda":
             from framework.configtree import ConfigError
 
