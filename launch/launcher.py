@@ -75,7 +75,6 @@ class NodeLaunch:
 class SlurmOptions:
     nodes: int = 1
     gpus_per_node: int = 0  # 0: CPU-only nodes
-    nproc_per_node: Optional[int] = None  # default: gpus_per_node (or 1 without GPUs)
     time: Optional[str] = None
     partition: Optional[str] = None
     account: Optional[str] = None

@@ -1,5 +1,4 @@
 """The heartbeat watchdog names a silent or failed rank, quickly, over the real job store."""
-import json
 import os
 import time
 
