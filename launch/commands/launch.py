@@ -243,6 +243,7 @@ def _run_slurm(args: argparse.Namespace, cfg) -> int:
     if shutil.which("sbatch") is None:
         print(f"anvil launch: sbatch not found; the script is at {path}", file=sys.stderr)
         return L.EXIT_ENV_CHECK
+    Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)  # Slurm opens --output there before the job runs
     return subprocess.run(submit).returncode
 
 
