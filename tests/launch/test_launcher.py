@@ -236,3 +236,18 @@ def test_hostfile_fan_out_runs_one_ssh_per_host_and_combines_exit_codes(tmp_path
         assert tail[1:] == ["launch", "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "node0",
                             "--master-port", "29500", "--nproc-per-node", "2", "--max-restarts", "0",
                             "--rdzv-id", tail[tail.index("--rdzv-id") + 1], "c.yaml", "train.lr=0.01"]
+
+
+def test_slurm_submits_the_written_script(tmp_path):
+    fake = tmp_path / "bin" / "sbatch"
+    fake.parent.mkdir()
+    fake.write_text('#!/bin/bash\ncp "$1" "$FAKE_OUT/submitted.sbatch"\necho "Submitted batch job 42"\n')
+    fake.chmod(0o755)
+    (tmp_path / "c.yaml").write_text("run_dir: runs/r\ntrain:\n  global_batch_size: 4\n  micro_batch_size: 1\n")
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "FAKE_OUT": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "launch.cli", "launch", "--slurm", "--nodes", "2", "--nproc-per-node",
+                          "2", "c.yaml"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "Submitted batch job 42" in out.stdout
+    script = (tmp_path / "runs/r/launch/anvil.sbatch").read_text()
+    assert (tmp_path / "submitted.sbatch").read_text() == script and "#SBATCH --nodes=2" in script
