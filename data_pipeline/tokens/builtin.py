@@ -23,6 +23,11 @@ def builtin_data(cache_dir: str | os.PathLike, vocab_size: int = BUILTIN_VOCAB) 
     from data_pipeline.tokens.tokenize import Source, tokenize_sources
     from data_pipeline.tokens.tokenizer import train_tokenizer
 
+    from data_pipeline.tokens.tokenizer import MIN_VOCAB, padded_vocab_size
+
+    if vocab_size < MIN_VOCAB or padded_vocab_size(vocab_size) != vocab_size:
+        raise ValueError(f"the built-in data needs model.vocab_size to be a multiple of 128 and at least "
+                         f"{MIN_VOCAB} (its tokenizer pads to one), got {vocab_size}")
     root = Path(cache_dir) / f"{VERSION}-{vocab_size}"
     root.mkdir(parents=True, exist_ok=True)
     tokenizer_path, prefix, done = root / "tokenizer.json", root / "sample", root / "done.json"

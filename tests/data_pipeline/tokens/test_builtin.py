@@ -28,3 +28,10 @@ def test_builtin_data_matches_tiny_model_and_is_cached(tmp_path):
     start = time.perf_counter()
     assert builtin_data(tmp_path) == (prefix, tok_path)
     assert time.perf_counter() - start < 1.0  # cached: no retraining
+
+
+def test_builtin_data_refuses_a_vocabulary_it_cannot_match(tmp_path):
+    import pytest
+
+    with pytest.raises(ValueError, match="multiple of 128 and at least 258.*got 300"):
+        builtin_data(tmp_path, 300)
