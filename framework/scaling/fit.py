@@ -325,7 +325,8 @@ def fit_isoflop(C, N=None, D=None, loss=None, variable: str = "N", rtol: float =
 # ---------------------------------------------------------------------------------------------
 # Everything `anvil sweep fit` writes
 # ---------------------------------------------------------------------------------------------
-def fit_all(points: Points, bootstrap: int = 0, seed: int = 0, top_k: int | None = 128) -> dict:
+def fit_all(points: Points, bootstrap: int = 0, seed: int = 0, top_k: int | None = 128,
+            heldout: bool = False) -> dict:
     """fit.json: the contract's fields at top level, then the objective, CIs and approach 2."""
     fit = fit_parametric(points.N, points.D, points.loss, top_k=top_k)
     out = fit.to_dict()
@@ -338,9 +339,32 @@ def fit_all(points: Points, bootstrap: int = 0, seed: int = 0, top_k: int | None
     iso_n = fit_isoflop(points.C, N=points.N, loss=points.loss, variable="N")
     iso_d = fit_isoflop(points.C, D=points.D, loss=points.loss, variable="D")
     out["approach2"] = {"parabola_in_log_N": iso_n.to_dict(), "parabola_in_log_D": iso_d.to_dict()}
+    if heldout:
+        out["heldout"] = heldout_check(points, top_k=top_k)
     return out
 
 
 def best_loss_at(fit: ParametricFit, C: float) -> float:
     """The loss the parametric law predicts for the compute-optimal model at budget C."""
     return float(fit.loss(fit.n_opt(C), fit.d_opt(C)))
+
+
+def heldout_check(points: Points, top_k: int | None = 128) -> dict:
+    """Fit on every budget but the largest; compare the predicted compute-optimal loss there with
+    the best loss observed at that budget (and with its isoFLOP parabola's minimum, if any)."""
+    labels = group_budgets(points.C)
+    last = labels == labels.max()
+    if labels.max() < 2 or (~last).sum() < 5:
+        raise FitError("the held-out check needs at least 3 budgets and 5 points outside the largest")
+    fit = fit_parametric(points.N[~last], points.D[~last], points.loss[~last], top_k=top_k)
+    C = float(np.exp(np.mean(np.log(points.C[last]))))
+    predicted = best_loss_at(fit, C)
+    observed = float(points.loss[last].min())
+    out = {"budget": C, "fit_points": int((~last).sum()), "predicted_best_loss": predicted,
+           "observed_best_loss": observed, "relative_error": abs(predicted - observed) / observed,
+           "fit": {k: fit.to_dict()[k] for k in ("E", "A", "B", "alpha", "beta", "a", "objective")}}
+    iso = fit_isoflop(points.C[last], N=points.N[last], loss=points.loss[last])
+    if iso.budgets:
+        out["parabola_best_loss"] = iso.budgets[0]["loss_opt"]
+        out["relative_error_vs_parabola"] = abs(predicted - out["parabola_best_loss"]) / out["parabola_best_loss"]
+    return out

@@ -98,6 +98,8 @@ def _configure_fit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", default=None, help="also draw the fit to this PNG")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="bootstrap resamples for CIs (default 0)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--heldout", action="store_true", help="also fit without the largest budget and report the "
+                   "relative error of the predicted best loss there (fit.json 'heldout')")
     p.add_argument("--all-starts", action="store_true",
                    help="L-BFGS-B from all 4500 grid starts instead of the best 128 by initial objective")
 
@@ -109,7 +111,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         raise SystemExit("anvil sweep fit: --bootstrap must be >= 0")
     try:
         points = read_results(args.results)
-        out = fit_all(points, bootstrap=args.bootstrap, seed=args.seed, top_k=None if args.all_starts else 128)
+        out = fit_all(points, bootstrap=args.bootstrap, seed=args.seed, top_k=None if args.all_starts else 128,
+                      heldout=args.heldout)
     except FitError as exc:
         raise SystemExit(f"anvil sweep fit: {exc}") from None
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -118,6 +121,10 @@ def _run_fit(args: argparse.Namespace) -> int:
           f"(objective {out['objective']:.6g}, {out['n_points']} points"
           + (f", {points.skipped} rows skipped" if points.skipped else "") + ")")
     print(f"N_opt(C) = {out['G']:.4g} (C/6)^{out['a']:.4f}; wrote {args.output}")
+    if "heldout" in out:
+        h = out["heldout"]
+        print(f"held out C={h['budget']:.3g}: predicted best loss {h['predicted_best_loss']:.4f}, observed "
+              f"{h['observed_best_loss']:.4f} (relative error {h['relative_error']:.2%})")
     if args.plot:
         from framework.scaling.plot import plot_fit
 

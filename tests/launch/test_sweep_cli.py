@@ -27,11 +27,12 @@ def test_plan_fit_plot(tmp_path, capsys):
     assert len((tmp_path / "plan.csv").read_text().splitlines()) >= 13  # >= 3 budgets x 4 sizes
     _results(tmp_path / "results.csv")
     assert main(["sweep", "fit", str(tmp_path / "results.csv"), "--output", str(tmp_path / "fit.json"),
-                 "--plot", str(tmp_path / "fit.png")]) == 0
+                 "--plot", str(tmp_path / "fit.png"), "--heldout"]) == 0
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert {"E", "A", "B", "alpha", "beta", "a", "b", "G", "objective", "approach2"} <= set(fit)
     assert fit["alpha"] == pytest.approx(0.35, abs=0.05) and fit["beta"] == pytest.approx(0.3, abs=0.05)
     assert (tmp_path / "fit.png").stat().st_size > 10_000
+    assert fit["heldout"]["fit_points"] == 18 and fit["heldout"]["relative_error"] < 0.02
     assert main(["sweep", "plot", str(tmp_path / "results.csv"), "--fit", str(tmp_path / "fit.json"),
                  "--output", str(tmp_path / "report")]) == 0
     for name in ("isoflop.png", "frontier.png", "contours.png", "report.html"):
