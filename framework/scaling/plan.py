@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -155,11 +156,13 @@ def run_overrides(row: dict, cfg: SweepConfig, run_dir: str) -> list[str]:
 def write_plan(rows: list[dict], path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # concurrent writers (Slurm array tasks)
+    with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=PLAN_COLUMNS)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: row[k] for k in PLAN_COLUMNS})
+    os.replace(tmp, path)
 
 
 def shape_of(row: dict) -> dict:

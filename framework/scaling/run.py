@@ -99,7 +99,7 @@ def collect_results(cfg: SweepConfig, rows: list[dict]) -> list[dict]:
         marker = out_dir / "runs" / row["name"] / RESULT_FILE
         if marker.is_file():
             done.append(json.loads(marker.read_text()))
-    tmp = out_dir / "results.csv.tmp"
+    tmp = out_dir / f"results.csv.{os.getpid()}.tmp"  # Slurm array tasks may collect at the same time
     with tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
         writer.writeheader()
@@ -107,6 +107,20 @@ def collect_results(cfg: SweepConfig, rows: list[dict]) -> list[dict]:
             writer.writerow({k: rec.get(k) for k in RESULT_COLUMNS})
     os.replace(tmp, out_dir / "results.csv")
     return done
+
+
+def _finished(run_dir: Path, row: dict) -> bool:
+    """A result marker for exactly this planned run; a marker from a different plan is an error
+    (resuming a run under changed settings would mix two experiments)."""
+    marker = run_dir / RESULT_FILE
+    if not marker.is_file():
+        return False
+    rec = json.loads(marker.read_text())
+    changed = [k for k in ("N", "D", "steps", "lr") if rec.get(k) != row[k]]
+    if changed:
+        raise SystemExit(f"anvil sweep run: {marker} was made by a different plan ({', '.join(changed)} changed); "
+                         "delete that run folder or set a new output_dir")
+    return True
 
 
 def _eta(timings: list[tuple[float, float]], flops_left: list[float]) -> str:
@@ -150,7 +164,7 @@ def run_sweep(cfg: SweepConfig, index: int | None = None, dry_run: bool = False)
         for i, row in todo:
             print(shlex.join(train_command(cfg, row, out_dir / "runs" / row["name"])))
         return {"planned": len(rows), "dropped": dropped}
-    pending = [(i, r) for i, r in todo if not (out_dir / "runs" / r["name"] / RESULT_FILE).is_file()]
+    pending = [(i, r) for i, r in todo if not _finished(out_dir / "runs" / r["name"], r)]
     skipped = len(todo) - len(pending)
     if skipped:
         log.info("%d of %d runs already finished: skipped", skipped, len(todo))

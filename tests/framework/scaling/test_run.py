@@ -74,3 +74,24 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     for r in rows:
         assert float(r["loss"]) > 0 and int(r["val_evals"]) == 3 and int(r["D"]) == 7680
     assert len(list((out / "runs").glob("*/wandb"))) == 2  # every run logged to wandb (offline)
+
+
+def test_results_come_from_markers_and_a_changed_plan_is_refused(tmp_path):
+    from framework.scaling.config import load_sweep
+    from framework.scaling.plan import plan
+    from framework.scaling.run import collect_results, run_sweep
+
+    cfg_path = tmp_path / "micro.yaml"
+    cfg_path.write_text(MICRO.format(out=tmp_path / "sw", root=ROOT))
+    cfg = load_sweep(str(cfg_path))
+    rows, _ = plan(cfg)
+    run_dir = tmp_path / "sw" / "runs" / rows[1]["name"]
+    run_dir.mkdir(parents=True)
+    rec = {k: rows[1][k] for k in ("name", "N", "D", "steps", "lr")} | {"loss": 3.5, "val_evals": 3}
+    (run_dir / RESULT_FILE).write_text(json.dumps(rec))
+    done = collect_results(cfg, rows)
+    assert [d["name"] for d in done] == [rows[1]["name"]]
+    assert list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))[0]["loss"] == "3.5"
+    (run_dir / RESULT_FILE).write_text(json.dumps(rec | {"lr": 1.0}))
+    with pytest.raises(SystemExit, match="different plan.*lr"):
+        run_sweep(cfg, index=1)
