@@ -101,7 +101,9 @@ def aggregate(plan: Plan, results: list[list[dict]]) -> dict:
             "length_hist": {"bin_start_chars": LENGTH_BINS, "docs": lengths}, "_examples": examples}
 
 
-def run_recipe(recipe: RecipeConfig, workers: int = 1, strict: bool = False) -> dict:
+def run_recipe(recipe: RecipeConfig, workers: int = 1, strict: bool = False, execute=None) -> dict | None:
+    """`execute(plan) -> results` replaces run_local (data_pipeline/executors/: Ray, Slurm); None
+    back means the work was handed to a scheduler whose last job finishes the run."""
     from data_pipeline.executors.local import run_local
 
     if workers < 1:
@@ -109,7 +111,9 @@ def run_recipe(recipe: RecipeConfig, workers: int = 1, strict: bool = False) -> 
     plan = make_plan(recipe, strict)
     Path(plan.output).mkdir(parents=True, exist_ok=True)
     _check_resume(plan)
-    results = run_local(plan, workers)
+    results = run_local(plan, workers) if execute is None else execute(plan)
+    if results is None:
+        return None
     stats = aggregate(plan, results)
     examples = stats.pop("_examples")
     # read's bytes are counted as they enter the first step

@@ -138,7 +138,9 @@ class _Done:
 
 
 def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
-              incremental_store: str | Path | None = None) -> dict:
+              incremental_store: str | Path | None = None, scan=None) -> dict:
+    """`scan(inputs, work, cfg, rejected) -> (shard_dirs, counts)` replaces the local scan_inputs
+    (the Ray and Slurm executors, data_pipeline/executors/)."""
     from data_pipeline.io import JsonlZstWriter, RejectedWriter
 
     cfg.check()
@@ -152,7 +154,7 @@ def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
     store_dir = Path(incremental_store) if incremental_store else work / "store"
     rejected = RejectedWriter(output / "rejected" / "rejected.jsonl")
     try:
-        shard_dirs, counts = scan_inputs(inputs, work, cfg, rejected)
+        shard_dirs, counts = (scan or scan_inputs)(inputs, work, cfg, rejected)
         t_scan = time.perf_counter() - t0
         result = reduce(store_dir, shard_dirs, cfg)
         t_reduce = time.perf_counter() - t0 - t_scan

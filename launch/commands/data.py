@@ -13,6 +13,9 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes (output identical for any N)")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first unreadable record (file and line) instead of skipping it")
+    from data_pipeline.executors.options import add_executor_args
+
+    add_executor_args(p)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -20,9 +23,26 @@ def _run(args: argparse.Namespace) -> int:
     from data_pipeline.pipeline import load_recipe, run_recipe
     from framework.runtime import print_table
 
+    from data_pipeline.executors.options import check_executor_args, ray_options, slurm_options
+
+    check_executor_args(args, "anvil data run")
     recipe = load_recipe(args.config, args.overrides)
     try:
-        stats = run_recipe(recipe, workers=args.workers, strict=args.strict)
+        if args.executor == "slurm":
+            from data_pipeline.executors.slurm import submit_curation
+
+            submit_curation(recipe, args.config, args.overrides, args.strict, slurm_options(args), args.dry_run)
+            return 0
+        execute = None
+        if args.executor == "ray":
+            from data_pipeline.executors.ray import TaskFailed, run_ray
+
+            def execute(plan):
+                try:
+                    return run_ray(plan, ray_options(args))
+                except TaskFailed as exc:
+                    raise SystemExit(f"anvil data run: {exc}") from None
+        stats = run_recipe(recipe, workers=args.workers, strict=args.strict, execute=execute)
     except ReadError as exc:
         raise SystemExit(f"anvil data run: {exc}") from None
     rows = [{"step": s["name"], "docs in": s["docs_in"], "docs out": s["docs_out"],
@@ -64,7 +84,9 @@ COMMANDS = [
             description="Run a curation recipe: read input shards, apply the steps, write kept documents "
                         "(part-*.jsonl.zst), rejected/, stats.json and report.html to the output folder.\n"
                         "Reruns resume unfinished shards. Example:\n"
-                        "  anvil data run configs/data/web.yaml input=crawl/ output=clean/ --workers 2"),
+                        "  anvil data run configs/data/web.yaml input=crawl/ output=clean/ --workers 2\n"
+                        "  anvil data run configs/data/web.yaml input=crawl/ output=clean/ --executor ray "
+                        "--ray-address auto"),
     Command(("data", "train-classifier"), "train the quality classifier (hashed n-grams + logistic regression)",
             _configure_train, _train),
 ]

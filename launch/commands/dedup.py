@@ -14,6 +14,7 @@ output folder:
 
 example:
   anvil data dedup crawl/ --output deduped/ --workers 2 --memory-budget 1GB
+  anvil data dedup crawl/ --output deduped/ --executor ray --ray-address auto
 """
 
 
@@ -41,6 +42,9 @@ def _configure_dedup(p: argparse.ArgumentParser) -> None:
                    help="false-positive and false-negative weights of datasketch's bands x rows optimiser; "
                         "candidates are verified, so the default favours recall (default 0.05 0.95)")
     p.add_argument("--seed", type=int, default=1, help="permutation seed (datasketch's; default 1)")
+    from data_pipeline.executors.options import add_executor_args
+
+    add_executor_args(p)
 
 
 def _config(args):
@@ -61,9 +65,25 @@ def _run_dedup(args: argparse.Namespace) -> int:
     from data_pipeline.dedup.api import print_summary, run_dedup
     from data_pipeline.dedup.index import DuplicateIdError
 
+    from data_pipeline.executors.options import check_executor_args, ray_options, slurm_options
+
+    check_executor_args(args, "anvil data dedup")
     cfg = _config(args)
     try:
-        stats = run_dedup(args.inputs, args.output, cfg, incremental_store=args.incremental_store)
+        if args.executor == "slurm":
+            from data_pipeline.executors.slurm import submit_dedup
+
+            submit_dedup(args.inputs, args.output, cfg, args.incremental_store, slurm_options(args), args.dry_run)
+            return 0
+        if args.executor == "ray":
+            from data_pipeline.executors.ray import TaskFailed, run_dedup_ray
+
+            try:
+                stats = run_dedup_ray(args.inputs, args.output, cfg, args.incremental_store, ray_options(args))
+            except TaskFailed as exc:
+                raise SystemExit(f"anvil data dedup: {exc}") from None
+        else:
+            stats = run_dedup(args.inputs, args.output, cfg, incremental_store=args.incremental_store)
     except (DuplicateIdError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"anvil data dedup: {exc}")
     print_summary(stats)
