@@ -12,6 +12,7 @@ same for any worker count and memory budget.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -25,10 +26,32 @@ MIN_BLOCK = 1024        # records read per run and refill during a merge
 @functools.lru_cache(maxsize=64)
 def optimal_params(threshold: float, num_perm: int, fp_weight: float = 0.5,
                    fn_weight: float = 0.5) -> tuple[int, int]:
-    """(bands, rows) from datasketch's optimiser (minimises weighted false-positive/negative area)."""
+    """(bands, rows) from datasketch's optimiser (minimises weighted false-positive/negative area).
+    Answers are memoised on disk: importing datasketch (scipy.integrate) costs more CPU than a
+    small dedup job."""
+    import json
+
+    from data_pipeline.dedup.minhash import cache_dir
+
+    key = f"{threshold!r},{num_perm},{fp_weight!r},{fn_weight!r}"
+    path = cache_dir() / "lsh-params.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return tuple(known[key])
     from datasketch import MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(fp_weight, fn_weight))
+    known[key] = [lsh.b, lsh.r]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=0))
+        tmp.replace(path)
+    except OSError:
+        pass
     return lsh.b, lsh.r
 
 

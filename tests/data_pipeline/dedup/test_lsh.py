@@ -7,8 +7,13 @@ from data_pipeline.dedup import lsh
 
 
 @pytest.mark.parametrize("threshold,weights", [(0.8, (0.5, 0.5)), (0.7, (0.2, 0.8)), (0.9, (0.8, 0.2))])
-def test_optimal_params_are_datasketchs(threshold, weights):
+def test_optimal_params_are_datasketchs(threshold, weights, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     ref = MinHashLSH(threshold=threshold, num_perm=128, weights=weights)
+    lsh.optimal_params.cache_clear()
+    assert lsh.optimal_params(threshold, 128, *weights) == (ref.b, ref.r)
+    lsh.optimal_params.cache_clear()        # second answer comes from the on-disk memo
+    assert (tmp_path / "anvil" / "lsh-params.json").exists()
     assert lsh.optimal_params(threshold, 128, *weights) == (ref.b, ref.r)
 
 
