@@ -66,15 +66,16 @@ class PeerTracker:
     def failed(self) -> list[int]:
         return [r for r in self.watched if (self.last_value.get(r) or "").startswith(FAILED)]
 
-    def silent(self, now: float) -> list[int]:
+    def silent(self, now: float, threshold: Optional[float] = None) -> list[int]:
         """Ranks whose heartbeat has not changed for timeout_s (never seen counts from `start`)."""
+        threshold = self.timeout_s if threshold is None else threshold
         out = []
         for rank in self.watched:
             value = self.last_value.get(rank)
             if value == DONE or (value or "").startswith(FAILED):
                 continue
             since = self.last_change.get(rank, self.start) if value is not None else self.start
-            if now - since > self.timeout_s:
+            if now - since > threshold:
                 out.append(rank)
         return out
 
@@ -109,6 +110,10 @@ class Watchdog:
         self.timeout_s = float(timeout_s)
         self.interval_s = interval_s or min(2.0, max(0.25, self.timeout_s / 20))
         self.on_abort = on_abort or self._exit
+        # Once a collective has failed, a peer is already suspect: name it after this shorter silence
+        # (a live rank beats every interval_s) instead of waiting for the full timeout.
+        self.suspect_after = min(self.timeout_s, max(10.0, 5 * self.interval_s))
+        self._collective_failed = False
         self.step = -1
         self.active = False
         self.verdict: Optional[Verdict] = None
@@ -209,11 +214,13 @@ class Watchdog:
         if failed:
             return Verdict("failed", failed, f"{self._describe(failed)} failed with an exception (see its log); "
                            f"stopping rank {self.rank}")
-        silent = self.tracker.silent(now)
+        threshold = self.suspect_after if self._collective_failed else self.timeout_s
+        silent = self.tracker.silent(now, threshold)
         if silent:
             ago = max(self.tracker.silence(r, now) for r in silent)
+            why = "after a failed collective" if self._collective_failed else f"timeout {self.timeout_s:g} s"
             return Verdict("dead", silent, f"{self._describe(silent)} sent no heartbeat for {ago:.1f} s "
-                           f"(timeout {self.timeout_s:g} s): died or hung; stopping rank {self.rank}")
+                           f"({why}): died or hung; stopping rank {self.rank}")
         return None
 
     def _describe(self, ranks: list[int]) -> str:
@@ -244,7 +251,8 @@ class Watchdog:
     def _handle_exception(self, exc: BaseException) -> None:
         if is_comm_error(exc):
             # A peer vanished under a collective: give the thread time to say which one.
-            deadline = time.monotonic() + self.timeout_s + 3 * self.interval_s
+            self._collective_failed = True
+            deadline = time.monotonic() + self.suspect_after + 3 * self.interval_s
             while self.verdict is None and time.monotonic() < deadline and self._thread and self._thread.is_alive():
                 time.sleep(self.interval_s / 2)
             if self.verdict is None:

@@ -16,6 +16,8 @@ def test_tracker_flags_silent_ranks_only_after_timeout():
     assert t.silent(6.5) == [2, 3]  # 2 stopped at t=1; 3 never appeared since start
     t.update({1: "done", 2: "1:0", 3: f"{FAILED}:ValueError"}, now=30.0)
     assert t.silent(30.0) == [2] and t.failed() == [3]
+    t.update({1: "done", 2: "2:1", 3: f"{FAILED}:ValueError"}, now=31.0)
+    assert t.silent(33.0) == [] and t.silent(33.0, threshold=1.0) == [2]  # shorter once a collective failed
 
 
 def test_watched_ranks_is_everyone_or_a_ring():
