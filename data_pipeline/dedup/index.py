@@ -316,7 +316,7 @@ def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig) -> dic
     buf_ids: list[tuple[np.ndarray, np.ndarray]] = []
     buffered = 0
     record_budget = max(budget // 3, 1 << 15)     # flushing sorts a copy of the buffer
-    ids_off = list(np.load(store.path / "ids.off.npy")) if (store.path / "ids.off.npy").exists() else []
+    ids_off = [np.load(store.path / "ids.off.npy")] if (store.path / "ids.off.npy").exists() else []
     ids_size = (store.path / "ids.jsonl").stat().st_size if (store.path / "ids.jsonl").exists() else 0
     sh_lens = [store.load("shingles.len", np.int64)] if cfg.exact_verify else []
 
@@ -342,10 +342,10 @@ def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig) -> dic
         if len(meta["length"]) != m:
             raise ValueError(f"{shard}: scan and metadata disagree ({m} vs {len(meta['length'])} documents)")
         _append_file(store.path / "signatures.u64", shard / "sig.u64")
-        with open(shard / "ids.jsonl", "rb") as f:
-            for line in f:
-                ids_off.append(ids_size)
-                ids_size += len(line)
+        raw = np.frombuffer((shard / "ids.jsonl").read_bytes(), dtype=np.uint8)
+        line_ends = np.flatnonzero(raw == 10) + 1
+        ids_off.append(ids_size + np.concatenate([[0], line_ends])[:m].astype(np.int64))
+        ids_size += len(raw)
         _append_file(store.path / "ids.jsonl", shard / "ids.jsonl")
         if cfg.exact_verify:
             _append_file(store.path / "shingles.u64", shard / "shingles.u64")
@@ -363,7 +363,7 @@ def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig) -> dic
             flush_records()
     flush_records()
     store.n = n
-    np.save(store.path / "ids.off.npy", np.array(ids_off, dtype=np.int64))
+    np.save(store.path / "ids.off.npy", np.concatenate(ids_off) if ids_off else np.zeros(0, np.int64))
     length, field = np.concatenate(length), np.concatenate(field)
     if cfg.exact_verify:
         store.save("shingles.len", np.concatenate(sh_lens))

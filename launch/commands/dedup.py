@@ -28,7 +28,8 @@ def _configure_dedup(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ngram", type=int, default=5, help="words per shingle (default 5)")
     p.add_argument("--workers", type=int, default=1, help="processes computing signatures (default 1)")
     p.add_argument("--memory-budget", default="1GB",
-                   help="bound on buffered LSH records and merge blocks, e.g. 256MB, 2GB (default 1GB)")
+                   help="bound on buffered LSH records, merge blocks and signature reads (sorted runs "
+                        "spill to disk beyond it), e.g. 256MB, 2GB (default 1GB)")
     p.add_argument("--dedupe-ids", action="store_true",
                    help="drop later documents with an id seen before instead of failing")
     p.add_argument("--keep", default="first",
