@@ -64,14 +64,19 @@ def init_ray(opts: RayOptions) -> bool:
 def _maybe_crash(key: str, stage: str) -> None:
     """Test hook: when $ANVIL_TEST_CRASH_DIR/KEY exists, the first attempt of task KEY removes it and
     kills its own worker process half-way through (after its output is written as .tmp files, before
-    they are renamed into place), as a node or OOM kill would."""
+    they are renamed into place), as a node or OOM kill would; a file reading "raise" makes the
+    attempt raise instead."""
     folder = os.environ.get(CRASH_ENV)
     if not folder:
         return
+    flag = Path(folder) / key
     try:
-        os.unlink(Path(folder) / key)
+        mode = flag.read_text()
+        os.unlink(flag)
     except FileNotFoundError:
         return
+    if mode == "raise":
+        raise RuntimeError(f"injected failure of task {key} (test hook {CRASH_ENV})")
     if stage == "curate":
         import data_pipeline.executors.base as base
 
@@ -107,6 +112,15 @@ def _scan_entry(path: str, index: int, work: str, cfg) -> tuple:
     return [str(s) for s in shards], counts, rejects
 
 
+def _traceback(exc: BaseException) -> str:
+    """The remote traceback of a failed task (Ray's text without its colour codes)."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return f"Traceback (most recent call last), on the worker:\n{text}" if "File \"" in text else \
+        f"{type(exc).__name__}: {text}"
+
+
 def _short(exc: BaseException) -> str:
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
     return lines[-1][:200] if lines else type(exc).__name__
@@ -131,7 +145,8 @@ def run_tasks(submit: Callable, keys: list, describe: Callable[[object], str], r
                                 retries + 1, _short(exc))
                     pending[submit(key)] = (key, attempt + 1)
                     continue
-                raise TaskFailed(f"{describe(key)} failed {attempt + 1} time(s); last error:\n{exc}") from None
+                raise TaskFailed(f"{describe(key)} failed {attempt + 1} time(s); last error:\n"
+                                 f"{_traceback(exc)}") from None
             yield key, result
     finally:
         for ref in pending:

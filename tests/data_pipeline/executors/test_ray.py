@@ -1,0 +1,113 @@
+"""The Ray executor against the local one on the sample corpus: byte-identical curation and dedup
+output (through the CLI), a worker killed mid-task is retried, a task that keeps failing stops the
+job naming its input shard with the traceback, and the local executor finishes what Ray left.
+One local Ray runtime (2 CPUs) serves the whole module: it takes ~15-25 s to start here."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import pytest
+
+from data_pipeline.executors.ray import CRASH_ENV, RayOptions, TaskFailed, init_ray, run_dedup_ray, run_ray
+from launch.cli import main
+from tests.data_pipeline.executors.common import (DEMO, assert_same_output, curate, dedup_config, dedup_local,
+                                                 make_corpus, overrides)
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray")
+    raw = make_corpus(root, limit=240, shard_docs=60)     # 4 input files -> 4 tasks per segment
+    curate(raw, root / "local")
+    dedup_local(raw, root / "local-dedup")
+    return root, raw
+
+
+@pytest.fixture(scope="module")
+def crash_dir(work):
+    """Starts the module's Ray runtime; its workers inherit CRASH_ENV (the test crash hook)."""
+    folder = work[0] / "crash"
+    folder.mkdir()
+    os.environ[CRASH_ENV] = str(folder)
+    init_ray(RayOptions(num_cpus=2))
+    yield folder
+    ray.shutdown()
+    os.environ.pop(CRASH_ENV, None)
+
+
+@pytest.fixture
+def retry_log():
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("anvil.data")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def test_cli_curation_on_ray_matches_local(work, crash_dir):
+    root, raw = work
+    assert main(["data", "run", str(DEMO), *overrides(raw, root / "ray"), "--executor", "ray"]) == 0
+    assert_same_output(root / "local", root / "ray")
+
+
+def test_worker_killed_mid_task_is_retried(work, crash_dir, retry_log):
+    root, raw = work
+    for key in ("seg0-00001", "seg2-00003"):     # a filter task and a minhash_dedup task
+        (crash_dir / key).touch()
+    curate(raw, root / "ray-crash", lambda plan: run_ray(plan, RayOptions(retries=1)))
+    assert not list(crash_dir.iterdir()), "the crash hook did not fire"
+    retried = [r.getMessage() for r in retry_log if "retrying" in r.getMessage()]
+    assert len(retried) == 2 and all("input shard" in m for m in retried), retried
+    assert_same_output(root / "local", root / "ray-crash")
+
+
+def test_failing_task_stops_job_naming_shard_then_local_resumes(work, crash_dir):
+    root, raw = work
+    out = root / "ray-fail"
+    (crash_dir / "seg0-00002").write_text("raise")
+    with pytest.raises(TaskFailed) as info:
+        curate(raw, out, lambda plan: run_ray(plan, RayOptions(retries=0)))
+    msg = str(info.value)
+    assert "input shard 2" in msg and "sample-00002.jsonl" in msg, msg
+    assert "Traceback" in msg and "injected failure" in msg, msg
+    assert not (out / "stats.json").exists()
+    curate(raw, out)          # the local executor resumes from the Ray run's markers
+    assert_same_output(root / "local", out)
+
+
+def test_cli_dedup_on_ray_matches_local_after_a_crash(work, crash_dir, retry_log):
+    root, raw = work
+    (crash_dir / "scan-00002").touch()
+    cfg = dedup_config()
+    argv = ["data", "dedup", str(raw), "--output", str(root / "ray-dedup"), "--threshold", str(cfg.threshold),
+            "--memory-budget", cfg.memory_budget, "--executor", "ray", "--retries", "1"]
+    assert main(argv) == 0
+    assert not list(crash_dir.iterdir())
+    assert any("dedup scan of input" in r.getMessage() for r in retry_log)
+    assert (root / "local-dedup" / "duplicates.jsonl").read_text().count("\n") > 0
+    assert_same_output(root / "local-dedup", root / "ray-dedup")
+
+
+def test_dedup_on_ray_gives_up_after_retries(work, crash_dir):
+    root, raw = work
+    (crash_dir / "scan-00000").write_text("raise")
+    with pytest.raises(TaskFailed, match="sample-00000.jsonl"):
+        run_dedup_ray([str(raw)], root / "ray-dedup-fail", dedup_config(), opts=RayOptions(retries=0))
+    shutil.rmtree(root / "ray-dedup-fail")
+
+
+@pytest.mark.parametrize("argv, reason", [
+    (["--ray-address", "auto"], "--ray-address needs --executor ray"),
+    (["--dry-run"], "--dry-run needs --executor slurm"),
+    (["--executor", "ray", "--retries", "-1"], "--retries must be >= 0"),
+])
+def test_cli_rejects_flags_that_do_not_fit(tmp_path, argv, reason):
+    with pytest.raises(SystemExit, match=reason):
+        main(["data", "dedup", str(tmp_path), "--output", str(tmp_path / "o"), *argv])
