@@ -26,17 +26,27 @@ def _law(fit: dict):
 
 
 def _isoflop_panel(ax, points: Points, fit: dict) -> None:
+    import matplotlib
+
     loss, n_opt = _law(fit)
     labels = group_budgets(points.C)
-    cmap = __import__("matplotlib").colormaps["viridis"]
-    for g in range(labels.max() + 1):
-        sel = labels == g
-        c = float(np.exp(np.mean(np.log(points.C[sel]))))
-        colour = cmap(g / max(1, labels.max()))
-        ax.scatter(points.N[sel], points.loss[sel], color=colour, s=18, label=f"C={c:.2g}")
-        n = np.geomspace(points.N[sel].min() / 2, points.N[sel].max() * 2, 100)
-        ax.plot(n, loss(n, c / (6 * n)), color=colour, lw=1)
-        ax.plot([n_opt(c)], [loss(n_opt(c), c / (6 * n_opt(c)))], marker="*", color=colour, ms=10)
+    cmap = matplotlib.colormaps["viridis"]
+    lo, hi = np.log(points.C.min()), np.log(points.C.max())
+
+    def colour(c):
+        return cmap(0.0 if hi == lo else (np.log(c) - lo) / (hi - lo))
+
+    if labels.max() < 10:  # a planned sweep: one curve per budget
+        budgets = [float(np.exp(np.mean(np.log(points.C[labels == g])))) for g in range(labels.max() + 1)]
+    else:  # scattered budgets (e.g. digitised points): curves at a few representative ones
+        budgets = list(np.geomspace(points.C.min(), points.C.max(), 6))
+    ax.scatter(points.N, points.loss, c=[colour(c) for c in points.C], s=14)
+    for c in budgets:
+        near = np.abs(np.log(points.C) - np.log(c)) < 0.35
+        span = points.N[near] if near.any() else points.N
+        n = np.geomspace(span.min() / 2, span.max() * 2, 100)
+        ax.plot(n, loss(n, c / (6 * n)), color=colour(c), lw=1, label=f"C={c:.2g}")
+        ax.plot([n_opt(c)], [loss(n_opt(c), c / (6 * n_opt(c)))], marker="*", color=colour(c), ms=10)
     ax.set_xscale("log")
     ax.set_xlabel("non-embedding parameters N")
     ax.set_ylabel("final loss")
@@ -89,7 +99,7 @@ def plot_fit(points: Points, fit: dict, path: str | Path) -> Path:
     for ax, draw in zip(axes, PANELS.values()):
         draw(ax, points, fit)
     fig.suptitle(f"L = {fit['E']:.3f} + {fit['A']:.3g}/N^{fit['alpha']:.3f} + {fit['B']:.3g}/D^{fit['beta']:.3f}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
