@@ -197,3 +197,14 @@ def test_pipeline_stage_matches_standalone(corpus, tmp_path):
         stage.on_drop = lambda doc, step, reason, extra: dropped.__setitem__(doc.id, extra["duplicate_of"])
         list(stage.run(read_documents(f)))
     assert dropped == standalone and stage.stats.dropped["duplicate"] == len(standalone)
+
+
+def test_unreadable_file_and_huge_document_are_counted_not_fatal(tmp_path):
+    folder = tmp_path / "in"
+    _write(folder / "ok.jsonl", [{"id": "a", "text": "some ordinary words in a small document"},
+                                 {"id": "huge", "text": "word " * (11 * 1024 * 1024 // 5)}])
+    (folder / "broken.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00garbage")
+    stats = run_dedup([str(folder)], tmp_path / "out", DedupConfig())
+    assert stats["docs_out"] == 1 and stats["rejected_read"] == 2
+    rejected = (tmp_path / "out" / "rejected" / "rejected.jsonl").read_text()
+    assert "too_large" in rejected and "broken.jsonl.gz" in rejected
