@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import email
 import hashlib
-import importlib
-import importlib.util
-import inspect
+import ast
 import json
-import pkgutil
 import sys
-import warnings
+import sysconfig
 from pathlib import Path
 from typing import Iterator
 
@@ -27,40 +24,45 @@ _SKIP_MODULES = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtled
 MIN_CHARS = 200
 
 
-def _stdlib_module_names() -> list[str]:
-    """Top-level stdlib modules plus the public submodules of stdlib packages (email.parser, ...)."""
-    names = set()
-    for name in sys.stdlib_module_names:
-        if name.startswith("_") or name in _SKIP_MODULES:
+def _stdlib_sources() -> list[tuple[str, Path]]:
+    """(module name, source file) for the public pure-Python modules of the standard library."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        parts = list(rel.with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if (not parts or parts[0] in _SKIP_MODULES or parts[0] not in sys.stdlib_module_names
+                or any(p.startswith("_") or p in ("test", "tests") for p in parts)):
             continue
-        names.add(name)
-        spec = importlib.util.find_spec(name) if name not in sys.modules else sys.modules[name].__spec__
-        locations = getattr(spec, "submodule_search_locations", None) if spec else None
-        for info in pkgutil.walk_packages(list(locations or []), prefix=f"{name}."):
-            parts = info.name.split(".")
-            if not any(p.startswith("_") or p in ("test", "tests") for p in parts[1:]):
-                names.add(info.name)
-    return sorted(names)
+        found.append((".".join(parts), path))
+    return found
+
+
+def _public_definitions(node: ast.AST, prefix: str) -> Iterator[tuple[str, ast.AST]]:
+    """Public classes and functions of a module, and the public methods of its classes."""
+    for child in getattr(node, "body", []):
+        if isinstance(child, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and not child.name.startswith("_"):
+            yield f"{prefix}.{child.name}", child
+            if isinstance(child, ast.ClassDef):
+                yield from _public_definitions(child, f"{prefix}.{child.name}")
 
 
 def _stdlib_docs() -> Iterator[Document]:
-    for name in _stdlib_module_names():
+    """Docstrings read from the source with `ast`: nothing is imported, so what other libraries
+    monkeypatch at import time cannot change the corpus."""
+    for name, path in _stdlib_sources():
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                module = importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - platform-specific modules simply are absent
+            tree = ast.parse(path.read_bytes())
+        except (SyntaxError, ValueError, OSError):
             continue
-        objects = [(name, module)]
-        for attr in sorted(vars(module)):
-            obj = getattr(module, attr, None)
-            if (inspect.isclass(obj) or inspect.isfunction(obj)) and getattr(obj, "__module__", None) == name:
-                objects.append((f"{name}.{attr}", obj))
-        for qualname, obj in objects:
-            doc = inspect.getdoc(obj)
+        nodes = [(name, tree)] + sorted(_public_definitions(tree, name), key=lambda item: item[0])
+        for qualname, node in nodes:
+            doc = ast.get_docstring(node)
             if doc and len(doc) >= MIN_CHARS:
                 yield Document(id=f"stdlib:{qualname}", text=doc, metadata={"kind": "docstring"},
-                               source=f"python-stdlib/{name}")
+                               source=f"python-stdlib/{path.relative_to(path.parents[len(name.split('.')) - 1])}")
 
 
 def _package_docs() -> Iterator[Document]:

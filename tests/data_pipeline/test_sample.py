@@ -22,3 +22,11 @@ def test_sample_has_all_kinds_of_text():
 def test_cli_sample(tmp_path, capsys):
     assert main(["data", "sample", "--output", str(tmp_path), "--limit", "10"]) == 0
     assert "wrote 10 documents" in capsys.readouterr().out
+
+
+def test_sample_does_not_depend_on_what_was_imported():
+    before = [(d.id, d.text) for d in iter_sample_documents()]
+    import deepspeed  # noqa: F401 - libraries that monkeypatch stdlib functions at import time
+    import megatron.core  # noqa: F401
+    after = [(d.id, d.text) for d in iter_sample_documents()]
+    assert before == after
