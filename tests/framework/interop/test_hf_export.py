@@ -124,6 +124,13 @@ def test_eval_of_checkpoint_equals_eval_of_export(runs, capsys, tmp_path):
     assert results[0]["tokens"] == results[1]["tokens"] > 2000
     assert abs(results[0]["loss"] - results[1]["loss"]) < 1e-5
     assert results[0]["perplexity"] == pytest.approx(2.718281828 ** results[0]["loss"])
+    # Per-document scores (the perplexity curation step) agree too, tokenizer included.
+    from framework.eval.perplexity import load_scorer, score_texts
+
+    texts = ["Return the sum of a and b.", "A longer text about checkpoints, layouts and exports. " * 8]
+    ours, theirs = (score_texts(load_scorer(t), texts, batch_size=2) for t in (runs / "one", runs / "hf_eval"))
+    for a, b in zip(ours, theirs):
+        assert a["tokens"] == b["tokens"] > 5 and a["loss"] == pytest.approx(b["loss"], abs=1e-5)
 
 
 def test_import_export_round_trip_identical_and_resumes(runs, tmp_path):
