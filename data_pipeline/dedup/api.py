@@ -138,9 +138,9 @@ class _Done:
 
 
 def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
-              incremental_store: str | Path | None = None, scan=None) -> dict:
-    """`scan(inputs, work, cfg, rejected) -> (shard_dirs, counts)` replaces the local scan_inputs
-    (the Ray and Slurm executors, data_pipeline/executors/)."""
+              incremental_store: str | Path | None = None, scan=None, map_bands=None) -> dict:
+    """`scan(inputs, work, cfg, rejected) -> (shard_dirs, counts)` replaces the local scan_inputs and
+    `map_bands` the reduce's band loop (index.reduce) - the Ray and Slurm executors, executors/."""
     from data_pipeline.io import JsonlZstWriter, RejectedWriter
 
     cfg.check()
@@ -156,7 +156,7 @@ def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
     try:
         shard_dirs, counts = (scan or scan_inputs)(inputs, work, cfg, rejected)
         t_scan = time.perf_counter() - t0
-        result = reduce(store_dir, shard_dirs, cfg)
+        result = reduce(store_dir, shard_dirs, cfg, map_bands=map_bands)
         t_reduce = time.perf_counter() - t0 - t_scan
         store, rep, excluded, n_old = result["store"], result["rep"], result["excluded"], result["n_old"]
 

@@ -295,8 +295,10 @@ def _merge_band(store: Store, name: str, new_runs: list[Path], budget: int, scra
     lsh.remove_runs(new_runs)
 
 
-def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig) -> dict:
-    """Add the scanned shards (in order) to the store and cluster; returns the decisions and stats."""
+def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig, map_bands=None) -> dict:
+    """Add the scanned shards (in order) to the store and cluster; returns the decisions and stats.
+    `map_bands(store, band_runs, excluded, n_old, budget)` may do step 3 elsewhere (one Ray task per
+    band), yielding each band's verified pairs and counts; the partition does not depend on it."""
     t0 = time.perf_counter()
     budget = parse_size(cfg.memory_budget)
     store = Store(store_dir, cfg)
@@ -393,12 +395,18 @@ def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig) -> dic
     uf = UnionFind(n_old, store.load("root", np.int64))
     uf.grow(n)
     verifier = _Verifier(store, uf, cfg, budget, stats)
-    for j in progress(range(b), total=b, desc="dedup: bands", unit="band"):
-        for keys, docs in _merge_band(store, f"band{j}", band_runs[j], merge_budget, scratch):
-            alive = ~excluded[docs]
-            a, c = lsh.bucket_pairs(keys[alive], docs[alive])
-            new = c >= n_old           # a < c, so a pair of two old documents has c < n_old
-            verifier.add(a[new], c[new])
+    if map_bands is not None:      # executors/ray.py: one task per band; verified pairs unioned here
+        for a, c, counts in map_bands(store, band_runs, excluded, n_old, budget):
+            uf.union_pairs(a, c)
+            for k, v in counts.items():
+                stats[k] += v
+    else:
+        for j in progress(range(b), total=b, desc="dedup: bands", unit="band"):
+            for keys, docs in _merge_band(store, f"band{j}", band_runs[j], merge_budget, scratch):
+                alive = ~excluded[docs]
+                a, c = lsh.bucket_pairs(keys[alive], docs[alive])
+                new = c >= n_old           # a < c, so a pair of two old documents has c < n_old
+                verifier.add(a[new], c[new])
     verifier.flush()
 
     # 4. representatives, decisions, what changed for documents of earlier batches

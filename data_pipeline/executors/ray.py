@@ -3,8 +3,12 @@
 Same `MapTask`s, same atomic outputs and completion markers as `run_local`, so a job started here
 can be finished by the local executor and the other way round. Each corpus stage's reduce runs as
 one Ray task that reserves the stage's memory budget (`memory=`), after all of its scans.
-`anvil data dedup --executor ray` scans every input file as a Ray task (the same per-file shards
-as the local command) and clusters once on the driver (inside --memory-budget).
+`anvil data dedup --executor ray` maps the dedup phases to Ray tasks: signatures and band keys per
+input file (the local command's shards), then, after the driver has appended them to the store and
+cut the band records into sorted runs per band (the shuffle), one task per band merges its runs,
+buckets them and verifies the candidate pairs, reserving --memory-budget each (`memory=`); the
+driver unions the verified pairs (the partition does not depend on their order) and writes the
+filtered output.
 
 Failures are handled on the driver, not by Ray: tasks are submitted with max_retries=0, and a task
 that raises or whose worker dies is resubmitted up to `retries` times (each failure logged with
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,20 +66,21 @@ def init_ray(opts: RayOptions) -> bool:
     return True
 
 
-def _maybe_crash(key: str, stage: str) -> None:
+def _maybe_crash(key: str, stage: str) -> bool:
     """Test hook: when $ANVIL_TEST_CRASH_DIR/KEY exists, the first attempt of task KEY removes it and
-    kills its own worker process half-way through (after its output is written as .tmp files, before
-    they are renamed into place), as a node or OOM kill would; a file reading "raise" makes the
-    attempt raise instead."""
+    kills its own worker process half-way through, as a node or OOM kill would: a curation task
+    after its output is written as .tmp files (before they are renamed into place), a dedup scan
+    after its first shard; for a dedup band this returns True and the task dies after merging its
+    runs into the store. A file reading "raise" makes the attempt raise instead."""
     folder = os.environ.get(CRASH_ENV)
     if not folder:
-        return
+        return False
     flag = Path(folder) / key
     try:
         mode = flag.read_text()
         os.unlink(flag)
     except FileNotFoundError:
-        return
+        return False
     if mode == "raise":
         raise RuntimeError(f"injected failure of task {key} (test hook {CRASH_ENV})")
     if stage == "curate":
@@ -87,7 +93,7 @@ def _maybe_crash(key: str, stage: str) -> None:
                 os._exit(1)
 
         base.JsonlZstWriter = Dying
-    else:
+    elif stage == "scan":
         import data_pipeline.dedup.api as api
 
         original = api.scan_texts
@@ -97,6 +103,7 @@ def _maybe_crash(key: str, stage: str) -> None:
             os._exit(1)
 
         api.scan_texts = dying
+    return True
 
 
 def _map_entry(plan: Plan, task: MapTask) -> dict:
@@ -107,7 +114,7 @@ def _map_entry(plan: Plan, task: MapTask) -> dict:
 def _scan_entry(path: str, index: int, work: str, cfg) -> tuple:
     from data_pipeline.dedup.api import scan_file
 
-    _maybe_crash(f"scan-{index:05d}", "dedup")
+    _maybe_crash(f"scan-{index:05d}", "scan")
     shards, counts, rejects = scan_file(Path(path), index, Path(work), cfg)
     return [str(s) for s in shards], counts, rejects
 
@@ -206,6 +213,74 @@ def run_ray(plan: Plan, opts: RayOptions | None = None) -> list[list[dict]]:
             ray.shutdown()
 
 
+class _Pairs:
+    """Collects a band's verified pairs (stands in for the union-find inside _Verifier)."""
+
+    def __init__(self):
+        self.a, self.b = [], []
+
+    def union_pairs(self, a, b) -> None:
+        self.a.append(a)
+        self.b.append(b)
+
+    def arrays(self):
+        import numpy as np
+
+        empty = np.empty(0, np.int64)
+        return (np.concatenate(self.a) if self.a else empty), (np.concatenate(self.b) if self.b else empty)
+
+
+def _band_entry(store_path: str, cfg, j: int, runs: list, excluded, n_old: int, budget: int) -> tuple:
+    """One LSH band of the dedup reduce: merge its sorted runs (the records shuffled to this band),
+    bucket them, verify the candidate pairs; returns the verified pairs and the counts. Bands touch
+    only their own files, so they run in parallel."""
+    from data_pipeline.dedup import lsh
+    from data_pipeline.dedup.index import Store, _merge_band, _Verifier
+
+    crash = _maybe_crash(f"band-{j:03d}", "band")
+    store = Store(Path(store_path), cfg)
+    # a retry after a crash: the runs already merged into the store's band run are gone
+    runs = [Path(r) for r in runs if Path(f"{r}.keys").exists()]
+    scratch = store.path / "scratch" / f"band{j}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    pairs, counts = _Pairs(), {"candidate_pairs": 0, "verified_pairs": 0}
+    verifier = _Verifier(store, pairs, cfg, budget, counts)
+    for keys, docs in _merge_band(store, f"band{j}", runs, max(budget // 4, 1 << 15), scratch):
+        alive = ~excluded[docs]
+        a, c = lsh.bucket_pairs(keys[alive], docs[alive])
+        new = c >= n_old
+        verifier.add(a[new], c[new])
+    verifier.flush()
+    if crash:
+        os._exit(1)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return (*pairs.arrays(), counts)
+
+
+def map_bands_ray(opts: RayOptions):
+    """A `map_bands` for dedup.index.reduce: one Ray task per band, each reserving the memory budget."""
+
+    def map_bands(store, band_runs, excluded, n_old, budget):
+        import ray
+
+        band_fn = ray.remote(max_retries=0)(_band_entry)
+        cfg = store.cfg.resolved()
+        excluded_ref = ray.put(excluded)
+        t0 = time.perf_counter()
+
+        def submit(j):
+            return band_fn.options(memory=budget).remote(str(store.path), cfg, j, [str(r) for r in band_runs[j]],
+                                                         excluded_ref, n_old, budget)
+
+        for k, (j, (a, c, counts)) in enumerate(run_tasks(submit, list(range(len(band_runs))),
+                                                          lambda j: f"dedup band {j}", opts.retries)):
+            if k + 1 == len(band_runs) or time.perf_counter() - t0 > 5:
+                log.info("dedup: bands (ray) %d/%d", k + 1, len(band_runs))
+            yield a, c, counts
+
+    return map_bands
+
+
 def scan_inputs_ray(opts: RayOptions):
     """A `scan` for dedup.api.run_dedup: one Ray task per input file, results in file order."""
 
@@ -250,7 +325,8 @@ def run_dedup_ray(inputs, output, cfg, incremental_store=None, opts: RayOptions 
         raise ValueError(f"--retries must be >= 0, got {opts.retries}")
     started = init_ray(opts)
     try:
-        return run_dedup(inputs, output, cfg, incremental_store=incremental_store, scan=scan_inputs_ray(opts))
+        return run_dedup(inputs, output, cfg, incremental_store=incremental_store, scan=scan_inputs_ray(opts),
+                         map_bands=map_bands_ray(opts))
     finally:
         if started:
             import ray

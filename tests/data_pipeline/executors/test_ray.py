@@ -82,15 +82,17 @@ def test_failing_task_stops_job_naming_shard_then_local_resumes(work, crash_dir)
     assert_same_output(root / "local", out)
 
 
-def test_cli_dedup_on_ray_matches_local_after_a_crash(work, crash_dir, retry_log):
+def test_cli_dedup_on_ray_matches_local_after_crashes(work, crash_dir, retry_log):
     root, raw = work
-    (crash_dir / "scan-00002").touch()
+    (crash_dir / "scan-00002").touch()      # a signature task dies after its first shard
+    (crash_dir / "band-003").touch()        # a band task dies after merging its runs into the store
     cfg = dedup_config()
     argv = ["data", "dedup", str(raw), "--output", str(root / "ray-dedup"), "--threshold", str(cfg.threshold),
             "--memory-budget", cfg.memory_budget, "--executor", "ray", "--retries", "1"]
     assert main(argv) == 0
     assert not list(crash_dir.iterdir())
-    assert any("dedup scan of input" in r.getMessage() for r in retry_log)
+    retried = [r.getMessage() for r in retry_log if "retrying" in r.getMessage()]
+    assert any("dedup scan of input" in m for m in retried) and any("dedup band 3" in m for m in retried), retried
     assert (root / "local-dedup" / "duplicates.jsonl").read_text().count("\n") > 0
     assert_same_output(root / "local-dedup", root / "ray-dedup")
 
