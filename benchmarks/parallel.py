@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# The repository root instead of benchmarks/ (its scripts' names shadow stdlib modules, e.g. tokenize).
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 LAYOUTS = {
     4: [(4, 1, 1, 0), (4, 1, 1, 1), (4, 1, 1, 3), (2, 2, 1, 1), (2, 1, 2, 1), (1, 2, 2, 1), (1, 4, 1, 0)],
@@ -59,6 +60,9 @@ def _bench(layouts, steps):
         if hasattr(dist, name):
             setattr(dist, name, timed(getattr(dist, name)))
     _, world, device = init_distributed()
+    from framework.distributed import disable_deepspeed_cpu_builds
+
+    disable_deepspeed_cpu_builds()  # the group already exists: keep DeepSpeed from building its shm op
     deepspeed.init_distributed(dist_backend="gloo")
     rows = []
     for dp, tp, pp, zero in layouts:
@@ -96,10 +100,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--worlds", type=int, nargs="+", default=[4, 8])
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--timeout", type=float, default=1200, help="seconds per world size before a hang is reported")
     args = ap.parse_args()
     rows = []
     for world in args.worlds:
-        per_rank = run_distributed(_bench, world, LAYOUTS[world], args.steps, timeout=1200)
+        per_rank = run_distributed(_bench, world, LAYOUTS[world], args.steps, timeout=args.timeout)
         for i, row in enumerate(per_rank[0]):  # rank 0's timings; model states of the most loaded rank
             row["model states MB/rank"] = max(r[i]["model states MB/rank"] for r in per_rank)
             rows.append(row)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
+from deepspeed.pipe import PipelineModule, TiedLayerSpec
 
 from framework.configtree import ConfigError
 from framework.parallel import topology
@@ -137,4 +137,4 @@ def stage_bounds(pipe: PipelineModule) -> tuple[int, int]:
     return pipe._local_start, pipe._local_stop
 
 
-__all__ = ["to_pipeline", "pipeline_layers", "stage_param_names", "stage_bounds", "LayerSpec"]
+__all__ = ["to_pipeline", "pipeline_layers", "stage_param_names", "stage_bounds"]

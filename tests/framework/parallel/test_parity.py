@@ -1,6 +1,7 @@
 """The parity matrix: every (DP, TP, PP) layout and valid ZeRO stage gives one process's losses.
 
-Five fp32 steps of a tiny Llama (and a tied-embedding variant, and sequence parallelism) through
+Five fp32 steps of a tiny Llama (plus tied embeddings, sequence parallelism and activation
+checkpointing variants) through
 Anvil's real path (`trainer.build_model` -> `parallel.parallelize` -> `training.Engine`) must equal
 a plain single-process PyTorch AdamW loop within 1e-5. One process group per world size (2, 4, 8)
 runs all of that world size's layouts, re-making the groups between them.
@@ -16,11 +17,12 @@ from tests.helpers.dist import run_distributed
 STEPS, GLOBAL_BATCH, LR = 5, 4, 1e-2
 
 
-def make_cfg(tensor=1, pipeline=1, zero=0, tied=False, sp=False) -> RunConfig:
+def make_cfg(tensor=1, pipeline=1, zero=0, tied=False, sp=False, ckpt=False) -> RunConfig:
     return RunConfig(
         seed=7,
         model=ModelConfig(n_layers=2, d_model=32, n_heads=4, vocab_size=64, seq_len=16, tie_embeddings=tied),
-        parallel=ParallelConfig(tensor=tensor, pipeline=pipeline, zero_stage=zero, sequence_parallel=sp),
+        parallel=ParallelConfig(tensor=tensor, pipeline=pipeline, zero_stage=zero, sequence_parallel=sp,
+                                activation_checkpointing=ckpt),
         train=TrainConfig(micro_batch_size=1, global_batch_size=GLOBAL_BATCH, lr=LR, grad_clip=1.0))
 
 
@@ -63,6 +65,9 @@ def _run_layouts(cases: list[dict]) -> list[list[float]]:
     import deepspeed
 
     _, world, device = init_distributed()
+    from framework.distributed import disable_deepspeed_cpu_builds
+
+    disable_deepspeed_cpu_builds()  # the group already exists: keep DeepSpeed from building its shm op
     deepspeed.init_distributed(dist_backend="gloo")  # adopt the harness's group for deepspeed.comm
     results = []
     for case in cases:
@@ -89,7 +94,8 @@ WORLD_CASES = {
     2: [dict(zero=z) for z in (0, 1, 2, 3)]                      # (2,1,1)
        + [dict(tensor=2, zero=z) for z in (0, 1, 2, 3)]          # (1,2,1)
        + [dict(pipeline=2, zero=z) for z in (0, 1)]              # (1,1,2)
-       + [dict(pipeline=2, zero=0, tied=True), dict(tensor=2, zero=1, sp=True)],
+       + [dict(pipeline=2, zero=0, tied=True), dict(tensor=2, zero=1, sp=True),
+          dict(pipeline=2, zero=1, ckpt=True), dict(tensor=2, zero=0, ckpt=True)],
     4: [dict(tensor=2, zero=z) for z in (0, 1, 2, 3)]            # (2,2,1)
        + [dict(pipeline=2, zero=z) for z in (0, 1)]              # (2,1,2)
        + [dict(tensor=2, pipeline=2, zero=z) for z in (0, 1)],   # (1,2,2)

@@ -81,6 +81,9 @@ def _measure(cases):
     from framework.training.trainer import build_model
 
     _, world, device = init_distributed()
+    from framework.distributed import disable_deepspeed_cpu_builds
+
+    disable_deepspeed_cpu_builds()  # the group already exists: keep DeepSpeed from building its shm op
     deepspeed.init_distributed(dist_backend="gloo")
     out = []
     for case in cases:

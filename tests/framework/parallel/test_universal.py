@@ -52,6 +52,9 @@ def _session(jobs: list[dict]) -> list[list[float]]:
     from framework.training.trainer import build_model
 
     _, world, device = init_distributed()
+    from framework.distributed import disable_deepspeed_cpu_builds
+
+    disable_deepspeed_cpu_builds()  # the group already exists: keep DeepSpeed from building its shm op
     deepspeed.init_distributed(dist_backend="gloo")
     results = []
     for job in jobs:
