@@ -3,8 +3,8 @@
     python benchmarks/learning.py --train                 # anvil train configs/train/10m.yaml, then compare
     python benchmarks/learning.py --run-dir runs/10m      # compare an existing run's latest checkpoint
 
-The unigram model is fitted (add-one smoothing) on the training samples the checkpoint consumed;
-both are scored on the trainer's fixed validation samples. A model that only learned token
+The unigram model is fitted (add-one smoothing) on every training sample of the run (at least the
+tokens the checkpoint saw, so the baseline is never starved); both are scored on the trainer's fixed validation samples. A model that only learned token
 frequencies would match the unigram loss; "well below" means it learned context.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def compare(run_dir: str) -> dict:
     data = TrainingData(cfg, 0, 1)
     V = cfg.model.vocab_size
     counts = np.ones(V, dtype=np.float64)
-    for i in range(meta["consumed_samples"]):
+    for i in range(len(data.train)):
         counts += np.bincount(data.train[i][1:], minlength=V)
     logp = np.log(counts / counts.sum())
     model, _ = load_model(ckpt)
@@ -47,7 +47,8 @@ def compare(run_dir: str) -> dict:
             uni += float(-logp[y.numpy()].sum())
             mod += float(model(x, y)) * y.numel()
             n += y.numel()
-    return {"checkpoint": ckpt.name, "train tokens": meta["tokens"], "held-out tokens": n,
+    return {"checkpoint": ckpt.name, "model train tokens": meta["tokens"],
+            "unigram train tokens": int(counts.sum()) - V, "held-out tokens": n,
             "unigram loss": uni / n, "model loss": mod / n, "model ppl": math.exp(mod / n),
             "unigram ppl": math.exp(uni / n)}
 

@@ -8,7 +8,7 @@ bytes per rank against the ZeRO paper's formulas.
    bare = forward / backward / clip / step / zero_grad. Blocks of steps alternate between the two
    so background load hits both alike; the table reports medians. Target: overhead <= 5%.
 2. ZeRO: at DP=2 and 4 for stages 0-3 (fp32 and bf16), bytes held per rank at the moment the
-   optimizer steps: parameters (local shard), gradients, optimizer state (Adam moments plus fp32
+   (second) optimizer step starts: parameters (local shard), gradients, optimizer state (Adam moments plus fp32
    master copies), measured from the live tensors, against the paper's (2+2+12) Psi mixed precision
    and (4+4+8) Psi fp32 split by stage: 0: all replicated; 1: optimizer / N; 2: + gradients / N;
    3: + parameters / N.
@@ -130,7 +130,8 @@ def _zero_worker(precision: str) -> list[dict]:
 
         inner.step = measured_step
         x = torch.randint(0, cfg.model.vocab_size, (cfg.train.micro_batch_size, cfg.model.seq_len))
-        engine.train_step([(x, x)], 1e-3)
+        for _ in range(2):  # Adam allocates its moments at the first step: measure at the second
+            engine.train_step([(x, x)], 1e-3)
         n = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in module.parameters())
         rows.append({"stage": stage, "psi": n, **seen})
         dist.barrier()

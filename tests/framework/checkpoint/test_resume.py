@@ -182,6 +182,10 @@ def test_torchrun_two_ranks_zero1_matches_one_process(runs):
     res = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     single = base / "single4"
-    res = _run(_args(single, cache) + ["train.steps=4"])
+    res = _run(_args(single, cache) + ["train.steps=4", "logging.wandb=true", "logging.tensorboard=true"],
+               WANDB_MODE="", WANDB_API_KEY="")
     assert res.returncode == 0, res.stderr[-3000:]
     _assert_same(_metrics(single), _metrics(run_dir), tol=1e-5)
+    # wandb went offline by itself (no key, no prompt) and TensorBoard wrote events
+    assert list((single / "wandb").glob("offline-run-*")), list(single.iterdir())
+    assert list((single / "tensorboard").glob("events.out.tfevents.*"))
