@@ -55,15 +55,29 @@ def init_ray(opts: RayOptions) -> bool:
     if ray.is_initialized():
         return False
     common = dict(include_dashboard=False, configure_logging=False, log_to_driver=True)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")     # local runtime: no token set-up to print
     if opts.address:
         try:
             ray.init(address=opts.address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SystemExit(f"--ray-address {opts.address}: cannot connect to a Ray cluster ({exc})") from None
     else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")     # a private runtime: no token set-up
         ray.init(num_cpus=opts.num_cpus or os.cpu_count() or 1, **common)
     return True
+
+
+def memory_request(nbytes: int, what: str) -> int | None:
+    """Ray's `memory=` for a task that needs `nbytes`; refuses a request no node can meet (Ray would
+    otherwise wait for such a node forever)."""
+    import ray
+
+    if not nbytes:
+        return None
+    largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+    if nbytes > largest:
+        raise ValueError(f"{what} needs {nbytes / 2**30:.1f} GiB, more than the largest Ray node offers "
+                         f"({largest / 2**30:.1f} GiB); lower the memory budget")
+    return nbytes
 
 
 def _maybe_crash(key: str, stage: str) -> bool:
@@ -194,8 +208,9 @@ def run_ray(plan: Plan, opts: RayOptions | None = None) -> list[list[dict]]:
         for seg in range(len(plan.segments)):
             if seg > 0 and not plan.reduce_marker(seg).exists():
                 t0 = time.perf_counter()
-                mem = stage_memory(plan, seg)
-                submit = lambda k: reduce_fn.options(memory=mem or None).remote(plan_ref, k, n_shards)  # noqa: E731
+                stage = next(iter(plan.segments[seg][0]))
+                mem = memory_request(stage_memory(plan, seg), f"the reduce of stage {seg} ({stage})")
+                submit = lambda k: reduce_fn.options(memory=mem).remote(plan_ref, k, n_shards)  # noqa: E731
                 for _ in run_tasks(submit, [seg], lambda k: f"reduce of stage {k} ({next(iter(plan.segments[k][0]))})",
                                    opts.retries):
                     pass
@@ -266,10 +281,11 @@ def map_bands_ray(opts: RayOptions):
         band_fn = ray.remote(max_retries=0)(_band_entry)
         cfg = store.cfg.resolved()
         excluded_ref = ray.put(excluded)
+        mem = memory_request(budget, "a dedup band task (--memory-budget)")
         t0 = time.perf_counter()
 
         def submit(j):
-            return band_fn.options(memory=budget).remote(str(store.path), cfg, j, [str(r) for r in band_runs[j]],
+            return band_fn.options(memory=mem).remote(str(store.path), cfg, j, [str(r) for r in band_runs[j]],
                                                          excluded_ref, n_old, budget)
 
         for k, (j, (a, c, counts)) in enumerate(run_tasks(submit, list(range(len(band_runs))),

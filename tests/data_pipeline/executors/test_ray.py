@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from data_pipeline.dedup.api import run_dedup
 from data_pipeline.executors.ray import CRASH_ENV, RayOptions, TaskFailed, init_ray, run_dedup_ray, run_ray
 from launch.cli import main
 from tests.data_pipeline.executors.common import (DEMO, assert_same_output, curate, dedup_config, dedup_local,
@@ -95,6 +96,25 @@ def test_cli_dedup_on_ray_matches_local_after_crashes(work, crash_dir, retry_log
     assert any("dedup scan of input" in m for m in retried) and any("dedup band 3" in m for m in retried), retried
     assert (root / "local-dedup" / "duplicates.jsonl").read_text().count("\n") > 0
     assert_same_output(root / "local-dedup", root / "ray-dedup")
+
+
+def test_incremental_dedup_on_ray_matches_local(work, crash_dir):
+    root, raw = work
+    files = sorted(str(p) for p in raw.glob("*.jsonl"))
+    for name, fn in (("local", lambda i, o, s: run_dedup(i, o, dedup_config(), incremental_store=s)),
+                     ("ray", lambda i, o, s: run_dedup_ray(i, o, dedup_config(), s))):
+        fn(files[:2], root / f"inc-{name}-1", root / f"inc-{name}-store")
+        fn(files[2:], root / f"inc-{name}-2", root / f"inc-{name}-store")
+    for batch in (1, 2):
+        assert_same_output(root / f"inc-local-{batch}", root / f"inc-ray-{batch}")
+
+
+def test_memory_budget_no_node_can_hold_is_refused(work, crash_dir):
+    root, raw = work
+    cfg = dedup_config()
+    cfg.memory_budget = "100TB"
+    with pytest.raises(ValueError, match="more than the largest Ray node offers"):
+        run_dedup_ray([str(raw)], root / "ray-dedup-huge", cfg)
 
 
 def test_dedup_on_ray_gives_up_after_retries(work, crash_dir):
