@@ -239,7 +239,8 @@ def bootstrap_parametric(N, D, loss, best: ParametricFit, n_boot: int, seed: int
         n, d, l_ = N[idx], D[idx], loss[idx]
         obj = grid_objectives(grid, np.log(n), np.log(d), np.log(l_))
         starts = np.concatenate([best_theta, grid[np.sort(np.argsort(obj, kind="stable")[:top_starts])]])
-        f = fit_parametric(n, d, l_, starts=starts, top_k=None)
+        with np.errstate(over="ignore"):  # a degenerate resample may send A or B to inf: it widens the CI
+            f = fit_parametric(n, d, l_, starts=starts, top_k=None)
         for k in names:
             samples[k].append(float(getattr(f, k)))
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
