@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import unicodedata
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -131,11 +131,10 @@ class _Powers:
 
     def _grow(self, n: int) -> None:
         size = max(n, 2 * len(self.fwd), 4096)
+        one = np.ones(1, dtype=U64)
         with np.errstate(over="ignore"):
-            self.fwd = np.cumprod(np.full(size, POLY, dtype=U64), dtype=U64) // U64(1)
-            self.fwd = np.concatenate([np.ones(1, dtype=U64), self.fwd[:-1]])
-            self.inv = np.concatenate([np.ones(1, dtype=U64),
-                                       np.cumprod(np.full(size - 1, _POLY_INV, dtype=U64), dtype=U64)])
+            self.fwd = np.concatenate([one, np.cumprod(np.full(size - 1, POLY, dtype=U64), dtype=U64)])
+            self.inv = np.concatenate([one, np.cumprod(np.full(size - 1, _POLY_INV, dtype=U64), dtype=U64)])
 
     def tables(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         if len(self.fwd) < n:
@@ -293,14 +292,3 @@ def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
         return 0.0
     inter = len(np.intersect1d(a, b, assume_unique=True))
     return inter / (len(a) + len(b) - inter)
-
-
-def iter_batches(items: Iterable, size: int):
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
