@@ -56,14 +56,29 @@ def init_ray(opts: RayOptions) -> bool:
         return False
     common = dict(include_dashboard=False, configure_logging=False, log_to_driver=True)
     if opts.address:
+        _check_reachable(opts.address)
         try:
             ray.init(address=opts.address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise SystemExit(f"--ray-address {opts.address}: cannot connect to a Ray cluster ({exc})") from None
+            raise SystemExit(f"anvil: --ray-address {opts.address}: cannot connect to a Ray cluster ({exc})") from None
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")     # a private runtime: no token set-up
         ray.init(num_cpus=opts.num_cpus or os.cpu_count() or 1, **common)
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds on a HOST:PORT nobody listens on (Ray itself retries for minutes)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return          # "auto" and friends: Ray resolves those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise SystemExit(f"anvil: --ray-address {address}: no Ray head answers there ({exc}); start one with "
+                         "`ray start --head` or pass the right HOST:PORT") from None
 
 
 def memory_request(nbytes: int, what: str) -> int | None:
@@ -208,14 +223,12 @@ def run_ray(plan: Plan, opts: RayOptions | None = None) -> list[list[dict]]:
         for seg in range(len(plan.segments)):
             if seg > 0 and not plan.reduce_marker(seg).exists():
                 t0 = time.perf_counter()
-                stage = next(iter(plan.segments[seg][0]))
-                mem = memory_request(stage_memory(plan, seg), f"the reduce of stage {seg} ({stage})")
-                submit = lambda k: reduce_fn.options(memory=mem).remote(plan_ref, k, n_shards)  # noqa: E731
-                for _ in run_tasks(submit, [seg], lambda k: f"reduce of stage {k} ({next(iter(plan.segments[k][0]))})",
-                                   opts.retries):
+                what = f"reduce of stage {seg} ({next(iter(plan.segments[seg][0]))})"
+                mem = memory_request(stage_memory(plan, seg), f"the {what}")
+                for _ in run_tasks(lambda k: reduce_fn.options(memory=mem).remote(plan_ref, k, n_shards), [seg],
+                                   lambda k: what, opts.retries):
                     pass
-                log.info("stage %d (%s) barrier: %.1fs", seg, next(iter(plan.segments[seg][0])),
-                         time.perf_counter() - t0)
+                log.info("%s (barrier): %.1fs", what, time.perf_counter() - t0)
             tasks = [MapTask(seg, s) for s in range(n_shards)]
             pending = [t for t in tasks if not plan.marker(t).exists()]
             progress = _Progress(f"segment {seg + 1}/{len(plan.segments)} (ray)", len(pending))

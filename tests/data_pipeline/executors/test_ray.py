@@ -133,3 +133,19 @@ def test_dedup_on_ray_gives_up_after_retries(work, crash_dir):
 def test_cli_rejects_flags_that_do_not_fit(tmp_path, argv, reason):
     with pytest.raises(SystemExit, match=reason):
         main(["data", "dedup", str(tmp_path), "--output", str(tmp_path / "o"), *argv])
+
+
+def test_unreachable_ray_address_fails_fast():
+    import socket
+    import time
+
+    from data_pipeline.executors.ray import _check_reachable
+
+    with socket.socket() as s:       # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.perf_counter()
+    with pytest.raises(SystemExit, match="no Ray head answers"):
+        _check_reachable(f"127.0.0.1:{port}")
+    assert time.perf_counter() - t < 10
+    _check_reachable("auto")         # left to Ray
