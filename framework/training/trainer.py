@@ -51,10 +51,10 @@ def _check_resume_compatible(meta: dict, cfg: RunConfig, ckpt: Path) -> None:
         diff = [k for k, v in to_dict(cfg.model).items() if saved.get("model", {}).get(k) != v]
         raise ConfigError(f"{ckpt}: the checkpoint's model differs from the config in model.{', model.'.join(diff)}; "
                           f"use another run_dir to start a new run")
-    for key in ("global_batch_size", "micro_batch_size"):
-        if saved.get("train", {}).get(key) != getattr(cfg.train, key) and key == "global_batch_size":
-            raise ConfigError(f"{ckpt}: train.global_batch_size changed ({saved['train'][key]} -> "
-                              f"{cfg.train.global_batch_size}); the data position would not line up")
+    saved_gbs = saved.get("train", {}).get("global_batch_size")
+    if saved_gbs != cfg.train.global_batch_size:
+        raise ConfigError(f"{ckpt}: train.global_batch_size changed ({saved_gbs} -> {cfg.train.global_batch_size}); "
+                          "the data position would not line up; use another run_dir to start a new run")
     # A different DP x TP x PP x ZeRO layout resumes through framework.checkpoint.universal.
 
 
