@@ -25,7 +25,6 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from framework.configtree import ConfigError, to_dict
 from framework.runtime import get_logger, print_table, progress, seed_everything
