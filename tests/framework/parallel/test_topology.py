@@ -34,3 +34,24 @@ def test_layout_errors_name_the_numbers():
     with pytest.raises(ConfigError, match="world size 6 is not divisible by tensor x pipeline = 2 x 2"):
         layout_from_config(6, 2, 2)
     assert layout_from_config(8, 2, 2) == Layout(2, 2, 2)
+
+
+def test_validate_layout_refuses_with_reasons():
+    from framework.config import ModelConfig, ParallelConfig, RunConfig, TrainConfig
+    from framework.parallel.topology import validate_layout
+
+    def cfg(**par):
+        return RunConfig(model=ModelConfig(n_layers=2, d_model=32, n_heads=4, vocab_size=64, seq_len=16),
+                         parallel=ParallelConfig(**par), train=TrainConfig(micro_batch_size=1, global_batch_size=4))
+
+    assert validate_layout(cfg(tensor=2, pipeline=2), 8) == Layout(2, 2, 2)
+    with pytest.raises(ConfigError, match="ZeRO-2 with pipeline parallelism is not supported by DeepSpeed"):
+        validate_layout(cfg(pipeline=2, zero_stage=2), 4)
+    with pytest.raises(ConfigError, match="at least one layer per stage"):
+        validate_layout(cfg(pipeline=4), 4)
+    with pytest.raises(ConfigError, match="n_heads=4 is not divisible by 8"):
+        validate_layout(cfg(tensor=8), 8)
+    gpt2 = cfg(tensor=2, sequence_parallel=True)
+    gpt2.model.arch = "gpt2"
+    with pytest.raises(ConfigError, match="sequence_parallel': needs model.arch=llama"):
+        validate_layout(gpt2, 2)
