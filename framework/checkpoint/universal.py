@@ -63,10 +63,14 @@ def _link_fragments(engine) -> None:
     from deepspeed.utils import lazy_init_hp_params_optimizer_state
 
     opt = engine.ds.optimizer
-    if hasattr(opt, "single_partition_of_fp32_groups"):
-        for i, _ in enumerate(opt.optimizer.param_groups):
-            lazy_init_hp_params_optimizer_state(opt.bit16_groups[i], opt.single_partition_of_fp32_groups[i],
-                                                opt.optimizer.state)
+    if hasattr(opt, "single_partition_of_fp32_groups"):  # ZeRO-1/2
+        lp, hp = opt.bit16_groups, opt.single_partition_of_fp32_groups
+    elif hasattr(opt, "fp32_groups_flat_partition"):  # DeepSpeed's bf16 optimizer (ZeRO-0 in bf16)
+        lp, hp = opt.bf16_groups, opt.fp32_groups_flat_partition
+    else:
+        return
+    for i, _ in enumerate(opt.optimizer.param_groups):
+        lazy_init_hp_params_optimizer_state(lp[i], hp[i], opt.optimizer.state)
 
 
 def adam_step(engine) -> int:
