@@ -185,8 +185,10 @@ def run_tasks(submit: Callable, keys: list, describe: Callable[[object], str], r
                                  f"{_traceback(exc)}") from None
             yield key, result
     finally:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        if pending:      # stopping: kill the other tasks and wait until they no longer write
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            ray.wait(list(pending), num_returns=len(pending), timeout=60)
 
 
 def stage_memory(plan: Plan, stage: int) -> int:
