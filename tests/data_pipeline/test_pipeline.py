@@ -93,6 +93,8 @@ def _shards(folder: Path, n: int = 6) -> Path:
     for s in range(n):
         recs = [{"id": d.id, "text": d.text} for d in docs[s * per:(s + 1) * per]]
         recs.append({"id": f"copy-{s}", "text": good_prose()[0]})     # copies across shards
+        if s in (0, n // 2):
+            recs.append({"id": f"twin-{s}", "text": good_prose()[-1]})  # one exact duplicate pair (not among docs[:300])
         write_jsonl_gz(folder / f"shard-{s}.jsonl.gz", recs)
     return folder
 
@@ -106,7 +108,7 @@ def test_workers_and_sigkill_resume_are_byte_identical(tmp_path):
     assert stats["shards"] == 6
     by_name = {s["name"]: s for s in stats["steps"]}
     assert by_name["line_dedup"]["dropped"]["all_boilerplate"] >= 6   # the copies: every line repeats
-    assert by_name["exact_dedup"]["dropped"]["duplicate"] >= 1        # the sample's natural duplicates
+    assert by_name["exact_dedup"]["dropped"]["duplicate"] >= 1        # twin-3 (and natural duplicates)
     run_recipe(load_recipe(JSONL, overrides + [f"input={inp}", f"output={tmp_path / 'w2'}"]), workers=2)
     expected = tree_bytes(ref)
     assert tree_bytes(tmp_path / "w2") == expected
@@ -141,6 +143,7 @@ def test_bad_inputs_in_one_run(tmp_path):
              json.dumps({"id": "empty", "text": "   \n "}).encode(),
              json.dumps({"id": "huge", "text": "word " * (10 * 1024 * 1024)}).encode()]   # 50 MB
     (inp / "bad.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (inp / "good.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good[1:]))
     write_warc(inp / "binary.warc.gz", [("http://e.org/", to_html(good_prose()[3]))], binary_html=True)
     out = tmp_path / "out"
     stats = run_recipe(load_recipe(WEB, [f"input={inp}", f"output={out}"]))
