@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from launch.cli import Command
@@ -104,6 +105,17 @@ def _configure_fit(p: argparse.ArgumentParser) -> None:
                    help="L-BFGS-B from all 4500 grid starts instead of the best 128 by initial objective")
 
 
+def _finite_or_null(value):
+    """NaN/inf (e.g. approach-2 laws when fewer than two budgets have a minimum) become JSON null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
 def _run_fit(args: argparse.Namespace) -> int:
     from framework.scaling.fit import FitError, fit_all, read_results
 
@@ -116,7 +128,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     except FitError as exc:
         raise SystemExit(f"anvil sweep fit: {exc}") from None
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(out, indent=1) + "\n")
+    Path(args.output).write_text(json.dumps(_finite_or_null(out), indent=1, allow_nan=False) + "\n")
     print(f"L(N, D) = {out['E']:.4g} + {out['A']:.4g}/N^{out['alpha']:.4f} + {out['B']:.4g}/D^{out['beta']:.4f}  "
           f"(objective {out['objective']:.6g}, {out['n_points']} points"
           + (f", {points.skipped} rows skipped" if points.skipped else "") + ")")
