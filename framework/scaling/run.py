@@ -209,8 +209,11 @@ def run_sweep(cfg: SweepConfig, index: int | None = None, dry_run: bool = False)
             "failed": failed, "results": str(out_dir / "results.csv")}
 
 
-def write_slurm_array(cfg: SweepConfig, sweep_path: str, n_runs: int) -> Path:
-    """An sbatch script with one array task per planned run (each resumable on requeue)."""
+def write_slurm_array(cfg: SweepConfig, sweep_path: str, n_runs: int, overrides: list[str] | None = None) -> Path:
+    """An sbatch script with one array task per planned run (each resumable on requeue).
+
+    The submitting command's `key=value` overrides are repeated in every task, so the tasks plan
+    exactly the sweep that was submitted."""
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ["#!/bin/bash", f"#SBATCH --job-name=anvil-sweep-{cfg.name}", f"#SBATCH --array=0-{n_runs - 1}",
@@ -219,7 +222,8 @@ def write_slurm_array(cfg: SweepConfig, sweep_path: str, n_runs: int) -> Path:
     if cfg.run.slurm_partition:
         lines.append(f"#SBATCH --partition={cfg.run.slurm_partition}")
     lines += ["set -euo pipefail", f"cd {shlex.quote(os.getcwd())}",
-              f"anvil sweep run {shlex.quote(sweep_path)} --index \"$SLURM_ARRAY_TASK_ID\""]
+              " ".join(["anvil sweep run", shlex.quote(sweep_path), *map(shlex.quote, overrides or []),
+                        '--index "$SLURM_ARRAY_TASK_ID"'])]
     path = out_dir / "sweep.sbatch"
     path.write_text("\n".join(lines) + "\n")
     return path

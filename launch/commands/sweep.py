@@ -75,7 +75,7 @@ def _run_run(args: argparse.Namespace) -> int:
                          "working directory)")
     if (args.slurm or cfg.run.launcher == "slurm") and args.index is None:
         rows, _ = plan(cfg)
-        script = write_slurm_array(cfg, args.sweep, len(rows))
+        script = write_slurm_array(cfg, args.sweep, len(rows), args.overrides)
         if args.dry_run or not shutil.which("sbatch"):
             print(script.read_text(), end="")
             print(f"# wrote {script}" + ("" if args.dry_run else " (sbatch not found: submit it yourself)"))

@@ -50,6 +50,7 @@ def test_run_dry_run_and_slurm_script(tmp_path, capsys):
     assert main(["sweep", "run", CPU_TINY, f"output_dir={out}", "--slurm", "--dry-run"]) == 0
     script = (out / "sweep.sbatch").read_text()
     assert f"#SBATCH --array=0-{len(cmds) - 1}" in script and "--index \"$SLURM_ARRAY_TASK_ID\"" in script
+    assert f"output_dir={out}" in script  # array tasks plan the sweep that was submitted
 
 
 @pytest.mark.parametrize("argv, message", [
