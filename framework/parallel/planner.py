@@ -142,6 +142,7 @@ class Plan:
     act_ckpt: float
     fits: bool
     fits_ckpt: bool
+    batch_ok: bool = True  # train.global_batch_size divisible by micro_batch_size x DP (check_layout)
 
     @property
     def model_states(self) -> float:
@@ -177,13 +178,14 @@ def plan(cfg: RunConfig, world: int, device_bytes: Optional[int]) -> list[Plan]:
             states = sum(st.values())
             limit = HEADROOM * device_bytes if device_bytes else float("inf")
             plans.append(Plan(layout, zero, st["params"], st["grads"], st["optimizer"], act, ack,
-                              states + act <= limit, states + ack <= limit))
+                              states + act <= limit, states + ack <= limit,
+                              t.global_batch_size % (t.micro_batch_size * layout.data) == 0))
     return plans
 
 
 def recommend(plans: list[Plan], gpus_per_node: int = 8) -> Optional[Plan]:
     """The layout to use: see the module docstring for the order of preference."""
-    ok = [p for p in plans if p.fits_ckpt]
+    ok = [p for p in plans if p.fits_ckpt and p.batch_ok]  # never recommend what check_layout refuses
     if not ok:
         return None
 

@@ -45,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
                      "params GB": _gb(p.params), "grads GB": _gb(p.grads), "optim GB": _gb(p.optimizer),
                      "act GB": _gb(p.act), "act ckpt GB": _gb(p.act_ckpt),
                      "fits": "yes" if p.fits else ("with ckpt" if p.fits_ckpt else "no"),
+                     "batch": "ok" if p.batch_ok else "no",
                      "": "<- recommended" if p is best else ""})
     from framework.runtime import print_table
 
@@ -54,6 +55,10 @@ def _run(args: argparse.Namespace) -> int:
                             f"seq {m.seq_len}; per rank, most loaded pipeline stage)")
     print("activations: Korthikanti et al. 2022 (arXiv:2205.05198), attention matrix not stored (SDPA); "
           f"fits = model states + activations <= {planner.HEADROOM:.0%} of device memory")
+    if best is None and any(p.fits_ckpt for p in plans):
+        print(f"no fitting layout divides train.global_batch_size={t.global_batch_size} into micro-batches of "
+              f"{t.micro_batch_size} per data-parallel rank (batch=no); raise or change train.global_batch_size")
+        return 1
     if best is None:
         print(f"no layout fits in {args.device_memory} per device, even with activation checkpointing "
               "(add devices, or lower train.micro_batch_size / model.seq_len)")

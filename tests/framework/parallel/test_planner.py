@@ -41,12 +41,25 @@ def test_activation_estimates_shrink_with_checkpointing_and_sequence_parallelism
 
 
 def test_recommendation_prefers_data_parallelism_that_fits():
-    cfg = RunConfig(model=ModelConfig(n_layers=4, d_model=256, n_heads=8, vocab_size=512, seq_len=64))
+    cfg = RunConfig(model=ModelConfig(n_layers=4, d_model=256, n_heads=8, vocab_size=512, seq_len=64),
+                    train=TrainConfig(micro_batch_size=1, global_batch_size=8))
     best = planner.recommend(planner.plan(cfg, 4, planner.parse_bytes("80GB")))
     assert (best.layout, best.zero) == (Layout(4, 1, 1), 1)
     # 64 MB per device: a 70B model fits nowhere; a small one needs model parallelism or ZeRO.
     big = RunConfig(model=ModelConfig(n_layers=80, d_model=8192, n_heads=64, n_kv_heads=8, vocab_size=32000, seq_len=4096))
     assert planner.recommend(planner.plan(big, 8, planner.parse_bytes("80GB"))) is None
+
+
+def test_recommendation_respects_the_global_batch():
+    # global batch 6 with micro-batch 1 cannot be split over DP 4: check_layout refuses it, so must the planner.
+    cfg = RunConfig(model=ModelConfig(n_layers=4, d_model=256, n_heads=8, vocab_size=512, seq_len=64),
+                    train=TrainConfig(micro_batch_size=1, global_batch_size=6))
+    plans = planner.plan(cfg, 4, planner.parse_bytes("80GB"))
+    assert {p.layout.data for p in plans if not p.batch_ok} == {4}
+    best = planner.recommend(plans)
+    assert best.layout.data in (1, 2)
+    cfg.parallel = ParallelConfig(tensor=best.layout.tensor, pipeline=best.layout.pipeline, zero_stage=best.zero)
+    assert cfg.check_layout(4) == best.layout.data
 
 
 def _live_tensor_bytes() -> int:
