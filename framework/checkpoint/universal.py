@@ -123,6 +123,20 @@ def save_optimizer(engine, folder: str | Path) -> None:
                   metadata={"format": FORMAT, "adam_step": str(step), "layout": json.dumps(layout)})
 
 
+def optimizer_from_weights(model_file: str | Path, out_file: str | Path) -> None:
+    """An `optimizer.safetensors` for a weights-only checkpoint: master weights = the weights, Adam
+    moments zero, step 0, so it resumes under any layout like any other universal checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = {}
+    for name, w in load_file(str(model_file)).items():
+        w = w.float().contiguous()
+        tensors[f"fp32.{name}"] = w
+        for key in MOMENTS:
+            tensors[f"{key}.{name}"] = torch.zeros_like(w)
+    save_file(tensors, str(out_file), metadata={"format": FORMAT, "adam_step": "0", "layout": "{}"})
+
+
 def _ensure_state(engine, step: Optional[int]) -> None:
     """Give every optimizer parameter Adam state (zeros) and `step` (if given), so it can be read/set."""
     inner = _inner_optimizer(engine)

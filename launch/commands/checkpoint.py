@@ -51,6 +51,8 @@ def _convert(args: argparse.Namespace) -> int:
     for name in ("model.safetensors", universal.OPTIMIZER_FILE, "config.yaml"):
         if (src / name).is_file():
             shutil.copy2(src / name, tmp / name)
+    if not has_opt:
+        universal.optimizer_from_weights(src / "model.safetensors", tmp / universal.OPTIMIZER_FILE)
     meta["converted_from"] = str(src)
     meta.pop("format", None)
     (tmp / "anvil.json").write_text(json.dumps({"format": store.FORMAT, **meta}, indent=2, sort_keys=True))

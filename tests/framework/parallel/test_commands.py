@@ -61,3 +61,10 @@ def test_convert_refuses_missing_optimizer_state_unless_weights_only(tmp_path):
     with pytest.raises(SystemExit, match="optimizer.safetensors: missing"):
         main(["checkpoint", "convert", str(tmp_path / "run"), "--output", str(tmp_path / "out")])
     assert main(["checkpoint", "convert", str(tmp_path / "run"), "--output", str(tmp_path / "out"), "--weights-only"]) == 0
+    # the weights-only copy still carries universal optimizer state (weights, zero moments, step 0)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "out" / "optimizer.safetensors"), framework="pt") as f:
+        assert f.metadata()["adam_step"] == "0"
+        assert torch.equal(f.get_tensor("fp32.head.weight"), torch.ones(2, 2))
+        assert torch.equal(f.get_tensor("exp_avg_sq.head.weight"), torch.zeros(2, 2))
