@@ -24,11 +24,11 @@ from framework.configtree import ConfigError
 DEFAULT_PORT = 29500
 
 # Exit codes of `anvil launch`, meant for schedulers (documented in README "Launching").
+from framework.training.watchdog import EXIT_FAILED, EXIT_RETRY  # noqa: E402 - one definition
+
 EXIT_OK = 0
-EXIT_FAILED = 1  # the training itself failed (an exception in the trainer): retrying will not help
 EXIT_BAD_INPUT = 2  # bad command line, config or hostfile: nothing was started
 EXIT_ENV_CHECK = 3  # a pre-launch check failed (port in use, run dir not writable, data missing)
-EXIT_RETRY = 75  # EX_TEMPFAIL: a rank died, hung or lost its peers; rerun resumes from the checkpoint
 EXIT_INTERRUPTED = 130
 
 # Environment forwarded to remote nodes in hostfile mode (ssh starts a clean login environment).
@@ -140,7 +140,7 @@ def default_rdzv_id(run_dir: str, port: int) -> str:
 
 
 def node_env(node: NodeLaunch, run_dir: str) -> dict[str, str]:
-    """Variables the launcher adds for its workers (read by launch/watchdog.py)."""
+    """Variables the launcher adds for its workers (read by framework/training/watchdog.py)."""
     return {"ANVIL_NODE_RANK": str(node.node_rank),
             "ANVIL_STATUS_DIR": status_dir(run_dir, node.node_rank),
             # torchrun's shared agent store keeps keys across restarts, and agents that restart for

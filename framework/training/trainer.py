@@ -64,7 +64,7 @@ def cfg_dp(cfg: RunConfig) -> int:
 
 def train(cfg: RunConfig) -> dict:
     from framework.distributed import init_distributed
-    from launch.watchdog import start_watchdog
+    from framework.training.watchdog import start_watchdog
     from framework.training.data import TrainingData
     from framework.training.engine import Engine
     from framework.training.metrics import MetricsLogger, peak_memory_gb, peak_tflops

@@ -115,7 +115,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_local(args: argparse.Namespace, cfg) -> int:
     from launch import launcher as L
     from launch.env_checks import EnvCheckError, run_checks
-    from launch.watchdog import read_status
+    from framework.training.watchdog import read_status
 
     nproc = args.nproc_per_node or _local_nproc()
     node = _node(args, cfg, args.nnodes, nproc, args.master_addr or "127.0.0.1")

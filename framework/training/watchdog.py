@@ -28,7 +28,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Optional
 
-from launch.launcher import EXIT_FAILED, EXIT_RETRY
+# Exit codes shared with `anvil launch` (launch/launcher.py re-exports them): a scheduler retries 75.
+EXIT_FAILED = 1  # the training itself failed (an exception in the trainer): retrying will not help
+EXIT_RETRY = 75  # EX_TEMPFAIL: a rank died, hung or lost its peers; rerun resumes from the checkpoint
 
 PREFIX = "anvil/watchdog"
 DONE, FAILED = "done", "failed"
