@@ -30,10 +30,12 @@ class Sizes:
     vocab: int           # tokenizer vocabulary
     steps: int           # training steps
     sweep: str           # sweep config
+    sweep_overrides: tuple[str, ...] = ()
 
 
 FULL = Sizes(docs=2000, vocab=2048, steps=300, sweep="configs/sweeps/demo.yaml")
-SMALL = Sizes(docs=300, vocab=512, steps=20, sweep="configs/sweeps/demo.yaml")
+SMALL = Sizes(docs=300, vocab=512, steps=20, sweep="configs/sweeps/demo.yaml",
+              sweep_overrides=("grid.budgets=[1.0e10,2.0e10,4.0e10]", "grid.sizes_per_budget=2", "grid.min_steps=10"))
 
 
 class Demo:
@@ -90,21 +92,40 @@ class Demo:
             print(f"    {step['name']:<22} {step['docs_in']:>6} -> {step['docs_out']:>6}   dropped: {dropped}")
         return f"{stats['docs_in']} -> {stats['docs_out']} documents"
 
+    def split(self) -> str:
+        """Hold out every 20th curated document for evaluation; the rest is training text."""
+        from data_pipeline.io.readers import iter_documents
+
+        n_train = n_held = 0
+        with open(self.out / "train.jsonl", "w") as train, open(self.out / "heldout.jsonl", "w") as held:
+            for i, doc in enumerate(iter_documents([str(self.out / "curated")])):
+                line = json.dumps({"id": doc.id, "text": doc.text}, ensure_ascii=False) + "\n"
+                if i % 20 == 19:
+                    held.write(line)
+                    n_held += 1
+                else:
+                    train.write(line)
+                    n_train += 1
+        return f"{n_train} training / {n_held} held-out documents"
+
     def tokenizer(self) -> str:
-        self.anvil("tokenizer", "train", self.out / "curated", "--vocab-size", self.sizes.vocab,
+        self.anvil("tokenizer", "train", self.out / "train.jsonl", "--vocab-size", self.sizes.vocab,
                    "--output", self.out / "tokenizer.json", log="tokenizer")
         vocab = json.loads((self.out / "tokenizer.json").read_text())["model"]["vocab"]
         return f"vocabulary {len(vocab)}"
 
     def tokenize(self) -> str:
-        self.anvil("data", "tokenize", self.out / "curated", "--tokenizer", self.out / "tokenizer.json",
-                   "--output-prefix", self.out / "tokens" / "corpus", "--workers", "2", log="tokenize")
-        side = json.loads((self.out / "tokens" / "corpus.json").read_text())
-        return f"{side.get('tokens', side.get('num_tokens'))} tokens"
+        counts = []
+        for name in ("train", "heldout"):
+            self.anvil("data", "tokenize", self.out / f"{name}.jsonl", "--tokenizer", self.out / "tokenizer.json",
+                       "--output-prefix", self.out / "tokens" / name, "--workers", "2", log=f"tokenize_{name}")
+            side = json.loads((self.out / "tokens" / f"{name}.json").read_text())
+            counts.append(f"{side.get('tokens', side.get('num_tokens')):,} {name}")
+        return " + ".join(counts) + " tokens"
 
     def train_overrides(self) -> list[str]:
-        vocab = json.loads((self.out / "tokens" / "corpus.json").read_text()).get("vocab_size", self.sizes.vocab)
-        return [f"run_dir={self.out / 'run'}", f"data.paths=[{self.out / 'tokens' / 'corpus'}]",
+        vocab = json.loads((self.out / "tokens" / "train.json").read_text()).get("vocab_size", self.sizes.vocab)
+        return [f"run_dir={self.out / 'run'}", f"data.paths=[{self.out / 'tokens' / 'train'}]",
                 f"data.tokenizer={self.out / 'tokenizer.json'}", f"model.vocab_size={vocab}",
                 f"train.steps={self.sizes.steps}"]
 
@@ -118,7 +139,7 @@ class Demo:
 
     def evaluate(self) -> str:
         out = self.out / "eval.json"
-        self.anvil("eval", "--checkpoint", self.out / "run", "--data", self.out / "tokens" / "corpus",
+        self.anvil("eval", "--checkpoint", self.out / "run", "--data", self.out / "tokens" / "heldout",
                    "--output", out, log="eval")
         result = json.loads(out.read_text())
         return f"held-out loss {result['loss']:.3f}, perplexity {result['perplexity']:.1f}"
@@ -143,14 +164,17 @@ class Demo:
 
     def sweep(self) -> str:
         sweep_dir = self.out / "sweep"
-        tokens = self.out / "tokens" / "corpus"
-        common = [f"output_dir={sweep_dir}", f"train_overrides=[data.paths=[{tokens}],"
-                  f"data.tokenizer={self.out / 'tokenizer.json'}]"]
-        self.anvil("sweep", "run", self.sizes.sweep, *common, log="sweep_run")
+        self.anvil("sweep", "run", self.sizes.sweep, f"output_dir={sweep_dir}", *self.sizes.sweep_overrides,
+                   log="sweep_run")
         self.anvil("sweep", "fit", sweep_dir / "results.csv", "--output", sweep_dir / "fit.json",
                    "--plot", sweep_dir / "fit.png", log="sweep_fit")
+        self.anvil("sweep", "plot", sweep_dir / "results.csv", "--fit", sweep_dir / "fit.json",
+                   "--output", sweep_dir / "plots", log="sweep_plot")
         fit = json.loads((sweep_dir / "fit.json").read_text())
-        return f"alpha={fit['alpha']:.2f} beta={fit['beta']:.2f} a={fit['a']:.2f}"
+        runs = sum(1 for _ in (sweep_dir / "results.csv").open()) - 1
+        f = {k: ("n/a" if fit[k] is None else f"{fit[k]:.3g}") for k in ("E", "A", "B", "alpha", "beta", "a")}
+        # null = not finite: a handful of tiny runs can leave a parameter unidentified (fit.json says so)
+        return f"{runs} runs; L = {f['E']} + {f['A']}/N^{f['alpha']} + {f['B']}/D^{f['beta']}; N_opt ~ C^{f['a']}"
 
     # ---- report ------------------------------------------------------------------------------
     def plot_curves(self, metrics: list[dict]) -> None:
@@ -176,7 +200,7 @@ class Demo:
         rows = "".join(f"<tr><td>{html.escape(str(r['stage']))}</td><td>{r['seconds']}</td>"
                        f"<td>{html.escape(str(r['result']))}</td></tr>" for r in self.rows)
         links = []
-        for rel, label in [("curated/report.html", "Curation report"), ("sweep/report.html", "Sweep report")]:
+        for rel, label in [("curated/report.html", "Curation report"), ("sweep/plots/report.html", "Sweep report")]:
             if (self.out / rel).exists():
                 links.append(f'<li><a href="{rel}">{label}</a></li>')
         images = "".join(f'<h2>{label}</h2><img src="{rel}" alt="{label}">'
@@ -202,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     demo = Demo(out, SMALL if args.small else FULL, args.small)
-    for name in ("sample", "curate", "tokenizer", "tokenize", "train", "evaluate", "generate", "export", "sweep"):
+    for name in ("sample", "curate", "split", "tokenizer", "tokenize", "train", "evaluate", "generate", "export",
+                 "sweep"):
         demo.stage(name, getattr(demo, name))
     report = demo.report()
     from framework.runtime import print_table

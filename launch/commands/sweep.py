@@ -116,6 +116,17 @@ def _finite_or_null(value):
     return value
 
 
+def _null_to_nan(value):
+    """The inverse of _finite_or_null when reading fit.json back: null numbers become NaN."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, dict):
+        return {k: _null_to_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_null_to_nan(v) for v in value]
+    return value
+
+
 def _run_fit(args: argparse.Namespace) -> int:
     from framework.scaling.fit import FitError, fit_all, read_results
 
@@ -160,7 +171,7 @@ def _run_plot(args: argparse.Namespace) -> int:
         if args.fit:
             if not Path(args.fit).is_file():
                 raise SystemExit(f"anvil sweep plot: fit file not found: {args.fit}")
-            fit = json.loads(Path(args.fit).read_text())
+            fit = _null_to_nan(json.loads(Path(args.fit).read_text()))
             missing = [k for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G") if k not in fit]
             if missing:
                 raise SystemExit(f"anvil sweep plot: {args.fit}: missing field(s) {', '.join(missing)}")
