@@ -14,9 +14,11 @@ import argparse
 import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,7 +205,8 @@ class Demo:
         for rel, label in [("curated/report.html", "Curation report"), ("sweep/plots/report.html", "Sweep report")]:
             if (self.out / rel).exists():
                 links.append(f'<li><a href="{rel}">{label}</a></li>')
-        images = "".join(f'<h2>{label}</h2><img src="{rel}" alt="{label}">'
+        images = "".join(f'<h2>{label}</h2><img src="{rel}" alt="{label}" '
+                         f'onload="this.setAttribute(\'data-loaded\', this.naturalWidth)">'
                          for rel, label in [("training_curves.png", "Training curves"),
                                             ("sweep/fit.png", "Scaling-law fit")] if (self.out / rel).exists())
         sample = (self.out / "sample.txt").read_text() if (self.out / "sample.txt").exists() else ""
@@ -216,12 +219,37 @@ class Demo:
         return path
 
 
+def check_report_in_chromium(report: Path, chromium: str | None = None) -> list[str]:
+    """Open the report in headless Chromium; return the images that did not load (empty = all good).
+
+    Each <img> records its natural width on load; Chromium's dumped DOM shows which ones did."""
+    chromium = chromium or shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        raise FileNotFoundError("chromium not found (Debian: apt-get install chromium)")
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--allow-file-access-from-files", f"--user-data-dir={profile}", "--virtual-time-budget=10000",
+             "--dump-dom", report.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    images = re.findall(r"<img [^>]*>", proc.stdout)
+    if not images:
+        return [f"no images in the rendered page (chromium exit {proc.returncode}): {proc.stderr[-300:]}"]
+    return [img for img in images if not re.search(r'data-loaded="[1-9]', img)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launch.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="demo_output", help="demo folder (default demo_output)")
     parser.add_argument("--small", action="store_true", help="smallest sizes (what the CI test runs)")
     parser.add_argument("--fresh", action="store_true", help="redo every stage")
+    parser.add_argument("--check-report", action="store_true",
+                        help="only open OUTPUT/report.html in headless Chromium and check every image loads")
     args = parser.parse_args(argv)
+    if args.check_report:
+        broken = check_report_in_chromium(Path(args.output) / "report.html")
+        print("report: every image loads in headless Chromium" if not broken else f"report: broken: {broken}")
+        return 1 if broken else 0
     out = Path(args.output).resolve()
     if args.fresh and out.exists():
         shutil.rmtree(out)
@@ -234,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print_table(demo.rows, title="Anvil demo")
     print(f"report: {report}")
+    if shutil.which("chromium") or shutil.which("chromium-browser"):
+        broken = check_report_in_chromium(report)
+        print("report opens in headless Chromium with every image" if not broken else f"report: broken: {broken}")
+        return 1 if broken else 0
     return 0
 
 

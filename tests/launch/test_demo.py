@@ -2,6 +2,7 @@
 the report links images that exist, and a rerun reuses every finished stage."""
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,6 +36,12 @@ def test_demo_small_end_to_end_and_rerun(tmp_path, capsys, monkeypatch):
         assert (out / rel).is_file(), rel
     for png in images:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if shutil.which("chromium"):
+        assert demo.check_report_in_chromium(out / "report.html") == []
+        (out / "training_curves.png").write_bytes(b"not a png")
+        assert len(demo.check_report_in_chromium(out / "report.html")) == 1
+        demo.Demo(out, demo.SMALL, True).plot_curves(
+            [json.loads(l) for l in (out / "run" / "metrics.jsonl").open()])
     # Rerun: every stage is reused, nothing runs again.
     assert demo.main(["--small", "--output", str(out)]) == 0
     second = capsys.readouterr().out
