@@ -10,7 +10,8 @@ output folder:
   part-NNNNN.jsonl.zst   kept documents (input order)
   duplicates.jsonl       {"id", "duplicate_of"} per removed document
   rejected/              unreadable records and dropped duplicate ids
-  stats.json             counts, bands x rows, cluster sizes, timings
+  stats.json             counts, bands x rows, cluster sizes
+  timings.json           wall-clock seconds per phase
 
 example:
   anvil data dedup crawl/ --output deduped/ --workers 2 --memory-budget 1GB
