@@ -55,4 +55,14 @@ run anvil export hf --checkpoint runs/tiny --output hf/tiny --verify
 run python -c "from transformers import AutoModelForCausalLM, AutoTokenizer as T; m = AutoModelForCausalLM.from_pretrained('hf/tiny'); t = T.from_pretrained('hf/tiny'); print(t.decode(m.generate(**t('The', return_tensors='pt'), max_new_tokens=20)[0]))"
 run anvil eval --checkpoint runs/web --data tokens/web --output eval.json
 run anvil sweep plan configs/sweeps/cpu_tiny.yaml --output plan.csv
+# Hugging Face round trip: the exported folder is a transformers Llama folder
+rm -rf hf/llama && cp -r hf/tiny hf/llama && mkdir -p docs && cp dump/*.jsonl docs/ && cp dump/sample-00000.jsonl docs.jsonl
+run anvil import hf --model hf/llama --output runs/cont train.global_batch_size=16 model.seq_len=512
+run anvil data tokenize docs/ --tokenizer runs/cont/tokenizer.json --output-prefix tok/docs
+run anvil train runs/cont/config.yaml data.paths=[tok/docs] train.steps=1000
+run torchrun --nproc_per_node 2 "$(which anvil)" finetune --model hf/tiny --data docs.jsonl --output ft/ --lora-rank 8 --zero-stage 2 --steps 200 --seq-len 128
+# Ray executor on this machine (a local runtime)
+rm -rf clean deduped
+run anvil data run configs/data/web.yaml input=crawl/ output=clean/ --executor ray
+run anvil data dedup crawl/ --output deduped/ --executor ray --retries 3
 echo "README walkthrough: every command above ran (scratch: $WORK)"

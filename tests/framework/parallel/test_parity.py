@@ -32,8 +32,8 @@ def batches(cfg: RunConfig) -> list[torch.Tensor]:
             for _ in range(STEPS)]
 
 
-def reference_losses(cfg: RunConfig) -> list[float]:
-    """One process, plain PyTorch: the numbers every layout must reproduce."""
+def reference_losses(cfg: RunConfig, global_batches: list | None = None) -> list[float]:
+    """One process, plain PyTorch: the numbers every layout must reproduce (default: `batches(cfg)`)."""
     from framework.training.engine import param_groups
     from framework.training.trainer import build_model
 
@@ -41,7 +41,7 @@ def reference_losses(cfg: RunConfig) -> list[float]:
     t = cfg.train
     opt = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=LR, betas=(t.beta1, t.beta2), eps=t.adam_eps)
     out = []
-    for batch in batches(cfg):
+    for batch in (batches(cfg) if global_batches is None else global_batches):
         losses = []
         for seq in batch.split(1):
             loss = model(seq[:, :-1], seq[:, 1:])

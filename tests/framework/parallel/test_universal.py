@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from framework.configtree import to_dict
-from tests.framework.parallel.test_parity import GLOBAL_BATCH, LR, make_cfg
+from tests.framework.parallel.test_parity import GLOBAL_BATCH, LR, make_cfg, reference_losses
 from tests.helpers.dist import run_distributed
 
 SAVE_AT, MORE = 5, 3
@@ -19,25 +19,8 @@ def _batches(cfg):
 
 
 def _reference() -> list[float]:
-    from framework.training.engine import param_groups
-    from framework.training.trainer import build_model
-
     cfg = make_cfg()
-    model = build_model(cfg)
-    t = cfg.train
-    opt = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=LR, betas=(t.beta1, t.beta2), eps=t.adam_eps)
-    out = []
-    for batch in _batches(cfg):
-        losses = []
-        for seq in batch.split(1):
-            loss = model(seq[:, :-1], seq[:, 1:])
-            (loss / GLOBAL_BATCH).backward()
-            losses.append(loss.item())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
-        opt.zero_grad()
-        out.append(sum(losses) / len(losses))
-    return out
+    return reference_losses(cfg, _batches(cfg))
 
 
 def _session(jobs: list[dict]) -> list[list[float]]:
