@@ -59,8 +59,8 @@ run anvil sweep plan configs/sweeps/cpu_tiny.yaml --output plan.csv
 rm -rf hf/llama && cp -r hf/tiny hf/llama && mkdir -p docs && cp dump/*.jsonl docs/ && cp dump/sample-00000.jsonl docs.jsonl
 run anvil import hf --model hf/llama --output runs/cont train.global_batch_size=16 model.seq_len=512
 run anvil data tokenize docs/ --tokenizer runs/cont/tokenizer.json --output-prefix tok/docs
-run anvil train runs/cont/config.yaml data.paths=[tok/docs] train.steps=1000
-run torchrun --nproc_per_node 2 "$(which anvil)" finetune --model hf/tiny --data docs.jsonl --output ft/ --lora-rank 8 --zero-stage 2 --steps 200 --seq-len 128
+run anvil train runs/cont/config.yaml data.paths=[tok/docs] train.steps=1000 train.steps=30  # README: 1000 steps; 30 here
+run torchrun --nproc_per_node 2 "$(which anvil)" finetune --model hf/tiny --data docs.jsonl --output ft/ --lora-rank 8 --zero-stage 2 --steps 200 --seq-len 64
 # Ray executor on this machine (a local runtime)
 rm -rf clean deduped
 run anvil data run configs/data/web.yaml input=crawl/ output=clean/ --executor ray
