@@ -10,6 +10,7 @@ inside the memory budget and writes, per shard, the positions to drop and the id
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +42,8 @@ class MinhashDedup(CorpusStage):
     def __init__(self, params=None):
         super().__init__(params)
         p = self.params
-        self.cfg = DedupConfig(threshold=p.threshold, num_perm=p.num_perm, ngram=p.ngram, seed=p.seed,
-                               fp_weight=p.fp_weight, fn_weight=p.fn_weight, keep=p.keep,
-                               exact_verify=p.exact_verify, dedupe_ids=p.dedupe_ids,
-                               memory_budget=p.memory_budget, bands=p.bands, rows=p.rows)
+        # Params is DedupConfig minus what the executor owns (workers, shard sizes).
+        self.cfg = DedupConfig(**dataclasses.asdict(p))
         self.cfg.check()
         self._drops: dict[int, tuple[str, str | None]] = {}
 

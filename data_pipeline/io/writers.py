@@ -27,7 +27,20 @@ def dumps_document(doc: Document) -> str:
     return json.dumps(doc.to_json(), ensure_ascii=False, separators=(",", ":"))
 
 
-class _AtomicZstLines:
+class _CommitOnSuccess:
+    """`with writer:` closes (publishes) on success and aborts (removes) on an exception."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class _AtomicZstLines(_CommitOnSuccess):
     """Text lines to `path` (zstd-compressed when it ends in .zst), published by rename on close."""
 
     def __init__(self, path: str | Path):
@@ -70,15 +83,6 @@ class _AtomicZstLines:
             self.tmp.unlink(missing_ok=True)
             self._closed = True
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
 
 class JsonlZstWriter(_AtomicZstLines):
     """Documents as JSON lines in one file (`.jsonl.zst`, or plain `.jsonl`)."""
@@ -106,7 +110,7 @@ class RejectedWriter(_AtomicZstLines):
         self.write_line(json.dumps(rec, ensure_ascii=False, separators=(",", ":")))
 
 
-class ShardedWriter:
+class ShardedWriter(_CommitOnSuccess):
     """Documents into `folder/{prefix}-{k:05d}.jsonl.zst`, a new shard every `max_docs` documents."""
 
     def __init__(self, folder: str | Path, prefix: str = "part", max_docs: int = 100_000):
@@ -135,11 +139,3 @@ class ShardedWriter:
             self._cur.abort()
             self._cur = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
