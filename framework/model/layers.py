@@ -1,12 +1,12 @@
 """Layer factories: the only place the model gets its linears, embeddings, norms and loss from.
 
-The model calls these instead of `nn.Linear` / `nn.Embedding` so that parallelism stays out of it:
-today they return plain torch modules; `framework/parallel` can make them return megatron-core
-tensor-parallel layers (column / row parallel linears, a vocab-parallel embedding and loss) when a
-tensor-parallel group is configured, without a single `if tp > 1` in `transformer.py`.
+They return plain torch modules and nothing else: the model knows nothing of parallelism.
+`framework.parallel.tensor` swaps them for megatron-core tensor-parallel layers afterwards, by a
+name -> style plan (torchtitan-style), so `transformer.py` has no `if tp > 1` and reads no globals.
 
-Every factory takes the init std and initialises its weights (normal(0, std), zero biases), so a
-parallel replacement can initialise its shard the same way.
+Initial values are not drawn here. Each linear and embedding carries its init std as the attribute
+`init_std`; `framework.model.init` turns (seed, parameter name, std) into values that are the same
+under any layout, so a model built on the meta device can be materialised shard by shard.
 """
 from __future__ import annotations
 
@@ -14,61 +14,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from framework.parallel.topology import tensor_parallel
 
-
-
-def _init_linear(layer: nn.Linear, std: float) -> nn.Linear:
-    if layer.weight.device.type != "meta":
-        nn.init.normal_(layer.weight, mean=0.0, std=std)
-        if layer.bias is not None:
-            nn.init.zeros_(layer.bias)
-    return layer
+def _tag(module: nn.Module, std: float) -> nn.Module:
+    module.init_std = std
+    return module
 
 
 def column_linear(in_features: int, out_features: int, bias: bool = False, init_std: float = 0.02) -> nn.Module:
-    """A linear whose output dimension may be split across tensor-parallel ranks (q/k/v, up, gate)."""
-    if tensor_parallel():
-        from framework.parallel.tensor import ColumnLinear
-
-        return ColumnLinear(in_features, out_features, bias=bias, init_std=init_std)
-    return _init_linear(nn.Linear(in_features, out_features, bias=bias), init_std)
+    """A linear whose output dimension tensor parallelism may split (q/k/v, up, gate)."""
+    return _tag(nn.Linear(in_features, out_features, bias=bias), init_std)
 
 
 def row_linear(in_features: int, out_features: int, bias: bool = False, init_std: float = 0.02) -> nn.Module:
-    """A linear whose input dimension may be split across tensor-parallel ranks (attention out, down)."""
-    if tensor_parallel():
-        from framework.parallel.tensor import RowLinear
-
-        return RowLinear(in_features, out_features, bias=bias, init_std=init_std)
-    return _init_linear(nn.Linear(in_features, out_features, bias=bias), init_std)
+    """A linear whose input dimension tensor parallelism may split (attention out, down)."""
+    return _tag(nn.Linear(in_features, out_features, bias=bias), init_std)
 
 
 def vocab_embedding(vocab_size: int, dim: int, init_std: float = 0.02) -> nn.Module:
-    if tensor_parallel():
-        from framework.parallel.tensor import VocabEmbedding
-
-        return VocabEmbedding(vocab_size, dim, init_std=init_std)
-    emb = nn.Embedding(vocab_size, dim)
-    if emb.weight.device.type != "meta":
-        nn.init.normal_(emb.weight, mean=0.0, std=init_std)
-    return emb
+    return _tag(nn.Embedding(vocab_size, dim), init_std)
 
 
 def position_embedding(seq_len: int, dim: int, init_std: float = 0.02) -> nn.Module:
-    emb = nn.Embedding(seq_len, dim)  # replicated under tensor parallelism
-    if emb.weight.device.type != "meta":
-        nn.init.normal_(emb.weight, mean=0.0, std=init_std)
-    return emb
+    return _tag(nn.Embedding(seq_len, dim), init_std)  # replicated under tensor parallelism
 
 
 def lm_head(dim: int, vocab_size: int, init_std: float = 0.02) -> nn.Module:
-    """The output projection to vocabulary logits (may be split over the vocabulary)."""
-    if tensor_parallel():
-        from framework.parallel.tensor import VocabHead
-
-        return VocabHead(dim, vocab_size, init_std=init_std)
-    return _init_linear(nn.Linear(dim, vocab_size, bias=False), init_std)
+    """The output projection to vocabulary logits (tensor parallelism may split the vocabulary)."""
+    return _tag(nn.Linear(dim, vocab_size, bias=False), init_std)
 
 
 def norm(kind: str, dim: int, eps: float) -> nn.Module:
@@ -79,10 +51,10 @@ def norm(kind: str, dim: int, eps: float) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r} (expected rmsnorm or layernorm)")
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token loss in fp32 over all positions: (B, T, V) logits, (B, T) targets."""
-    if tensor_parallel():  # logits are split over the vocabulary
-        from framework.parallel.tensor import cross_entropy as vocab_parallel_cross_entropy
+class CrossEntropy(nn.Module):
+    """Mean next-token loss in fp32 over all positions: (B, T, V) logits, (B, T) targets.
 
-        return vocab_parallel_cross_entropy(logits, targets)
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+    A module (not a function) so tensor parallelism can swap in the vocabulary-parallel loss."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))

@@ -3,14 +3,17 @@
 Llama-style by default (RMSNorm, rotary positions, SwiGLU, no biases), GPT-2 style with
 `model.arch=gpt2` (LayerNorm, GELU, learned positions, biases). The model is a chain of separate
 modules, `embed -> blocks[0..L-1] -> norm -> head`, and the loss is computed from the head's
-logits by `layers.cross_entropy`, so a pipeline can cut it at any block boundary. Linears and
-embeddings come from `layers.py`; `framework/parallel` decides what those factories return.
+logits by `layers.cross_entropy`, so a pipeline can cut it at any block boundary. Linears,
+embeddings and the loss come from `layers.py` as plain torch modules; `framework/parallel` swaps
+them for tensor-parallel ones and cuts pipeline stages afterwards. The constructor allocates
+nothing when called under `torch.device("meta")`; `framework.model.init` gives the initial values.
 
 Parameter names are part of Anvil's checkpoint format (the HF exporter maps them):
   embed.tok.weight, embed.pos.weight (gpt2),
   blocks.{i}.attn_norm.*, blocks.{i}.attn.{q_proj,k_proj,v_proj,o_proj}.*,
   blocks.{i}.mlp_norm.*, blocks.{i}.mlp.{gate_proj,up_proj,down_proj}.* (llama) | {fc_in,fc_out}.* (gpt2),
   norm.*, head.weight (absent from consolidated files when tied to embed.tok.weight).
+  The loss (`loss`) has no parameters.
 
 Initialisation follows GPT-NeoX / OLMo: "small init" std = sqrt(2 / (5 d)) (or `model.init_std`)
 for every matrix, and the residual output projections (o_proj, down_proj / fc_out) scaled by depth:
@@ -149,6 +152,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg, std, out_std) for _ in range(cfg.n_layers))
         self.norm = layers.norm("rmsnorm" if cfg.arch == "llama" else "layernorm", cfg.d_model, cfg.norm_eps)
         self.head = layers.lm_head(cfg.d_model, cfg.vocab_size, std)
+        self.loss = layers.CrossEntropy()
         if cfg.tie_embeddings:
             self.head.weight = self.embed.tok.weight
 
@@ -163,7 +167,7 @@ class Transformer(nn.Module):
             else:
                 h = block(h)
         logits = self.head(self.norm(h))
-        return logits if targets is None else layers.cross_entropy(logits, targets)
+        return logits if targets is None else self.loss(logits, targets)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Unique parameters; `non_embedding` leaves out token/position embeddings and the head."""

@@ -84,22 +84,62 @@ def pipeline_layers(model: nn.Module) -> tuple[list, list[str]]:
     return layers, names
 
 
-def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    from framework.model import layers
+class PipelineLoss(nn.Module):
+    """The model's own loss module on the last stage; `inject_nan` (set by the engine for one step)
+    turns the loss into NaN, so `train.inject_nan_at` works under pipeline parallelism too."""
 
-    return layers.cross_entropy(logits, targets)
+    def __init__(self, loss: nn.Module):
+        super().__init__()
+        self.loss = loss
+        self.inject_nan = False
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        out = self.loss(logits, targets)
+        return out * float("nan") if self.inject_nan else out
+
+
+def _layer_param_names(layers: list, names: list[str]) -> list[list[str]]:
+    """Full parameter names of each pipeline layer."""
+    out = []
+    for layer, prefix in zip(layers, names):
+        module = layer.module if isinstance(layer, _Prebuilt) else layer
+        out.append([f"{prefix}.{n}" for n, _ in module.named_parameters()])
+    return out
+
+
+def stage_bounds_for(model: nn.Module, topo: topology.Topology) -> tuple[int, int]:
+    """[start, stop) of this rank's stage in `pipeline_layers` order, as DeepSpeed's
+    `partition_method="parameters"` will cut it (checked again after the PipelineModule is built)."""
+    from deepspeed.runtime.utils import partition_balanced
+
+    layers, _ = pipeline_layers(model)
+    counts = [sum(p.numel() for p in (l.module if isinstance(l, _Prebuilt) else l).parameters() if p.requires_grad)
+              for l in layers]
+    parts = partition_balanced(weights=counts, num_parts=topo.layout.pipeline)
+    return parts[topo.pp_rank], parts[topo.pp_rank + 1]
+
+
+def stage_param_full_names(model: nn.Module, topo: topology.Topology) -> set[str]:
+    """The plain model's names of the parameters this rank's pipeline stage holds."""
+    layers, names = pipeline_layers(model)
+    start, stop = stage_bounds_for(model, topo)
+    return {n for per_layer in _layer_param_names(layers, names)[start:stop] for n in per_layer}
 
 
 def to_pipeline(model: nn.Module, topo: topology.Topology, activation_checkpointing: bool = False,
                 seed: int = 1234) -> PipelineModule:
-    """Cut `model` into `topo.layout.pipeline` stages; this rank keeps its own stage's layers."""
+    """Cut `model` into `topo.layout.pipeline` stages; this rank keeps its own stage's layers.
+
+    Only this stage's parameters need to be materialised (`stage_param_full_names`): the others may
+    stay on the meta device, DeepSpeed never touches them."""
     layers, names = pipeline_layers(model)
+    expected = stage_bounds_for(model, topo)
     n_blocks = len(model.blocks)
     if topo.layout.pipeline > n_blocks:
         raise ConfigError(f"config key 'parallel.pipeline': {topo.layout.pipeline} stages for "
                           f"model.n_layers={n_blocks} (at least one layer per stage)")
     pipe = PipelineModule(
-        layers=layers, loss_fn=_loss, topology=topology.deepspeed_topology(topo.layout),
+        layers=layers, loss_fn=PipelineLoss(model.loss), topology=topology.deepspeed_topology(topo.layout),
         partition_method="parameters", seed_layers=False, base_seed=seed,
         activation_checkpoint_interval=1 if activation_checkpointing else 0,
         activation_checkpoint_func=partial(checkpoint, use_reentrant=False),
@@ -107,6 +147,9 @@ def to_pipeline(model: nn.Module, topo: topology.Topology, activation_checkpoint
     # DeepSpeed keeps the whole layer list after building this stage; drop the other stages'
     # modules from it, or every rank would hold the full model's weights.
     start, stop = pipe._local_start, pipe._local_stop
+    if (start, stop) != expected:
+        raise RuntimeError(f"pipeline stage {topo.pp_rank}: DeepSpeed kept layers [{start}, {stop}), Anvil "
+                           f"materialised [{expected[0]}, {expected[1]})")
     for i, spec in enumerate(pipe._layer_specs):
         if not start <= i < stop:
             if isinstance(spec, _Prebuilt):

@@ -60,7 +60,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         if not p.requires_grad or id(p) in seen:
             continue
         seen.add(id(p))
-        (decay if p.dim() >= 2 else no_decay).append(p)
+        ndim = len(p.ds_shape) if hasattr(p, "ds_shape") else p.dim()  # ZeRO-3 partitions are flat
+        (decay if ndim >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
@@ -86,23 +87,34 @@ def build_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optim
     return torch.optim.AdamW(groups, **kwargs)
 
 
+def bucket_elements(cfg: RunConfig) -> int:
+    """Communication bucket size for ZeRO (elements): 4 d^2, at least 2^20. DeepSpeed's default
+    (5e8 elements, 2 GB in fp32 per bucket) is sized for GPUs with large models; on a 100M model it
+    dwarfs each rank's share of the model states."""
+    return max(4 * cfg.model.d_model ** 2, 2**20)
+
+
 def deepspeed_config(cfg: RunConfig, dp_size: int) -> dict:
     t, p = cfg.train, cfg.parallel
     gas = t.global_batch_size // (t.micro_batch_size * dp_size)
+    bucket = bucket_elements(cfg)
     ds = {
         "train_batch_size": t.global_batch_size,
         "train_micro_batch_size_per_gpu": t.micro_batch_size,
         "gradient_accumulation_steps": gas,
         # ZeRO-0 fp32 clips inside GuardedAdamW with the norm it already computed.
         "gradient_clipping": 0.0 if guarded_path(cfg) else t.grad_clip,
-        "zero_optimization": {"stage": p.zero_stage},
+        "zero_optimization": {"stage": p.zero_stage, "reduce_bucket_size": bucket, "allgather_bucket_size": bucket},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**62,
         "wall_clock_breakdown": False,
         "dump_state": False,
     }
     if p.zero_stage == 3:
-        ds["zero_optimization"].update({"stage3_gather_16bit_weights_on_model_save": False})
+        ds["zero_optimization"].update({"stage3_gather_16bit_weights_on_model_save": False,
+                                        "stage3_prefetch_bucket_size": bucket,
+                                        "stage3_param_persistence_threshold": 10 * cfg.model.d_model,
+                                        "stage3_max_live_parameters": 4 * bucket})
     if t.precision == "bf16":
         ds["bf16"] = {"enabled": True, "check_grad_overflow": True}
         if p.zero_stage >= 1:  # ZeRO-0 bf16 must accumulate in bf16 (DeepSpeed's DDP bf16 path)
@@ -140,7 +152,8 @@ class Engine:
         self.pipeline = isinstance(model, deepspeed.PipelineModule)
         # With tensor parallelism (and no pipeline) DeepSpeed needs megatron's groups as its mpu.
         mpu = self.topo.mpu() if self.topo is not None else None
-        model = model.to(device)
+        if not any(hasattr(p, "ds_id") for p in model.parameters()):  # ZeRO-3 partitions are placed already
+            model = model.to(device)
         optimizer = build_optimizer(model, cfg)
         self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, mpu=mpu,
                                                              config=self.ds_config)
@@ -161,7 +174,11 @@ class Engine:
         self.set_lr(lr)
         self.ds.train()
         if self.pipeline:  # DeepSpeed's 1F1B schedule runs every micro-batch of the step
-            loss = self.ds.train_batch(data_iter=iter(micro_batches)).detach().float()
+            self.ds.module.loss_fn.inject_nan = inject_nan  # the last stage's loss turns NaN
+            try:
+                loss = self.ds.train_batch(data_iter=iter(micro_batches)).detach().float()
+            finally:
+                self.ds.module.loss_fn.inject_nan = False
             applied = bool(self.ds.was_step_applied())
             norm = self.ds.get_global_grad_norm()
             norm = float(norm) if norm is not None else float("nan")

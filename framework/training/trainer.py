@@ -32,17 +32,22 @@ def _all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def build_model(cfg: RunConfig) -> torch.nn.Module:
-    from framework.model.transformer import Transformer
+def build_model(cfg: RunConfig, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """This rank's part of the model: built on the meta device, parallelised, then only this rank's
+    shards materialised (ZeRO-3: partitioned unit by unit). Same seed, same weights at any layout."""
+    import torch.distributed as dist
+
     from framework.parallel import topology
-    from framework.parallel.parallelize import parallelize
+    from framework.parallel.parallelize import build_meta_model, parallelize
+    from framework.training.engine import deepspeed_config
 
-    def build() -> torch.nn.Module:
-        seed_everything(cfg.seed)  # identical initial weights on every rank and every layout
-        return Transformer(cfg.model, activation_checkpointing=cfg.parallel.activation_checkpointing)
-
-    # Plain model, or (under tensor/pipeline parallelism) this rank's shard / stage of it.
-    return parallelize(build, topology.current(), cfg.parallel.activation_checkpointing, cfg.seed)
+    topo = topology.current()
+    if topo is not None:
+        dp = topo.layout.data
+    else:
+        dp = dist.get_world_size() if dist.is_initialized() else 1
+    ds_config = deepspeed_config(cfg, dp) if cfg.parallel.zero_stage == 3 else None
+    return parallelize(build_meta_model(cfg), topo, cfg, torch.device(device), ds_config)
 
 
 def _check_resume_compatible(meta: dict, cfg: RunConfig, ckpt: Path) -> None:
@@ -75,6 +80,7 @@ def train(cfg: RunConfig) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dp = cfg.check_layout(world)  # before any process group or file is touched
     rank, world, device = init_distributed(cfg.parallel.timeout_s)
+    seed_everything(cfg.seed)  # initial weights have their own seeds (framework.model.init); this is the rest
     watchdog = start_watchdog(cfg.parallel.timeout_s)  # heartbeat: a dead or hung rank stops the job, named
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # ranks on one host share its cores; oversubscribed intra-op threads spin instead of working
@@ -99,7 +105,7 @@ def train(cfg: RunConfig) -> dict:
         _check_resume_compatible(meta, cfg, ckpt)
 
     data = TrainingData(cfg, dp_rank, dp)
-    engine = Engine(cfg, build_model(cfg), dp, device)
+    engine = Engine(cfg, build_model(cfg, device), dp, device)
     stability = StabilityMonitor(t.max_consecutive_skips, t.spike_window, t.spike_zscore)
     step, consumed, tokens = 0, 0, 0
     if ckpt is not None:
