@@ -6,9 +6,15 @@ Layout of `RUN_DIR/checkpoints/`:
         anvil.json              metadata: step, consumed samples and tokens, layout, resolved config,
                                 trainer state (skips, loss window)
         config.yaml             the resolved config (human-readable copy)
-        model.safetensors       full unsharded fp32 weights (written by rank 0; any layout reads it)
+        shards/rank_00000.safetensors   what each rank owns of the weights, fp32 master weights and Adam
+                                moments, with global offsets (`framework.checkpoint.universal` decides
+                                ownership, `framework.checkpoint.sharded` stores and reshards)
         rng/rank_00000.pt       every RNG state of each rank (python, numpy, torch, cuda)
-        ds/                     DeepSpeed engine checkpoint (model, optimizer and ZeRO partitions)
+
+Every rank writes its own file in parallel; nothing is gathered to rank 0, and no full copy of the
+model exists anywhere (`anvil checkpoint consolidate` makes one on demand). Loading under any layout
+reads only the slices each rank needs. Checkpoints of earlier versions (`model.safetensors`,
+`optimizer.safetensors`, `ds/`) still load: the reader presents their files as whole-tensor pieces.
 
 Everything is written into `step_X.tmp-<nonce>/` and renamed into place by rank 0 after a barrier;
 `latest` is replaced (write temp + os.replace) only after that, then old checkpoints beyond
@@ -30,6 +36,7 @@ import torch
 
 FORMAT = "anvil-checkpoint/1"
 LATEST = "latest"
+SHARDS = "shards"
 
 
 class CheckpointError(ValueError):
@@ -134,28 +141,27 @@ def _broadcast_str(value: str | None) -> str:
 
 
 def save(root: str | os.PathLike, step: int, engine, meta: dict, keep: int, config_yaml: str,
-         after_write=None) -> Path:
-    """Write checkpoint `step` atomically (collective: every rank calls it)."""
-    from safetensors.torch import save_file
+         after_write=None, stats: dict | None = None) -> Path:
+    """Write checkpoint `step` atomically (collective: every rank calls it, each writes its shard).
 
+    `stats`, if given, receives this rank's `bytes` written and `seconds` spent."""
+    from framework.checkpoint import universal
+
+    started = time.perf_counter()
     rank = int(os.environ.get("RANK", "0"))
     root = Path(root)
     final = root / checkpoint_name(step)
     tmp = root / _broadcast_str(f"{final.name}.tmp-{os.getpid()}-{time.time_ns()}" if rank == 0 else None)
     if rank == 0:
-        tmp.mkdir(parents=True)
+        (tmp / SHARDS).mkdir(parents=True)
+        (tmp / "rng").mkdir()
     _barrier()
-    engine.ds.save_checkpoint(str(tmp), tag="ds", client_state={}, save_latest=False)
-    (tmp / "rng").mkdir(exist_ok=True)
+    written = universal.save_shard(engine, tmp / SHARDS / f"rank_{rank:05d}.safetensors")
     torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
-    weights = engine.full_state_dict()  # collective under ZeRO-3
-    from framework.checkpoint import universal
-
-    universal.save_optimizer(engine, tmp)  # layout-free Adam state: resume under any layout
     if rank == 0:
-        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
         (tmp / "config.yaml").write_text(config_yaml)
-        (tmp / "anvil.json").write_text(json.dumps({"format": FORMAT, **meta}, indent=2, sort_keys=True))
+        full_meta = {"format": FORMAT, "tensors": "anvil-sharded/1", "adam_step": universal.adam_step(engine), **meta}
+        (tmp / "anvil.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True))
     if after_write is not None:
         after_write(tmp)  # fault-injection point for tests: everything written, nothing published
     _barrier()
@@ -168,6 +174,8 @@ def save(root: str | os.PathLike, step: int, engine, meta: dict, keep: int, conf
         os.replace(pointer_tmp, root / LATEST)
         _prune(root, keep)
     _barrier()
+    if stats is not None:
+        stats.update(bytes=written, seconds=time.perf_counter() - started)
     return final
 
 
@@ -181,42 +189,72 @@ def _prune(root: Path, keep: int) -> None:
 
 def _saved_layout(meta: dict) -> tuple:
     par = meta.get("config", {}).get("parallel", {})
-    return meta.get("dp_size"), par.get("tensor", 1), par.get("pipeline", 1), meta.get("zero_stage")
+    return meta.get("world_size"), meta.get("dp_size"), par.get("tensor", 1), par.get("pipeline", 1), meta.get("zero_stage")
 
 
 def _engine_layout(engine) -> tuple:
+    import torch.distributed as dist
+
     par = engine.cfg.parallel
-    return engine.dp_size, par.tensor, par.pipeline, par.zero_stage
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return world, engine.dp_size, par.tensor, par.pipeline, par.zero_stage
+
+
+def tensors(ckpt: str | os.PathLike):
+    """A `ShardedReader` over a checkpoint's tensors (sharded, or an earlier version's full files)."""
+    from framework.checkpoint.sharded import open_checkpoint_tensors
+
+    try:
+        return open_checkpoint_tensors(Path(ckpt))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{ckpt}: no tensors found ({exc})") from exc
 
 
 def load(ckpt: str | os.PathLike, engine) -> dict:
-    """Restore engine (weights, optimizer, ZeRO partitions) and this rank's RNG; return metadata."""
+    """Restore weights, fp32 masters, Adam moments and (same layout) this rank's RNG; return metadata.
+
+    Collective only in that every rank calls it; each reads the slices it holds under its layout."""
+    from framework.checkpoint import universal
+
     ckpt = Path(ckpt)
     meta = read_meta(ckpt)
     rank = int(os.environ.get("RANK", "0"))
-    if not (ckpt / "ds").is_dir() or _saved_layout(meta) != _engine_layout(engine):
-        from framework.checkpoint import universal
-
-        universal.load(engine, ckpt)  # another DP x TP x PP x ZeRO layout (or a converted checkpoint)
-        return meta
-    make_ds_loads_safe(engine.ds)
-    path, _ = engine.ds.load_checkpoint(str(ckpt), tag="ds", load_optimizer_states=True,
-                                        load_lr_scheduler_states=False)
-    if path is None:
-        raise CheckpointError(f"{ckpt}/ds: DeepSpeed could not load this engine checkpoint")
+    reader = tensors(ckpt)
+    try:
+        step = int(meta["adam_step"]) if "adam_step" in meta else _legacy_adam_step(ckpt)
+        universal.load(engine, reader, step)
+    finally:
+        reader.close()
     rng_file = ckpt / "rng" / f"rank_{rank:05d}.pt"
-    if rng_file.is_file():
+    if rng_file.is_file() and _saved_layout(meta) == _engine_layout(engine):
         set_rng_state(safe_torch_load(rng_file))
+    _barrier()
     return meta
 
 
-def load_weights(ckpt: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Layout-free read of one checkpoint: (full fp32 state dict, metadata). No DeepSpeed needed."""
-    from safetensors.torch import load_file
+def _legacy_adam_step(ckpt: Path) -> int:
+    """Adam's step of a checkpoint written before sharded checkpoints (in optimizer.safetensors)."""
+    from safetensors import safe_open
 
+    opt = ckpt / "optimizer.safetensors"
+    if not opt.is_file():
+        return 0
+    with safe_open(str(opt), framework="pt") as f:
+        return int((f.metadata() or {}).get("adam_step", 0))
+
+
+def load_weights(ckpt: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """Layout-free read of one checkpoint: (full fp32 state dict, metadata). No DeepSpeed needed.
+
+    For tools that hold the whole model anyway (export, generate, single-process eval); training
+    never calls it."""
     ckpt = resolve(ckpt)
     meta = read_meta(ckpt)
-    weights = ckpt / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: missing (every Anvil checkpoint has one)")
-    return load_file(str(weights)), meta
+    with tensors(ckpt) as reader:
+        kinds = ("param", "fp32")
+        names = sorted({n for k in kinds for n in reader.names(k)})
+        out = {}
+        for name in names:
+            kind = next(k for k in kinds if reader.has(name, k))
+            out[name] = reader.read(name, kind, dtype=torch.float32)
+    return out, meta

@@ -1,30 +1,34 @@
-"""Universal (layout-free) checkpoints: save under one DP x TP x PP x ZeRO layout, resume under any.
+"""Layout-free checkpoints of the engine: each rank saves what it owns, loads what it needs.
 
-Every Anvil checkpoint already holds the full fp32 weights under the model's own parameter names
-(`model.safetensors`). This module adds `optimizer.safetensors`: for every parameter its fp32
-master weight (`fp32.NAME`) and Adam moments (`exp_avg.NAME`, `exp_avg_sq.NAME`), full-size, plus
-the Adam step in the metadata. Saving gathers over the data-parallel group with DeepSpeed's
-fragment API (`safe_get_full_optimizer_state`, which covers ZeRO 1, 2 and 3), over the tensor group
-with an all-gather along each parameter's partition dimension, and over pipeline stages to rank 0.
-Loading slices the full tensors for this rank and writes them through the inverse calls, so any
-layout reads any other one, single process included, and ZeRO 1/2 <-> 3 too, which DeepSpeed's
-own `ds_to_universal` cannot do. Step, learning-rate schedule (a function of the step) and data
-position (consumed samples) live in `anvil.json` and are restored by the trainer.
+What a rank owns of each parameter (its model name, its tensor-parallel box from `tp_box`):
+- ZeRO-3: its partition of the flattened TP-local parameter (DeepSpeed's `ds_tensor` range);
+- ZeRO-1/2 and DeepSpeed's bf16 optimizer: the fragment of its flat fp32 partition that falls in
+  the parameter (`_hp_mapping`, uneven 1-D ranges);
+- ZeRO-0 in fp32 (replicated over DP): an even 1/DP flat range, so DP ranks share the writing;
+- replicated over the tensor group (norms): only tensor rank 0 writes; the tied embedding's copy on
+  the last pipeline stage is not written (the first stage's is).
+It writes the fp32 master weight, both Adam moments and, when training in bf16/fp16, the
+training-dtype weight: weights + optimizer state and nothing twice (in fp32 the master is the
+weight). `framework.checkpoint.sharded` stores the pieces with their global offsets, one file per
+rank, in parallel; nothing is gathered anywhere.
 
-The same-layout resume keeps using DeepSpeed's engine checkpoint (bit-identical, faster); the
-trainer's store switches to `load` here only when the layout changed or `ds/` is absent.
+Loading reads, through `ShardedReader`, exactly the regions this rank holds under the new layout
+(any DP x TP x PP x ZeRO, one process included; ZeRO 1/2 <-> 3 too) and writes them through
+DeepSpeed's fragment views. Same layout, same bits: fp32 masters and moments are restored exactly
+and the 16-bit weights are their cast, as DeepSpeed computes them after a step. A checkpoint without
+Adam moments (HF import, weights-only convert) starts them at zero.
 """
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
 
-FORMAT = "anvil-universal/1"
-OPTIMIZER_FILE = "optimizer.safetensors"
+from framework.checkpoint.sharded import Piece, ShardedReader, write_shard
+
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
@@ -35,25 +39,22 @@ def _inner_optimizer(engine) -> torch.optim.Optimizer:
     return opt
 
 
-def _zero(engine) -> int:
-    return engine.cfg.parallel.zero_stage
-
-
-def _shape(p: torch.Tensor) -> torch.Size:
-    return p.ds_shape if hasattr(p, "ds_shape") else p.shape
-
-
 def _topology(engine):
     from framework.parallel import topology
 
-    return topology.current() or topology.Topology(topology.Layout(dist.get_world_size(), 1, 1), dist.get_rank())
+    topo = topology.current()
+    if topo is not None:
+        return topo
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return topology.Topology(topology.Layout(world, 1, 1), dist.get_rank() if dist.is_initialized() else 0)
 
 
 def _named_params(engine) -> list[tuple[str, torch.Tensor]]:
+    """(model name, local parameter) for every parameter this rank holds, tied copies included."""
     from framework.parallel.parallelize import local_names
 
     module = engine.ds.module
-    params = dict(module.named_parameters())
+    params = dict(module.named_parameters(remove_duplicate=False))
     return [(full, params[local]) for local, full in local_names(module).items()]
 
 
@@ -74,67 +75,10 @@ def _link_fragments(engine) -> None:
 
 
 def adam_step(engine) -> int:
-    inner = _inner_optimizer(engine)
-    for state in inner.state.values():
+    for state in _inner_optimizer(engine).state.values():
         if "step" in state:
             return int(float(state["step"]))
     return 0
-
-
-def _full_state(engine, p: torch.Tensor, key: Optional[str]) -> torch.Tensor:
-    """This rank's (tensor-parallel-local) full-over-DP fp32 tensor: master weight or a moment."""
-    from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
-
-    if hasattr(p, "ds_id") or hasattr(p, "_hp_mapping"):  # ZeRO 1-3 (collective over DP)
-        t = safe_get_full_fp32_param(p) if key is None else safe_get_full_optimizer_state(p, key)
-        return t.detach().float().reshape(_shape(p))
-    if key is None:
-        return p.detach().float()
-    state = _inner_optimizer(engine).state.get(p, {})
-    return state[key].detach().float() if key in state else torch.zeros_like(p, dtype=torch.float32)
-
-
-@torch.no_grad()
-def save_optimizer(engine, folder: str | Path) -> None:
-    """Write `folder/optimizer.safetensors` (rank 0). Collective: every rank calls it."""
-    from safetensors.torch import save_file
-
-    from framework.parallel.parallelize import gather_tensor
-
-    topo = _topology(engine)
-    _ensure_state(engine, None)
-    _link_fragments(engine)
-    mine: dict[str, torch.Tensor] = {}
-    for name, p in _named_params(engine):
-        for key in (None, *MOMENTS):
-            t = gather_tensor(_full_state(engine, p, key), p, topo)
-            if topo.dp_rank == 0 and topo.tp_rank == 0:
-                mine[f"{key or 'fp32'}.{name}"] = t.cpu().contiguous().clone()
-    parts = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(mine, parts, dst=0)  # our own tensors between our own ranks
-    step = adam_step(engine)
-    if dist.get_rank() == 0:
-        tensors: dict[str, torch.Tensor] = {}
-        for part in parts:
-            tensors.update(part)
-        layout = {"data": topo.layout.data, "tensor": topo.layout.tensor, "pipeline": topo.layout.pipeline,
-                  "zero_stage": _zero(engine)}
-        save_file(tensors, str(Path(folder) / OPTIMIZER_FILE),
-                  metadata={"format": FORMAT, "adam_step": str(step), "layout": json.dumps(layout)})
-
-
-def optimizer_from_weights(model_file: str | Path, out_file: str | Path) -> None:
-    """An `optimizer.safetensors` for a weights-only checkpoint: master weights = the weights, Adam
-    moments zero, step 0, so it resumes under any layout like any other universal checkpoint."""
-    from safetensors.torch import load_file, save_file
-
-    tensors = {}
-    for name, w in load_file(str(model_file)).items():
-        w = w.float().contiguous()
-        tensors[f"fp32.{name}"] = w
-        for key in MOMENTS:
-            tensors[f"{key}.{name}"] = torch.zeros_like(w)
-    save_file(tensors, str(out_file), metadata={"format": FORMAT, "adam_step": "0", "layout": "{}"})
 
 
 def _ensure_state(engine, step: Optional[int]) -> None:
@@ -154,47 +98,141 @@ def _ensure_state(engine, step: Optional[int]) -> None:
             state["step"] = torch.tensor(float(step or 0), dtype=torch.float32)
 
 
+def _flat_range(engine, p: torch.Tensor, numel: int, dp_rank: int, dp: int) -> Optional[tuple[int, int]]:
+    """The flat range of the TP-local parameter this rank's optimizer partition covers (None: none)."""
+    if hasattr(p, "ds_id"):  # ZeRO-3: equal partitions of the (padded) flat parameter
+        size = p.ds_tensor.numel()
+        start = dp_rank * size
+        return (start, min(numel, start + size)) if start < numel else None
+    if hasattr(p, "_hp_mapping"):  # ZeRO-1/2, bf16 optimizer: this rank's fragment, if any
+        if p._hp_mapping is None:
+            return None
+        addr = p._hp_mapping.lp_fragment_address
+        return addr.start, addr.start + addr.numel
+    return None  # replicated optimizer state (ZeRO-0 fp32)
+
+
+def _owned(engine, topo) -> Iterator[tuple[str, torch.Tensor, tuple, tuple, tuple[int, int], str]]:
+    """(name, param, global shape, box, flat range, how) of every piece this rank writes."""
+    from framework.parallel.parallelize import partition_dim, tp_box
+
+    dp_rank, dp = topo.dp_rank, topo.layout.data
+    for name, p in _named_params(engine):
+        if getattr(p, "ds_pipe_replicated", False):
+            continue  # the tied embedding's copy on the last stage: the first stage writes it
+        if partition_dim(p) < 0 and topo.tp_rank != 0:
+            continue  # replicated over the tensor group: tensor rank 0 writes it
+        shape, box = tp_box(p, topo)
+        numel = math.prod(n for _, n in box)
+        if hasattr(p, "ds_id") or hasattr(p, "_hp_mapping"):
+            flat = _flat_range(engine, p, numel, dp_rank, dp)
+            how = "zero3" if hasattr(p, "ds_id") else "fragment"
+        else:  # replicated over DP: each DP rank writes an even share
+            chunk = math.ceil(numel / dp)
+            flat = (dp_rank * chunk, min(numel, (dp_rank + 1) * chunk))
+            flat = flat if flat[0] < flat[1] else None
+            how = "replicated"
+        if flat is not None and flat[1] > flat[0]:
+            yield name, p, shape, box, flat, how
+
+
+def _local_state(engine, p: torch.Tensor, how: str, flat: tuple[int, int], key: Optional[str]) -> torch.Tensor:
+    """This rank's fp32 master (key None) or Adam moment for `flat` of parameter `p`."""
+    from deepspeed.utils import safe_get_local_fp32_param, safe_get_local_optimizer_state
+
+    n = flat[1] - flat[0]
+    if how == "zero3":
+        t = safe_get_local_fp32_param(p) if key is None else safe_get_local_optimizer_state(p, key)
+        return t.reshape(-1)[:n]
+    if how == "fragment":
+        return p._hp_mapping.get_hp_fragment(key).reshape(-1)
+    if key is None:
+        return p.detach().reshape(-1)[flat[0]:flat[1]]
+    state = _inner_optimizer(engine).state.get(p, {})
+    if key not in state:
+        return torch.zeros(n, dtype=torch.float32)
+    return state[key].reshape(-1)[flat[0]:flat[1]]
+
+
+def _local_weight(p: torch.Tensor, how: str, flat: tuple[int, int]) -> torch.Tensor:
+    """The training-dtype weight for `flat` (bf16/fp16 runs)."""
+    if how == "zero3":
+        return p.ds_tensor.reshape(-1)[:flat[1] - flat[0]]
+    return p.detach().reshape(-1)[flat[0]:flat[1]]
+
+
 @torch.no_grad()
-def load(engine, ckpt: str | Path) -> dict:
-    """Restore weights, master weights and Adam moments of a checkpoint saved under any layout."""
-    from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
-    from safetensors import safe_open
-
-    from framework.parallel.parallelize import tp_split
-
-    ckpt = Path(ckpt)
-    opt_file = ckpt / OPTIMIZER_FILE
-    if not opt_file.is_file():
-        raise FileNotFoundError(f"{opt_file}: missing; this checkpoint can only resume under its own layout")
+def save_shard(engine, path: str | Path, metadata: Optional[dict] = None) -> int:
+    """Write this rank's pieces to `path` (one safetensors file); returns bytes written. Not collective."""
     topo = _topology(engine)
-    with safe_open(str(opt_file), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"{opt_file}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        step = int(meta["adam_step"])
-        _ensure_state(engine, step)
-        _link_fragments(engine)
-        named = _named_params(engine)
-        zero3 = _zero(engine) == 3
-        params = [p for _, p in named]
-        if zero3:
-            import deepspeed
+    _ensure_state(engine, None)
+    _link_fragments(engine)
+    sixteen = engine.cfg.train.precision != "fp32"
 
-            gathered = deepspeed.zero.GatheredParameters(params, modifier_rank=0)
-            gathered.__enter__()
-        try:
-            for name, p in named:
-                full = {key: tp_split(f.get_tensor(f"{key}.{name}"), p, topo) for key in ("fp32", *MOMENTS)}
-                p.data.copy_(full["fp32"].to(p.dtype).reshape(p.shape))
-                if hasattr(p, "ds_id") or hasattr(p, "_hp_mapping"):
-                    safe_set_full_fp32_param(p, full["fp32"])
-                    for key in MOMENTS:
-                        safe_set_full_optimizer_state(p, full[key], key)
+    def items():
+        for name, p, shape, box, flat, how in _owned(engine, topo):
+            for key in (None, *MOMENTS):
+                t = _local_state(engine, p, how, flat, key)
+                yield Piece(name, key or "fp32", shape, box, flat), t.float()
+            if sixteen:
+                yield Piece(name, "param", shape, box, flat), _local_weight(p, how, flat)
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return write_shard(path, items(), metadata=metadata)
+
+
+@torch.no_grad()
+def load(engine, reader: ShardedReader, step: int) -> None:
+    """Restore weights, fp32 masters and Adam moments (and Adam's `step`) from any layout's pieces."""
+    from deepspeed.utils import safe_set_local_fp32_param, safe_set_local_optimizer_state
+
+    from framework.parallel.parallelize import tp_box
+
+    topo = _topology(engine)
+    _ensure_state(engine, step)
+    _link_fragments(engine)
+    missing = [name for name, _ in _named_params(engine) if not reader.has(name, "fp32")]
+    if missing:
+        raise KeyError(f"{reader.folder}: no weights for {', '.join(missing[:5])}"
+                       f"{' ...' if len(missing) > 5 else ''} (is this a checkpoint of the same model?)")
+    for name, p in _named_params(engine):
+        shape, box = tp_box(p, topo)
+        if tuple(reader.shape(name, "fp32")) != tuple(shape):
+            raise ValueError(f"{reader.folder}: {name} has shape {reader.shape(name, 'fp32')} in the checkpoint, "
+                             f"the model expects {tuple(shape)}")
+        numel = math.prod(n for _, n in box)
+
+        def read(kind: str, flat=None) -> torch.Tensor:
+            if kind != "fp32" and not reader.has(name, kind):  # weights-only checkpoint: moments start at zero
+                n = numel if flat is None else flat[1] - flat[0]
+                return torch.zeros(n if flat is not None else tuple(n for _, n in box))
+            return reader.read(name, kind, box=box, flat=flat, dtype=torch.float32)
+
+        if hasattr(p, "ds_id"):  # ZeRO-3: only this rank's partition is read
+            flat = _flat_range(engine, p, numel, topo.dp_rank, topo.layout.data)
+            size = p.ds_tensor.numel()
+            for kind in ("fp32", *MOMENTS):
+                part = torch.zeros(size, dtype=torch.float32)
+                if flat is not None:
+                    part[:flat[1] - flat[0]] = read(kind, flat)
+                if kind == "fp32":
+                    p.ds_tensor.copy_(part.to(p.ds_tensor.dtype))
+                    safe_set_local_fp32_param(p, part.to(p.ds_tensor.device))
+                    if getattr(p, "ds_persist", False) and p.data.numel() == numel:  # kept gathered too
+                        p.data.copy_(read("fp32").to(p.dtype).reshape(p.data.shape))
                 else:
-                    state = _inner_optimizer(engine).state[p]
-                    for key in MOMENTS:
-                        state[key].copy_(full[key].reshape(state[key].shape))
-        finally:
-            if zero3:
-                gathered.__exit__(None, None, None)
-    return {"adam_step": step, "saved_layout": json.loads(meta.get("layout", "{}"))}
+                    safe_set_local_optimizer_state(p, part.to(p.ds_tensor.device), kind)
+            continue
+        weight = read("fp32")
+        p.data.copy_(weight.to(p.dtype).reshape(p.shape))
+        if hasattr(p, "_hp_mapping"):
+            if p._hp_mapping is None:
+                continue
+            lo, hi = _flat_range(engine, p, numel, topo.dp_rank, topo.layout.data)
+            p._hp_mapping.get_hp_fragment().copy_(weight.reshape(-1)[lo:hi])
+            for kind in MOMENTS:
+                p._hp_mapping.get_hp_fragment(kind).copy_(read(kind, (lo, hi)))
+            continue
+        state = _inner_optimizer(engine).state[p]
+        for kind in MOMENTS:
+            state[kind].copy_(read(kind).reshape(state[kind].shape))

@@ -72,6 +72,7 @@ def train(cfg: RunConfig) -> dict:
     from framework.training.watchdog import start_watchdog
     from framework.training.data import TrainingData
     from framework.training.engine import Engine
+    from framework.training.memory import HostMemory
     from framework.training.metrics import MetricsLogger, peak_memory_gb, peak_tflops
     from framework.training.schedules import lr_at
     from framework.training.stability import StabilityMonitor
@@ -105,11 +106,19 @@ def train(cfg: RunConfig) -> dict:
         _check_resume_compatible(meta, cfg, ckpt)
 
     data = TrainingData(cfg, dp_rank, dp)
-    engine = Engine(cfg, build_model(cfg, device), dp, device)
+    mem = HostMemory()  # per-phase peak host RSS of this rank, written to RUN_DIR/memory.jsonl at the end
+    mem.record("baseline")
+    with mem.phase("startup"):
+        engine = Engine(cfg, build_model(cfg, device), dp, device)
     stability = StabilityMonitor(t.max_consecutive_skips, t.spike_window, t.spike_zscore)
     step, consumed, tokens = 0, 0, 0
+    save_stats: dict = {}
+    load_s = None
     if ckpt is not None:
-        meta = store.load(ckpt, engine)
+        load_start = time.perf_counter()
+        with mem.phase("load"):
+            meta = store.load(ckpt, engine)
+        load_s = time.perf_counter() - load_start
         step, consumed, tokens = meta["step"], meta["consumed_samples"], meta["tokens"]
         stability.load_state_dict(meta.get("stability", {}))
         log.info("resumed from %s (step %d, %d samples consumed)", ckpt, step, consumed)
@@ -136,8 +145,9 @@ def train(cfg: RunConfig) -> dict:
                  "world_size": world, "zero_stage": cfg.parallel.zero_stage, "precision": t.precision,
                  "tokenizer": os.path.abspath(data.tokenizer_path) if data.tokenizer_path else None,
                  "stability": stability.state_dict(), "config": to_dict(cfg)}
-        store.save(ckpt_root, step, engine, state, t.keep_checkpoints, config_yaml,
-                   after_write=_fault_hook())
+        with mem.phase("save"):
+            store.save(ckpt_root, step, engine, state, t.keep_checkpoints, config_yaml,
+                       after_write=_fault_hook(), stats=save_stats)
 
     def evaluate() -> float:
         if not valid:
@@ -148,7 +158,8 @@ def train(cfg: RunConfig) -> dict:
     try:
         while step < t.steps:
             lr = lr_at(step, t)
-            result = engine.train_step(data.train_micro_batches(consumed), lr, inject_nan=(step + 1) in inject)
+            with mem.phase("steps"):
+                result = engine.train_step(data.train_micro_batches(consumed), lr, inject_nan=(step + 1) in inject)
             step += 1
             watchdog.beat(step)
             consumed += t.global_batch_size
@@ -178,6 +189,7 @@ def train(cfg: RunConfig) -> dict:
                 save()
     finally:
         metrics.close()
+    _write_memory_report(run_dir, mem, step, save_stats, load_s, rank)
     watchdog.stop()
     wall = time.perf_counter() - start
     summary = {"steps": step, "loss": last_loss, "val_loss": last_val, "tokens": tokens,
@@ -185,6 +197,40 @@ def train(cfg: RunConfig) -> dict:
                "tokens_per_s": (step - start_step) * tokens_per_step / wall if wall > 0 else 0.0}
     print_table([summary], title=f"anvil train: {run_dir}")
     return summary
+
+
+def _write_memory_report(run_dir: Path, mem, step: int, save_stats: dict, load_s, rank: int) -> None:
+    """Append one line per run to RUN_DIR/memory.jsonl: every rank's peak host RSS per phase (GB),
+    checkpoint seconds (slowest rank) and bytes each rank wrote. Collective (a few floats)."""
+    import json
+
+    from framework.training.memory import gather
+
+    phases = ["baseline", "startup", "load", "steps", "save"]
+    peaks = gather(mem, phases)
+    extra = torch.tensor([save_stats.get("seconds", float("nan")), float(save_stats.get("bytes", 0)),
+                          float("nan") if load_s is None else load_s], dtype=torch.float64)
+    rows = _all_gather_rows(extra)
+    if rank != 0:
+        return
+    finite = lambda xs: [x for x in xs if math.isfinite(x)]  # noqa: E731
+    record = {"step": step, "host_memory_gb": {k: v for k, v in peaks.items() if any(x is not None for x in v)},
+              "checkpoint_save_s": max(finite([r[0] for r in rows]), default=None),
+              "checkpoint_bytes": [int(r[1]) for r in rows],
+              "checkpoint_load_s": max(finite([r[2] for r in rows]), default=None)}
+    with open(run_dir / "memory.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _all_gather_rows(values: torch.Tensor) -> list[list[float]]:
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [values.tolist()]
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    parts = [torch.empty_like(values, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, values.to(device))
+    return [p.cpu().tolist() for p in parts]
 
 
 def _fault_hook():

@@ -117,8 +117,10 @@ def test_metrics_contract_and_checkpoint_layout(runs):
     assert train[-1]["tokens"] == STEPS * 4 * 32
     assert [r["step"] for r in records if "val_loss" in r] == [4, 8, 12]
     ckpt = straight / "checkpoints" / f"step_{STEPS:08d}"
-    for name in ("anvil.json", "config.yaml", "model.safetensors", "rng/rank_00000.pt", "ds"):
+    for name in ("anvil.json", "config.yaml", "shards/rank_00000.safetensors", "rng/rank_00000.pt"):
         assert (ckpt / name).exists(), name
+    for gone in ("model.safetensors", "optimizer.safetensors", "ds"):  # no second full copy
+        assert not (ckpt / gone).exists(), gone
     assert (straight / "config.yaml").is_file()
     assert (straight / "checkpoints" / "latest").read_text().strip() == ckpt.name
 
@@ -129,30 +131,26 @@ class _Evil:
 
 
 def test_malicious_pickle_in_checkpoint_is_refused(runs, tmp_path, monkeypatch):
-    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
-
     from framework.checkpoint import store
 
     _, _, straight = runs
     ckpt = tmp_path / "ckpt"
     shutil.copytree(store.resolve(straight), ckpt)
-    real = ckpt / "ds" / "mp_rank_00_model_states.pt"
-    assert isinstance(store.safe_torch_load(real), dict)  # genuine DeepSpeed files pass weights_only
+    rng = ckpt / "rng" / "rank_00000.pt"
+    assert isinstance(store.safe_torch_load(rng), dict)  # genuine RNG files pass weights_only
     marker = tmp_path / "pwned"
     monkeypatch.setenv("ANVIL_EVIL_MARKER", str(marker))
-    for target in (ckpt / "rng" / "rank_00000.pt", real):
-        with open(target, "wb") as f:
-            pickle.dump({"state": _Evil()}, f)
+    with open(rng, "wb") as f:
+        pickle.dump({"state": _Evil()}, f)
     with pytest.raises(store.CheckpointError, match="refused"):
-        store.safe_torch_load(ckpt / "rng" / "rank_00000.pt")
-
-    class FakeEngine:  # the attribute DeepSpeed's engine reads every checkpoint file through
-        checkpoint_engine = TorchCheckpointEngine()
-
-    engine = FakeEngine()
-    store.make_ds_loads_safe(engine)
-    with pytest.raises(store.CheckpointError, match="refused"):
-        engine.checkpoint_engine.load(str(real), map_location="cpu")
+        store.safe_torch_load(rng)
+    # a resume in the same layout reads that file: refused too, nothing executed
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copytree(ckpt, run / "checkpoints" / ckpt.name)
+    (run / "checkpoints" / "latest").write_text(ckpt.name + "\n")
+    res = _run(_args(run, straight.parent / "cache") + [f"train.steps={STEPS + 1}"])
+    assert res.returncode != 0 and "refused" in res.stderr, res.stderr[-2000:]
     assert not marker.exists()
 
 
