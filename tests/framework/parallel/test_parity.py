@@ -17,13 +17,15 @@ from tests.helpers.dist import run_distributed
 STEPS, GLOBAL_BATCH, LR = 5, 4, 1e-2
 
 
-def make_cfg(tensor=1, pipeline=1, zero=0, tied=False, sp=False, ckpt=False) -> RunConfig:
+def make_cfg(tensor=1, pipeline=1, zero=0, tied=False, sp=False, ckpt=False, precision="fp32",
+             n_layers=2, global_batch=GLOBAL_BATCH) -> RunConfig:
     return RunConfig(
         seed=7,
-        model=ModelConfig(n_layers=2, d_model=32, n_heads=4, vocab_size=64, seq_len=16, tie_embeddings=tied),
+        model=ModelConfig(n_layers=n_layers, d_model=32, n_heads=4, vocab_size=64, seq_len=16, tie_embeddings=tied),
         parallel=ParallelConfig(tensor=tensor, pipeline=pipeline, zero_stage=zero, sequence_parallel=sp,
                                 activation_checkpointing=ckpt),
-        train=TrainConfig(micro_batch_size=1, global_batch_size=GLOBAL_BATCH, lr=LR, grad_clip=1.0))
+        train=TrainConfig(micro_batch_size=1, global_batch_size=global_batch, lr=LR, grad_clip=1.0,
+                          precision=precision))
 
 
 def batches(cfg: RunConfig) -> list[torch.Tensor]:
@@ -45,7 +47,7 @@ def reference_losses(cfg: RunConfig, global_batches: list | None = None) -> list
         losses = []
         for seq in batch.split(1):
             loss = model(seq[:, :-1], seq[:, 1:])
-            (loss / GLOBAL_BATCH).backward()
+            (loss / t.global_batch_size).backward()
             losses.append(loss.item())
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         opt.step()

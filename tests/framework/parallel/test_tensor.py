@@ -24,10 +24,10 @@ def _check_layers(sequence_parallel: bool):
     ref_loss = F.cross_entropy(F.linear(y, ref[3]).flatten(0, 1), targets.flatten())
     ref_loss.backward()
 
-    emb = tensor.VocabEmbedding(v, d)
-    col = tensor.ColumnLinear(d, f)
-    row = tensor.RowLinear(f, d)
-    head = tensor.VocabHead(d, v)
+    emb = tensor.VocabEmbedding(v, d, topo)
+    col = tensor.ColumnLinear(d, f, topo)
+    row = tensor.RowLinear(f, d, topo)
+    head = tensor.VocabHead(d, v, topo)
     with torch.no_grad():
         emb.weight.copy_(emb_w.chunk(2, 0)[r])
         col.weight.copy_(w1.chunk(2, 0)[r])
@@ -38,12 +38,16 @@ def _check_layers(sequence_parallel: bool):
     loss = tensor.cross_entropy(head(y).contiguous(), targets)
     loss.backward()
 
-    # Same initialisation as a full layer seeded the same way (megatron's CPU init slices the master).
-    torch.manual_seed(5)
-    full = torch.empty(f, d)
-    torch.nn.init.normal_(full, std=0.02)
-    torch.manual_seed(5)
-    init_equal = torch.equal(tensor.ColumnLinear(d, f).weight, full.chunk(2, 0)[r])
+    # Shard-wise initialisation equals slicing the full layer's layout-free values (both split dims).
+    from framework.model import init
+    from framework.parallel.parallelize import tp_box
+
+    rule = init.Rule("normal", 0.02)
+    init_equal = all(
+        torch.equal(init.values(rule, "w", shape, 5, tp_box(layer.weight, topo)[1]), init.values(rule, "w", shape, 5)[
+            tuple(slice(a, a + n) for a, n in tp_box(layer.weight, topo)[1])])
+        and tp_box(layer.weight, topo)[0] == shape
+        for layer, shape in ((col, (f, d)), (row, (d, f)), (emb, (v, d))))
     grads = [emb.weight.grad, col.weight.grad, row.weight.grad, head.weight.grad]
     want = [ref[0].grad.chunk(2, 0)[r], ref[1].grad.chunk(2, 0)[r], ref[2].grad.chunk(2, 1)[r], ref[3].grad.chunk(2, 0)[r]]
     topology.destroy()
