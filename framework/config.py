@@ -145,38 +145,57 @@ class RunConfig:
 
     def check_layout(self, world_size: int) -> int:
         """Validate the layout against the world size; return the data-parallel size."""
-        p, m, t = self.parallel, self.model, self.train
-        model_par = p.tensor * p.pipeline
-        if world_size % model_par:
-            raise ConfigError(
-                f"config key 'parallel': world size {world_size} is not divisible by "
-                f"tensor x pipeline = {p.tensor} x {p.pipeline} = {model_par}")
-        dp = world_size // model_par
-        if m.n_heads % p.tensor:
-            raise ConfigError(f"config key 'parallel.tensor': model.n_heads={m.n_heads} is not divisible by {p.tensor}")
-        if (m.n_kv_heads or m.n_heads) % p.tensor:
-            raise ConfigError(f"config key 'parallel.tensor': model.n_kv_heads={m.n_kv_heads} is not divisible by {p.tensor}")
-        if m.vocab_size % p.tensor:
-            raise ConfigError(f"config key 'parallel.tensor': model.vocab_size={m.vocab_size} is not divisible by {p.tensor}")
-        if p.pipeline > m.n_layers:
-            raise ConfigError(
-                f"config key 'parallel.pipeline': {p.pipeline} stages for model.n_layers={m.n_layers} "
-                "(at least one layer per stage)")
-        if p.pipeline > 1 and p.zero_stage > 1:
-            raise ConfigError(
-                f"config key 'parallel.zero_stage': ZeRO-{p.zero_stage} with pipeline parallelism is not "
-                "supported by DeepSpeed (use zero_stage 0 or 1)")
-        per_step = t.micro_batch_size * dp
-        if t.global_batch_size % per_step:
-            raise ConfigError(
-                f"config key 'train.global_batch_size': {t.global_batch_size} is not divisible by "
-                f"micro_batch_size x data-parallel size = {t.micro_batch_size} x {dp} = {per_step}")
-        return dp
+        p, t = self.parallel, self.train
+        problems = layout_problems(self.model, world_size, p.tensor, p.pipeline, p.zero_stage, p.sequence_parallel,
+                                   t.micro_batch_size, t.global_batch_size)
+        if problems:
+            raise ConfigError(problems[0])
+        return world_size // (p.tensor * p.pipeline)
+
+
+def layout_problems(m: Optional[ModelConfig], world_size: int, tensor: int = 1, pipeline: int = 1, zero_stage: int = 0,
+                    sequence_parallel: bool = False, micro_batch_size: Optional[int] = None,
+                    global_batch_size: Optional[int] = None) -> list[str]:
+    """Every reason a DP x TP x PP x ZeRO layout cannot run this model, as config-key messages with the
+    numbers; empty when it can. The one copy of the rules: `RunConfig.check_layout` (training, `anvil
+    launch`), `topology.validate_layout` and the planner's candidate layouts all ask it."""
+    out: list[str] = []
+    if tensor < 1 or pipeline < 1:
+        return [f"config key 'parallel': tensor and pipeline must be >= 1, got {tensor}, {pipeline}"]
+    model_par = tensor * pipeline
+    if world_size % model_par:
+        return [f"config key 'parallel': world size {world_size} is not divisible by "
+                f"tensor x pipeline = {tensor} x {pipeline} = {model_par}"]
+    dp = world_size // model_par
+    if m is not None:
+        if m.n_heads % tensor:
+            out.append(f"config key 'parallel.tensor': model.n_heads={m.n_heads} is not divisible by {tensor}")
+        if (m.n_kv_heads or m.n_heads) % tensor:
+            out.append(f"config key 'parallel.tensor': model.n_kv_heads={m.n_kv_heads} is not divisible by {tensor}")
+        if m.vocab_size % tensor:
+            out.append(f"config key 'parallel.tensor': model.vocab_size={m.vocab_size} is not divisible by {tensor}")
+        if pipeline > m.n_layers:
+            out.append(f"config key 'parallel.pipeline': {pipeline} stages for model.n_layers={m.n_layers} "
+                       "(at least one layer per stage)")
+        if sequence_parallel and tensor > 1:
+            if m.arch != "llama":
+                out.append("config key 'parallel.sequence_parallel': needs model.arch=llama (learned "
+                           "positions are added to the whole sequence)")
+            elif m.seq_len % tensor:
+                out.append(f"config key 'parallel.sequence_parallel': model.seq_len={m.seq_len} is not "
+                           f"divisible by parallel.tensor={tensor}")
+    if pipeline > 1 and zero_stage > 1:
+        out.append(f"config key 'parallel.zero_stage': ZeRO-{zero_stage} with pipeline parallelism is not "
+                   "supported by DeepSpeed (use zero_stage 0 or 1)")
+    if micro_batch_size and global_batch_size is not None and global_batch_size % (micro_batch_size * dp):
+        out.append(f"config key 'train.global_batch_size': {global_batch_size} is not divisible by "
+                   f"micro_batch_size x data-parallel size = {micro_batch_size} x {dp} = {micro_batch_size * dp}")
+    return out
 
 
 def load_run_config(path: str | None, overrides: list[str] | None = None) -> RunConfig:
     return load(RunConfig, path, overrides)
 
 
-__all__ = ["ModelConfig", "ParallelConfig", "TrainConfig", "DataConfig", "LoggingConfig", "RunConfig",
+__all__ = ["ModelConfig", "ParallelConfig", "TrainConfig", "DataConfig", "LoggingConfig", "RunConfig", "layout_problems",
            "load_run_config", "dump_yaml", "ConfigError"]

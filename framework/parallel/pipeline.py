@@ -20,7 +20,6 @@ from torch.utils.checkpoint import checkpoint
 
 from deepspeed.pipe import PipelineModule, TiedLayerSpec
 
-from framework.configtree import ConfigError
 from framework.parallel import topology
 
 TIED_KEY = "embed"
@@ -134,10 +133,6 @@ def to_pipeline(model: nn.Module, topo: topology.Topology, activation_checkpoint
     stay on the meta device, DeepSpeed never touches them."""
     layers, names = pipeline_layers(model)
     expected = stage_bounds_for(model, topo)
-    n_blocks = len(model.blocks)
-    if topo.layout.pipeline > n_blocks:
-        raise ConfigError(f"config key 'parallel.pipeline': {topo.layout.pipeline} stages for "
-                          f"model.n_layers={n_blocks} (at least one layer per stage)")
     pipe = PipelineModule(
         layers=layers, loss_fn=PipelineLoss(model.loss), topology=topology.deepspeed_topology(topo.layout),
         partition_method="parameters", seed_layers=False, base_seed=seed,

@@ -49,27 +49,19 @@ class Layout:
 
 
 def layout_from_config(world_size: int, tensor: int, pipeline: int) -> Layout:
-    if tensor < 1 or pipeline < 1:
-        raise ConfigError(f"config key 'parallel': tensor and pipeline must be >= 1, got {tensor}, {pipeline}")
-    if world_size % (tensor * pipeline):
-        raise ConfigError(
-            f"config key 'parallel': world size {world_size} is not divisible by tensor x pipeline = "
-            f"{tensor} x {pipeline} = {tensor * pipeline}")
+    from framework.config import layout_problems
+
+    problems = layout_problems(None, world_size, tensor, pipeline)
+    if problems:
+        raise ConfigError(problems[0])
     return Layout(world_size // (tensor * pipeline), tensor, pipeline)
 
 
 def validate_layout(cfg, world_size: int) -> Layout:
-    """All layout checks for a `RunConfig`, before any process group is made; the layout."""
-    cfg.check_layout(world_size)  # divisibility by tensor x pipeline, heads/vocab, stages, ZeRO with pipelines
-    p, m = cfg.parallel, cfg.model
-    if p.sequence_parallel and p.tensor > 1:
-        if m.arch != "llama":
-            raise ConfigError("config key 'parallel.sequence_parallel': needs model.arch=llama (learned "
-                              "positions are added to the whole sequence)")
-        if m.seq_len % p.tensor:
-            raise ConfigError(f"config key 'parallel.sequence_parallel': model.seq_len={m.seq_len} is not "
-                              f"divisible by parallel.tensor={p.tensor}")
-    return layout_from_config(world_size, p.tensor, p.pipeline)
+    """All layout checks for a `RunConfig` (`framework.config.layout_problems`), before any process
+    group is made; the layout."""
+    dp = cfg.check_layout(world_size)
+    return Layout(dp, cfg.parallel.tensor, cfg.parallel.pipeline)
 
 
 def rank_groups(layout: Layout) -> dict[str, list[list[int]]]:
