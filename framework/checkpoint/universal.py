@@ -74,6 +74,16 @@ def _link_fragments(engine) -> None:
         lazy_init_hp_params_optimizer_state(lp[i], hp[i], opt.optimizer.state)
 
 
+def _masters(engine) -> dict[int, torch.Tensor]:
+    """id(model parameter) -> its fp32 master where DeepSpeed keeps one per parameter (ZeRO-0 in
+    bf16/fp16: FP16_UnfusedOptimizer's `fp32_groups`); empty where the parameter is its own master."""
+    opt = engine.ds.optimizer
+    lows, highs = getattr(opt, "fp16_groups", None), getattr(opt, "fp32_groups", None)
+    if not lows or not highs:
+        return {}
+    return {id(lo): hi for lg, hg in zip(lows, highs) for lo, hi in zip(lg, hg)}
+
+
 def adam_step(engine) -> int:
     for state in _inner_optimizer(engine).state.values():
         if "step" in state:
@@ -136,7 +146,8 @@ def _owned(engine, topo) -> Iterator[tuple[str, torch.Tensor, tuple, tuple, tupl
             yield name, p, shape, box, flat, how
 
 
-def _local_state(engine, p: torch.Tensor, how: str, flat: tuple[int, int], key: Optional[str]) -> torch.Tensor:
+def _local_state(engine, p: torch.Tensor, how: str, flat: tuple[int, int], key: Optional[str],
+                 masters: dict[int, torch.Tensor]) -> torch.Tensor:
     """This rank's fp32 master (key None) or Adam moment for `flat` of parameter `p`."""
     from deepspeed.utils import safe_get_local_fp32_param, safe_get_local_optimizer_state
 
@@ -146,6 +157,7 @@ def _local_state(engine, p: torch.Tensor, how: str, flat: tuple[int, int], key: 
         return t.reshape(-1)[:n]
     if how == "fragment":
         return p._hp_mapping.get_hp_fragment(key).reshape(-1)
+    p = masters.get(id(p), p)
     if key is None:
         return p.detach().reshape(-1)[flat[0]:flat[1]]
     state = _inner_optimizer(engine).state.get(p, {})
@@ -168,11 +180,12 @@ def save_shard(engine, path: str | Path, metadata: Optional[dict] = None) -> int
     _ensure_state(engine, None)
     _link_fragments(engine)
     sixteen = engine.cfg.train.precision != "fp32"
+    masters = _masters(engine)
 
     def items():
         for name, p, shape, box, flat, how in _owned(engine, topo):
             for key in (None, *MOMENTS):
-                t = _local_state(engine, p, how, flat, key)
+                t = _local_state(engine, p, how, flat, key, masters)
                 yield Piece(name, key or "fp32", shape, box, flat), t.float()
             if sixteen:
                 yield Piece(name, "param", shape, box, flat), _local_weight(p, how, flat)
@@ -191,6 +204,7 @@ def load(engine, reader: ShardedReader, step: int) -> None:
     topo = _topology(engine)
     _ensure_state(engine, step)
     _link_fragments(engine)
+    masters = _masters(engine)
     missing = [name for name, _ in _named_params(engine) if not reader.has(name, "fp32")]
     if missing:
         raise KeyError(f"{reader.folder}: no weights for {', '.join(missing[:5])}"
@@ -233,6 +247,9 @@ def load(engine, reader: ShardedReader, step: int) -> None:
             for kind in MOMENTS:
                 p._hp_mapping.get_hp_fragment(kind).copy_(read(kind, (lo, hi)))
             continue
-        state = _inner_optimizer(engine).state[p]
+        master = masters.get(id(p))
+        if master is not None:  # ZeRO-0 bf16/fp16: a separate fp32 master per parameter
+            master.copy_(weight.reshape(master.shape))
+        state = _inner_optimizer(engine).state[master if master is not None else p]
         for kind in MOMENTS:
             state[kind].copy_(read(kind).reshape(state[kind].shape))

@@ -2,8 +2,8 @@
 
 It turns a `RunConfig` into a DeepSpeed config (ZeRO stage, precision, micro batch and gradient
 accumulation, clipping), builds the AdamW optimizer (no weight decay for norms and biases), and
-gives the trainer a handful of methods: `train_step`, `eval_loss`, `save`, `load`,
-`full_state_dict`. DeepSpeed does the data-parallel reduction, ZeRO partitioning, mixed precision
+gives the trainer a handful of methods: `train_step`, `eval_loss`, `full_state_dict` (tests).
+Checkpoints are written and read by `framework.checkpoint` from the engine's state. DeepSpeed does the data-parallel reduction, ZeRO partitioning, mixed precision
 and loss scaling.
 
 Skipping non-finite steps: DeepSpeed's ZeRO 1-3 optimizers, its bf16 optimizer and its fp16 loss
@@ -210,19 +210,16 @@ class Engine:
         return total
 
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """The unsharded fp32 weights on rank 0 (None elsewhere); collective under ZeRO-3."""
+        """The unsharded fp32 weights on rank 0 (None elsewhere); collective under ZeRO-3.
+
+        For tests and small models under data parallelism only: training never gathers the model
+        (checkpoints are sharded; `anvil checkpoint consolidate` makes a full copy on demand)."""
         import torch.distributed as dist
 
         module = self.module
         if self.topo is not None and self.topo.layout.tensor * self.topo.layout.pipeline > 1:
-            from framework.parallel.parallelize import gather_full_state_dict
-
-            if self.cfg.parallel.zero_stage == 3:
-                import deepspeed
-
-                with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-                    return gather_full_state_dict(module, self.topo)
-            return gather_full_state_dict(module, self.topo)
+            raise ValueError("full_state_dict: not under tensor/pipeline parallelism; save a checkpoint and "
+                             "consolidate it (anvil checkpoint consolidate)")
         if self.cfg.parallel.zero_stage == 3:
             import deepspeed
 
