@@ -1,9 +1,9 @@
 """Sharded checkpoints reshard on load: save under one DP x TP x PP x ZeRO layout and precision,
 resume under another, and the next losses equal an uninterrupted run's.
 
-fp32: within 1e-5 of one process trained straight through (the issue's directions: (2,2,2) ZeRO-1 ->
-(8,1,1) ZeRO-3, (1,2,4) and one process; (8,1,1) ZeRO-3 -> (2,2,2)), and bit-identical when the
-layout does not change. bf16: a resume under another layout (including the bf16 ZeRO-1 -> one
+fp32: within 1e-5 of one process trained straight through ((2,2,2) ZeRO-1 -> (8,1,1) ZeRO-3, (1,2,4)
+and one process; (8,1,1) ZeRO-3 -> (2,2,2); one process -> (2,1,1) ZeRO-3), and bit-identical when
+the layout does not change. bf16: a resume under another layout (including the bf16 ZeRO-1 -> one
 process ZeRO-0 direction that used to fail with KeyError 'exp_avg') equals the uninterrupted run
 of the saving layout within BF16_TOL, and the same-layout resume is bit-identical.
 """
@@ -82,13 +82,18 @@ def test_reshard_fp32_across_eight_rank_layouts(tmp_path):
         dict(layout=z3_811, stop=SAVE_AT, save_to=b),                                                # save (8,1,1) Z3
         dict(layout=z1_222, stop=SAVE_AT + MORE, load_from=b),                                       # -> (2,2,2) Z1
     ], timeout=900)[0]
-    one = run_distributed(_session, 1, [dict(layout=DEEP, stop=SAVE_AT + MORE, load_from=a)], timeout=300)[0]
+    c = str(tmp_path / "c")
+    one = run_distributed(_session, 1, [dict(layout=DEEP, stop=SAVE_AT + MORE, load_from=a),
+                                        dict(layout=DEEP, stop=SAVE_AT, save_to=c)], timeout=300)[0]
+    two = run_distributed(_session, 2, [dict(layout=dict(zero=3, **DEEP), stop=SAVE_AT + MORE, load_from=c)],
+                          timeout=300)[0]
     cfg = make_cfg(**DEEP)
     ref = reference_losses(cfg, _batches(cfg))
     assert _diff(eight[0], ref[:SAVE_AT]) < 1e-5 and _diff(eight[3], ref[:SAVE_AT]) < 1e-5
     want = ref[SAVE_AT:]
     for label, got in [("(2,2,2)Z1 -> (8,1,1)Z3", eight[1]), ("(2,2,2)Z1 -> (1,2,4)Z1", eight[2]),
-                       ("(8,1,1)Z3 -> (2,2,2)Z1", eight[4]), ("(2,2,2)Z1 -> one process", one[0])]:
+                       ("(8,1,1)Z3 -> (2,2,2)Z1", eight[4]), ("(2,2,2)Z1 -> one process", one[0]),
+                       ("one process -> (2,1,1)Z3", two[0])]:
         assert _diff(got, want) < 1e-5, f"{label}: {got} vs uninterrupted {want}"
 
 
