@@ -33,7 +33,7 @@ GROUP_HELP = {
     "export": "export checkpoints to other formats",
     "import": "import checkpoints from other formats",
     "model": "inspect model configurations",
-    "checkpoint": "inspect and convert checkpoints",
+    "checkpoint": "inspect, verify, consolidate and convert checkpoints",
 }
 
 

@@ -44,6 +44,9 @@ run anvil generate --checkpoint runs/tiny --prompt "The" --temperature 0.8 --top
 run anvil model info configs/models/1.3b.yaml --instantiate
 run torchrun --nproc_per_node 2 "$(which anvil)" train configs/train/tiny.yaml run_dir=runs/tiny-dp2 train.steps=10
 run anvil plan configs/models/70b.yaml train.precision=bf16 train.micro_batch_size=1 train.global_batch_size=1024 --world-size 64 --device-memory 80GB
+run anvil checkpoint info runs/tiny
+run anvil checkpoint verify runs/tiny
+run anvil checkpoint consolidate runs/tiny --output runs/tiny-weights
 run anvil checkpoint convert runs/tiny --output runs/tiny-any/checkpoints/step_00000030 --publish
 run anvil checkpoint info runs/tiny-any
 run anvil launch --nproc-per-node 4 configs/train/tiny.yaml train.global_batch_size=16 train.steps=4 run_dir=runs/launch

@@ -193,15 +193,28 @@ def _string_metadata(metadata: Optional[dict]) -> dict[str, str]:
 def write_shard(path: str | os.PathLike, items: Iterable[tuple[Piece, torch.Tensor]],
                 metadata: Optional[dict] = None) -> int:
     """Write the pieces this rank owns into one safetensors file; returns the bytes written."""
+    def lazy():
+        for piece, data in items:
+            if data.numel() != piece.numel:
+                raise ValueError(f"{_label(piece.name, piece.kind)}: {data.numel()} elements for flat range "
+                                 f"{piece.flat} of {piece.numel}")
+            yield piece, data.dtype, lambda d=data: d.detach().reshape(-1)
+
+    return write_shard_lazy(path, lazy(), metadata)
+
+
+def write_shard_lazy(path: str | os.PathLike,
+                     items: Iterable[tuple[Piece, torch.dtype, Callable[[], torch.Tensor]]],
+                     metadata: Optional[dict] = None) -> int:
+    """`write_shard` for data produced on demand: each `produce()` is called once, when its bytes are
+    written, so a single-writer copy of a whole checkpoint holds one tensor in memory at a time.
+    `produce` must return `piece.numel` elements of `dtype` (any shape)."""
     entries, index = [], []
-    for i, (piece, data) in enumerate(items):
+    for i, (piece, dtype, produce) in enumerate(items):
         piece.validate()
-        if data.numel() != piece.numel:
-            raise ValueError(f"{_label(piece.name, piece.kind)}: {data.numel()} elements for flat range "
-                             f"{piece.flat} of {piece.numel}")
         key = f"{piece.kind}/{piece.name}/{i}"
-        entries.append(_Entry(key, data.dtype, (piece.numel,), lambda d=data: d.detach().reshape(-1)))
-        index.append({"key": key, **piece.to_json(), "dtype": _code(data.dtype, key)})
+        entries.append(_Entry(key, dtype, (piece.numel,), produce))
+        index.append({"key": key, **piece.to_json(), "dtype": _code(dtype, key)})
     meta = _string_metadata(metadata)
     if "format" in meta or PIECES_KEY in meta:
         raise ValueError(f"metadata keys 'format' and {PIECES_KEY!r} are reserved")
@@ -296,6 +309,10 @@ class ShardedReader:
     def names(self, kind: Optional[str] = None) -> list[str]:
         return sorted({n for n, k in self._index if kind is None or k == kind})
 
+    def files(self) -> list[Path]:
+        """The files the pieces are stored in."""
+        return sorted({s.path for stored in self._index.values() for s in stored})
+
     def has(self, name: str, kind: str) -> bool:
         return (name, kind) in self._index
 
@@ -384,10 +401,11 @@ class ShardedReader:
         r0, r1 = a // row, -(-b // row)
         return handle.get_slice(s.key)[r0:r1].reshape(-1)[a - r0 * row:b - r0 * row]
 
-    def check_complete(self) -> list[str]:
-        """Problems found from the index alone: tensors whose pieces do not tile the global shape."""
+    def check_complete(self, keys: Optional[Iterable[tuple[str, str]]] = None) -> list[str]:
+        """Problems found from the index alone: tensors (all, or `keys` = (name, kind) pairs present)
+        whose pieces do not tile the global shape."""
         problems = []
-        for name, kind in self.keys():
+        for name, kind in (self.keys() if keys is None else sorted(keys)):
             label, shape = _label(name, kind), self.shape(name, kind)
             groups = _group_by_box(self._stored(name, kind))
             try:
@@ -400,6 +418,20 @@ class ShardedReader:
                                                     f"elements of shape {shape}")
             except IncompleteCheckpointError as e:
                 problems.append(str(e))
+        return problems
+
+
+    def check_files(self) -> list[str]:
+        """Files shorter or longer than their headers say (a truncated copy, a partial write)."""
+        problems = []
+        for path in self.files():
+            header = read_header(path)
+            with open(path, "rb") as f:
+                n = struct.unpack("<Q", f.read(8))[0]
+            end = max((info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"), default=0)
+            size, expected = path.stat().st_size, 8 + n + end
+            if size != expected:
+                problems.append(f"{path}: {size} bytes, its header describes {expected} (truncated or corrupt copy)")
         return problems
 
 

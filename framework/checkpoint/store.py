@@ -19,6 +19,8 @@ reads only the slices each rank needs. Checkpoints of earlier versions (`model.s
 Everything is written into `step_X.tmp-<nonce>/` and renamed into place by rank 0 after a barrier;
 `latest` is replaced (write temp + os.replace) only after that, then old checkpoints beyond
 `keep` are deleted. A kill at any point leaves the previous checkpoint and `latest` intact.
+`write_full` / `write_folder` do the same from one process, without a process group, for tools that
+hold full tensors (`anvil import hf`, `anvil checkpoint convert`): one shard of full pieces.
 Every `torch.load` here and in DeepSpeed's checkpoint engine runs with `weights_only=True` and a
 short allowlist of DeepSpeed's own plain classes, so a malicious pickle is refused.
 """
@@ -166,17 +168,97 @@ def save(root: str | os.PathLike, step: int, engine, meta: dict, keep: int, conf
         after_write(tmp)  # fault-injection point for tests: everything written, nothing published
     _barrier()
     if rank == 0:
-        if final.exists():  # a rerun that reached the same step again: replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        pointer_tmp = root / f".{LATEST}.tmp"
-        pointer_tmp.write_text(final.name + "\n")
-        os.replace(pointer_tmp, root / LATEST)
-        _prune(root, keep)
+        _publish(tmp, final, keep)
     _barrier()
     if stats is not None:
         stats.update(bytes=written, seconds=time.perf_counter() - started)
     return final
+
+
+def _publish(tmp: Path, final: Path, keep: int | None) -> None:
+    """Rename the written `tmp` folder to `final`, then point `latest` at it, then prune (keep-last-k)."""
+    if final.exists():  # a rerun that reached the same step again: replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    publish_latest(final)
+    if keep is not None:
+        _prune(final.parent, keep)
+
+
+def publish_latest(ckpt: str | os.PathLike) -> None:
+    """Point `latest` in the checkpoint's parent folder at it (write a temp file, then os.replace)."""
+    ckpt = Path(ckpt)
+    pointer_tmp = ckpt.parent / f".{LATEST}.tmp"
+    pointer_tmp.write_text(ckpt.name + "\n")
+    os.replace(pointer_tmp, ckpt.parent / LATEST)
+
+
+def _write_single(tmp: Path, items, meta: dict, config_yaml: str | None, adam_step: int) -> None:
+    from framework.checkpoint.sharded import FORMAT as TENSORS_FORMAT, write_shard_lazy
+
+    def lazy():
+        for item in items:
+            if len(item) == 3:
+                yield item
+                continue
+            piece, data = item
+            if data.numel() != piece.numel:
+                raise ValueError(f"{piece.kind} of {piece.name}: {data.numel()} elements for {piece.numel}")
+            yield piece, data.dtype, (lambda d=data: d.detach().reshape(-1))
+
+    (tmp / SHARDS).mkdir(parents=True)
+    write_shard_lazy(tmp / SHARDS / "rank_00000.safetensors", lazy())
+    if config_yaml is not None:
+        (tmp / "config.yaml").write_text(config_yaml)
+    full_meta = {**meta, "format": FORMAT, "tensors": TENSORS_FORMAT, "adam_step": int(adam_step)}
+    (tmp / "anvil.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True))
+
+
+def write_folder(out: str | os.PathLike, items, meta: dict, config_yaml: str | None,
+                 adam_step: int = 0, replace: bool = False) -> Path:
+    """Write a complete checkpoint folder `out` from one process: one shard holding `items`, then
+    `anvil.json` and `config.yaml`; atomic (written as a sibling `OUT.tmp-*` folder, renamed last).
+
+    `items`: (Piece, tensor) pairs, or (Piece, dtype, produce) triples whose `produce()` is called
+    once, when its bytes are written (one tensor in memory at a time). Not collective: no barrier, no
+    process group. Does not touch `latest` (see `publish_latest`, `write_full`). An existing
+    non-empty `out` is refused unless `replace`."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not replace:
+        raise CheckpointError(f"{out}: exists and is not empty")
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}-{time.time_ns()}")
+    try:
+        _write_single(tmp, items, meta, config_yaml, adam_step)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def write_full(root: str | os.PathLike, step: int, items, meta: dict, config_yaml: str | None,
+               adam_step: int = 0, keep: int | None = None) -> Path:
+    """Single-writer `save`: checkpoint `step` under `root` (items as in `write_folder`), published
+    as `save` publishes (folder renamed into place, then `latest`, then keep-last-`keep` if given).
+    For tools that hold the whole model in one process (`anvil import hf`)."""
+    root = Path(root)
+    final = root / checkpoint_name(step)
+    tmp = root / f"{final.name}.tmp-{os.getpid()}-{time.time_ns()}"
+    try:
+        _write_single(tmp, items, meta, config_yaml, adam_step)
+        _publish(tmp, final, keep)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def saved_adam_step(ckpt: str | os.PathLike, meta: dict | None = None) -> int:
+    """Adam's step count stored with a checkpoint (0 when it holds no optimizer state)."""
+    meta = read_meta(ckpt) if meta is None else meta
+    return int(meta["adam_step"]) if "adam_step" in meta else _legacy_adam_step(Path(ckpt))
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -221,8 +303,7 @@ def load(ckpt: str | os.PathLike, engine) -> dict:
     rank = int(os.environ.get("RANK", "0"))
     reader = tensors(ckpt)
     try:
-        step = int(meta["adam_step"]) if "adam_step" in meta else _legacy_adam_step(ckpt)
-        universal.load(engine, reader, step)
+        universal.load(engine, reader, saved_adam_step(ckpt, meta))
     finally:
         reader.close()
     rng_file = ckpt / "rng" / f"rank_{rank:05d}.pt"

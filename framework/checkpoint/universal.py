@@ -205,19 +205,22 @@ def load(engine, reader: ShardedReader, step: int) -> None:
     _ensure_state(engine, step)
     _link_fragments(engine)
     masters = _masters(engine)
-    missing = [name for name, _ in _named_params(engine) if not reader.has(name, "fp32")]
+    # weights: the fp32 masters; a checkpoint of the earliest format has only `model.safetensors` ("param")
+    wkind = {name: "fp32" if reader.has(name, "fp32") else "param" for name, _ in _named_params(engine)}
+    missing = [name for name, _ in _named_params(engine) if not reader.has(name, wkind[name])]
     if missing:
         raise KeyError(f"{reader.folder}: no weights for {', '.join(missing[:5])}"
                        f"{' ...' if len(missing) > 5 else ''} (is this a checkpoint of the same model?)")
     for name, p in _named_params(engine):
         shape, box = tp_box(p, topo)
-        if tuple(reader.shape(name, "fp32")) != tuple(shape):
-            raise ValueError(f"{reader.folder}: {name} has shape {reader.shape(name, 'fp32')} in the checkpoint, "
+        if tuple(reader.shape(name, wkind[name])) != tuple(shape):
+            raise ValueError(f"{reader.folder}: {name} has shape {reader.shape(name, wkind[name])} in the checkpoint, "
                              f"the model expects {tuple(shape)}")
         numel = math.prod(n for _, n in box)
 
         def read(kind: str, flat=None) -> torch.Tensor:
-            if kind != "fp32" and not reader.has(name, kind):  # weights-only checkpoint: moments start at zero
+            kind = wkind[name] if kind == "fp32" else kind
+            if kind in MOMENTS and not reader.has(name, kind):  # weights-only checkpoint: moments start at zero
                 n = numel if flat is None else flat[1] - flat[0]
                 return torch.zeros(n if flat is not None else tuple(n for _, n in box))
             return reader.read(name, kind, box=box, flat=flat, dtype=torch.float32)

@@ -1,7 +1,8 @@
 """Sampling from a checkpoint: greedy (temperature 0), temperature, top-k and top-p (nucleus).
 
-Reads the layout-free `model.safetensors` and the resolved config from the checkpoint, so it
-works for checkpoints saved at any ZeRO stage or data-parallel size, without DeepSpeed.
+Reads the full weights (`store.load_weights`: assembled from the checkpoint's shards) and the
+resolved config from the checkpoint, so it works for checkpoints saved under any layout, without
+DeepSpeed.
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 Conversions break silently (gibberish after GPT-NeoX -> HF, torchtitan DCP -> HF), so every
 convention is explicit here and `verify_export` compares logits and greedy generations:
 
-- Layout: exports read the checkpoint's consolidated `model.safetensors` (full fp32 weights,
-  written by rank 0 whatever the tensor / pipeline / ZeRO layout of the run), so any layout exports.
+- Layout: exports read the full weights through `store.load_weights`, which assembles every
+  tensor from the checkpoint's shards (or an earlier version's `model.safetensors`), whatever the
+  tensor / pipeline / ZeRO layout of the run, so any layout exports the same way.
 - Rotary: Anvil rotates half-split pairs (dims i and i + head_dim/2), the `rotate_half` convention
   of HF Llama, so q/k need no permutation. (Meta's original Llama and GPT-NeoX-interleaved
   weights use adjacent pairs and would need `permute_for_rotate_half`; see hf_import.)
@@ -170,7 +171,7 @@ def export_hf(checkpoint: str | os.PathLike, output: str | os.PathLike, tokenize
     ckpt = resolve(checkpoint)
     sd, meta = load_weights(ckpt)
     cfg = model_config_from_meta(meta)
-    check_state_dict(sd, expected_shapes(cfg), str(ckpt / "model.safetensors"))
+    check_state_dict(sd, expected_shapes(cfg), str(ckpt))
     out = Path(output)
     if out.exists() and any(out.iterdir()):
         if not (out / "config.json").is_file():

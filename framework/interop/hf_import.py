@@ -5,11 +5,11 @@
 `weights_only=True`), checks every tensor name and shape against the architecture the config
 describes, maps the names onto Anvil's model and writes RUN_DIR as if `anvil train` had saved step 0:
 `RUN_DIR/config.yaml` (resolved; `model.*` from config.json, `data.tokenizer` = the folder's
-tokenizer copied to RUN_DIR/tokenizer.json) and `RUN_DIR/checkpoints/step_00000000/` made by the
-trainer's own engine and checkpoint store. `anvil train RUN_DIR/config.yaml data.paths=...` then
-resumes from it. The engine is built at the layout of the importing process group, so run the
-import under torchrun with the `parallel.*` settings you will train with (ZeRO-0 checkpoints resume
-at any data-parallel size).
+tokenizer copied to RUN_DIR/tokenizer.json) and `RUN_DIR/checkpoints/step_00000000/`: one shard of
+the full fp32 weights (kind "fp32", no Adam moments, `adam_step` 0), written in this one process
+without an engine or a process group. `anvil train RUN_DIR/config.yaml data.paths=...` then resumes
+from it under any layout (each rank reads its slices; Adam moments start at zero), so the import
+does not need to run at the training layout.
 
 Conventions are the exporter's, inverted (see hf_export): HF Llama's rotate_half rotary layout is
 Anvil's, so q/k are copied as they are; a config that needs something Anvil's model does not do
@@ -153,19 +153,32 @@ def permute_for_rotate_half(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.view(n_heads, out_dim // n_heads // 2, 2, d).transpose(1, 2).reshape(out_dim, d)
 
 
+def fit_positions(weights: dict[str, torch.Tensor], cfg: ModelConfig, where: str) -> dict[str, torch.Tensor]:
+    """Learned position embeddings (gpt2) cut to a smaller `model.seq_len` override (positions
+    0..seq_len-1 keep their vectors); a longer one has no weights to start from and is refused."""
+    pos = weights.get("embed.pos.weight")
+    if pos is None or pos.shape[0] == cfg.seq_len:
+        return weights
+    if pos.shape[0] < cfg.seq_len:
+        raise ExportError(f"config key 'model.seq_len': {cfg.seq_len} exceeds the {pos.shape[0]} learned positions "
+                          f"of {where} (n_positions)")
+    return {**weights, "embed.pos.weight": pos[:cfg.seq_len].clone()}
+
+
 def import_hf(model_dir: str | os.PathLike, output: str | os.PathLike, overrides: list[str] | None = None) -> dict:
-    """Write RUN_DIR/config.yaml and a step-0 checkpoint (collective: every rank calls it)."""
+    """Write RUN_DIR/config.yaml, RUN_DIR/tokenizer.json and a step-0 checkpoint, in this process.
+
+    No engine and no process group: the checkpoint is one shard of the full fp32 weights (no Adam
+    moments, Adam step 0), published atomically like a trained checkpoint (`store.write_full`), and
+    `anvil train` resumes from it under any layout (ZeRO-3 included), each rank reading its slices.
+    Under torchrun every rank checks the config, only rank 0 reads the weights and writes."""
     from framework.checkpoint import store
+    from framework.checkpoint.sharded import Piece
     from framework.configtree import dump_yaml
-    from framework.distributed import init_distributed
-    from framework.training.engine import Engine
-    from framework.parallel.parallelize import shard_full_state_dict
-    from framework.training.trainer import build_model
 
     model_dir, out = Path(model_dir), Path(output)
     hf = read_config(model_dir)
     model_cfg = model_config_from_hf(hf, str(model_dir / "config.json"))
-    weights = from_hf(read_hf_weights(model_dir), model_cfg, str(model_dir))
     tok_src = model_dir / "tokenizer.json"
     base = {"run_dir": str(out), "model": to_dict(model_cfg),
             "data": {"tokenizer": str(out / "tokenizer.json") if tok_src.is_file() else None}}
@@ -174,28 +187,27 @@ def import_hf(model_dir: str | os.PathLike, output: str | os.PathLike, overrides
         changed = [k for k, v in to_dict(model_cfg).items() if getattr(cfg.model, k) != v and k != "seq_len"]
         if changed:
             raise ExportError(f"config key 'model.{changed[0]}': fixed by {model_dir}/config.json, cannot be overridden")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    dp = cfg.check_layout(world)
+    # What can be checked before knowing the training world size (data-parallel size 1 is the
+    # weakest case); `anvil train` checks the rest against its own world size.
+    cfg.check_layout(cfg.parallel.tensor * cfg.parallel.pipeline)
+    info = {"run_dir": str(out), "checkpoint": str(out / "checkpoints" / store.checkpoint_name(0)),
+            "arch": model_cfg.arch, "parameters": None}
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 writes the (layout-free) checkpoint
+        return info  # (and checks the folder: here it may already have written it)
     if (out / "checkpoints" / store.LATEST).is_file():
         raise ExportError(f"{out}: already holds checkpoints; import into a new folder")
-    rank, world, device = init_distributed(cfg.parallel.timeout_s)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if tok_src.is_file():
-            shutil.copyfile(tok_src, out / "tokenizer.json")
-        (out / "config.yaml").write_text(dump_yaml(cfg))
-    topo = None
-    if cfg.parallel.tensor * cfg.parallel.pipeline > 1:  # as the trainer does: megatron-core groups first
-        from framework.parallel import topology
-
-        topo = topology.initialize(topology.validate_layout(cfg, world), cfg.parallel.sequence_parallel)
-    model = build_model(cfg)  # this rank's shard / stage, initialised as `anvil train` would ...
-    shard_full_state_dict(model, weights, topo)  # ... then given its slices of the imported weights
-    engine = Engine(cfg, model, dp, device)
-    meta = {"step": 0, "consumed_samples": 0, "tokens": 0, "dp_size": dp, "world_size": world,
-            "zero_stage": cfg.parallel.zero_stage, "precision": cfg.train.precision,
+    weights = from_hf(read_hf_weights(model_dir), model_cfg, str(model_dir))
+    weights = fit_positions(weights, cfg.model, str(model_dir))
+    check_state_dict(weights, expected_shapes(cfg.model), str(model_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    if tok_src.is_file():
+        shutil.copyfile(tok_src, out / "tokenizer.json")
+    config_yaml = dump_yaml(cfg)
+    (out / "config.yaml").write_text(config_yaml)
+    meta = {"step": 0, "consumed_samples": 0, "tokens": 0,
             "tokenizer": str((out / "tokenizer.json").resolve()) if tok_src.is_file() else None,
             "stability": {}, "config": to_dict(cfg), "imported_from": str(model_dir.resolve())}
-    ckpt = store.save(out / "checkpoints", 0, engine, meta, cfg.train.keep_checkpoints, dump_yaml(cfg))
-    return {"run_dir": str(out), "checkpoint": str(ckpt), "arch": model_cfg.arch,
-            "parameters": sum(v.numel() for v in weights.values()), "world_size": world, "dp_size": dp}
+    items = ((Piece.full(name, "fp32", w.shape), w) for name, w in sorted(weights.items()))
+    store.write_full(out / "checkpoints", 0, items, meta, config_yaml, adam_step=0, keep=cfg.train.keep_checkpoints)
+    info["parameters"] = sum(v.numel() for v in weights.values())
+    return info

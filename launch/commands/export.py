@@ -8,8 +8,8 @@ from launch.cli import Command
 
 DESCRIPTION = """Write a folder that transformers' AutoModelForCausalLM and AutoTokenizer load offline:
 config.json (LlamaForCausalLM, or GPT2LMHeadModel for model.arch=gpt2), model.safetensors (sharded
-above --max-shard-size) and the tokenizer files. Reads the checkpoint's consolidated weights, so
-checkpoints of any tensor / pipeline / ZeRO layout export the same way.
+above --max-shard-size) and the tokenizer files. Reads the checkpoint's full weights (assembled
+from its shards), so checkpoints of any tensor / pipeline / ZeRO layout export the same way.
 
   anvil export hf --checkpoint runs/tiny --output hf/ --verify
 """

@@ -31,7 +31,9 @@ def train_tokenizer_json(path: Path, vocab_size: int = 320, limit: int = 200) ->
 
 
 def tiny_llama_folder(out: Path, seed: int = 0, tie: bool = False, layers: int = 2,
-                      vocab_size: int | None = None) -> Path:
+                      vocab_size: int | None = None, init_std: float = 0.02) -> Path:
+    """`init_std` well above the default 0.02 gives logits far from uniform, so a model that lost
+    its weights (re-initialised, shuffled) has a clearly different loss."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -41,7 +43,8 @@ def tiny_llama_folder(out: Path, seed: int = 0, tie: bool = False, layers: int =
     config = LlamaConfig(vocab_size=vocab_size or len(hf_tok), hidden_size=64, intermediate_size=128,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=128, rms_norm_eps=1e-5, tie_word_embeddings=tie,
-                         bos_token_id=hf_tok.eos_token_id, eos_token_id=hf_tok.eos_token_id)
+                         bos_token_id=hf_tok.eos_token_id, eos_token_id=hf_tok.eos_token_id,
+                         initializer_range=init_std)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     model.save_pretrained(out, safe_serialization=True)
