@@ -106,15 +106,35 @@ def _layer_param_names(layers: list, names: list[str]) -> list[list[str]]:
     return out
 
 
-def stage_bounds_for(model: nn.Module, topo: topology.Topology) -> tuple[int, int]:
-    """[start, stop) of this rank's stage in `pipeline_layers` order, as DeepSpeed's
-    `partition_method="parameters"` will cut it (checked again after the PipelineModule is built)."""
+def _is_block(layer) -> bool:
+    return type(layer.module if isinstance(layer, _Prebuilt) else layer).__name__ == "Block"
+
+
+def partition(model: nn.Module, stages: int) -> tuple[str, list[int]]:
+    """(DeepSpeed partition method, stage boundaries) for the model's pipeline layers.
+
+    By parameter count (DeepSpeed's "parameters"), unless that leaves a stage without a transformer
+    block - a large vocabulary can make the embedding a stage of its own - in which case blocks are
+    spread evenly ("type:Block", embedding on the first stage, norm and head on the last, as
+    Megatron does). A stage without a block has no 1-D parameter, so its optimizer has one parameter
+    group fewer than its peers, and ZeRO's per-group gradient-norm all-reduces then no longer pair up
+    across stages (a hang, seen at TP2 x PP4 with a 32k vocabulary)."""
     from deepspeed.runtime.utils import partition_balanced
 
     layers, _ = pipeline_layers(model)
     counts = [sum(p.numel() for p in (l.module if isinstance(l, _Prebuilt) else l).parameters() if p.requires_grad)
               for l in layers]
-    parts = partition_balanced(weights=counts, num_parts=topo.layout.pipeline)
+    blocks = [1 if _is_block(l) else 0 for l in layers]
+    parts = partition_balanced(weights=counts, num_parts=stages)
+    if all(sum(blocks[parts[i]:parts[i + 1]]) for i in range(stages)):
+        return "parameters", parts
+    return "type:Block", partition_balanced(weights=blocks, num_parts=stages)
+
+
+def stage_bounds_for(model: nn.Module, topo: topology.Topology) -> tuple[int, int]:
+    """[start, stop) of this rank's stage in `pipeline_layers` order, as DeepSpeed will cut it with
+    `partition`'s method (checked again after the PipelineModule is built)."""
+    _, parts = partition(model, topo.layout.pipeline)
     return parts[topo.pp_rank], parts[topo.pp_rank + 1]
 
 
@@ -135,7 +155,7 @@ def to_pipeline(model: nn.Module, topo: topology.Topology, activation_checkpoint
     expected = stage_bounds_for(model, topo)
     pipe = PipelineModule(
         layers=layers, loss_fn=PipelineLoss(model.loss), topology=topology.deepspeed_topology(topo.layout),
-        partition_method="parameters", seed_layers=False, base_seed=seed,
+        partition_method=partition(model, topo.layout.pipeline)[0], seed_layers=False, base_seed=seed,
         activation_checkpoint_interval=1 if activation_checkpointing else 0,
         activation_checkpoint_func=partial(checkpoint, use_reentrant=False),
         checkpointable_layers=["Block"])
