@@ -651,7 +651,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run before it is killed")
     ap.add_argument("--output", type=Path,
                     help="default benchmarks/results/memory.json (memory-quick.json with --quick)")
+    ap.add_argument("--show", type=Path, metavar="RESULTS_JSON", help="print the tables of an earlier run and exit")
     args = ap.parse_args()
+    if args.show:
+        report = json.loads(args.show.read_text())
+        show(report, report["results"], next((t.split(" ", 1)[1] for t in report["results"] if t != "current"), None))
+        return
     if args.before_only and not args.before:
         ap.error("--before-only needs --before GIT_REF")
     if args.layouts:
@@ -706,10 +711,48 @@ def main() -> None:
     print(f"results: {output} ({report['wall_s']:.0f} s)")
 
 
+def whole_run_rows(rows: list[dict]) -> list[dict]:
+    """The issue's criterion: each rank's peak over the whole run (start-up, load, steps, save) above
+    its baseline, the largest over ranks as a share of the single-process run's (fresh runs against
+    the fresh single-process run, resumes against its resume), and max/median over ranks."""
+    def run_peaks(r: dict) -> list[float] | None:
+        mem = (r.get("memory") or {}).get("host_memory_gb") or {}
+        base = mem.get("baseline")
+        if not base:
+            return None
+        phases = [mem[k] for k in ("startup", "load", "steps", "save") if k in mem]
+        return [max(ph[i] for ph in phases if ph[i] is not None) - base[i] for i in range(len(base))]
+
+    ref = {}
+    for r in rows:
+        if r["world"] == 1 and r.get("source") is None and run_peaks(r):
+            ref[r["kind"]] = max(run_peaks(r))
+    out = []
+    for r in rows:
+        peaks = run_peaks(r)
+        if not peaks:
+            continue
+        top = max(peaks)
+        single = ref.get("resume" if r["kind"] in ("resume", "cross") else "fresh")
+        share = top / single if single else None
+        spread = top / statistics.median(peaks) if statistics.median(peaks) > 0 else None
+        mem = r["memory"]
+        ok = share is not None and share <= TARGET_SHARE and spread is not None and spread <= TARGET_SPREAD
+        out.append({"run": r["name"], "rank peaks above baseline GB": " ".join(f"{x:.2f}" for x in peaks),
+                    "max GB": f"{top:.2f}", "% of 1 process": _pct(share), "max/median": _num(spread, ".3f"),
+                    "save s": _num(mem.get("checkpoint_save_s")), "load s": _num(mem.get("checkpoint_load_s")),
+                    "ckpt MB/rank max": f"{max(mem.get('checkpoint_bytes') or [0]) / 1e6:.0f}",
+                    "ckpt MB total": f"{sum(mem.get('checkpoint_bytes') or [0]) / 1e6:.0f}",
+                    "verdict": "reference" if r["world"] == 1 else ("PASS" if ok else "MISS")})
+    return out
+
+
 def show(report: dict, results: dict, before_ref: str | None) -> None:
     from framework.runtime import print_table
 
     current = results.get("current", [])
+    if any(r.get("memory") for r in current):
+        print_table(whole_run_rows(current), title="Whole-run peak per rank above baseline (the issue's criterion)")
     before = results.get(f"before {before_ref}", []) if before_ref else []
     size = f"{report.get('parameters', 0):,}-parameter Llama, fp32, global batch 8"
     for tag, rows in results.items():  # code that writes the trainer's memory line
