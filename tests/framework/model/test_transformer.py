@@ -82,9 +82,13 @@ def test_loss_from_head_output_and_activation_checkpointing_agree():
 
 
 def test_neox_init_scales_residual_projections_by_depth():
+    from framework.model.init import init_model
+
     cfg = ModelConfig(n_layers=8, d_model=256, n_heads=4, vocab_size=64)
-    torch.manual_seed(0)
-    model = Transformer(cfg)
+    with torch.device("meta"):
+        model = Transformer(cfg)
+    model = init_model(model, seed=0)  # layout-free values: meta parameters materialised on the CPU
+    assert not any(p.is_meta for p in model.parameters())
     std, out_std = init_stds(cfg)
     assert std == pytest.approx(math.sqrt(2 / (5 * 256))) and out_std == pytest.approx(2 / (8 * 16))
     assert model.blocks[0].attn.q_proj.weight.std().item() == pytest.approx(std, rel=0.05)
