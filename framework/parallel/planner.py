@@ -25,35 +25,36 @@ after `DeepSpeedEngine._do_optimizer_sanity_check`, deepspeed 0.19):
 training dtype's bytes (4 or 2), G the gradient-accumulation dtype's bytes (4 for fp32 and for bf16
 at ZeRO >= 1, else 2), l the largest single parameter, u the largest ZeRO-3 unit (embedding, one
 block, head), B the ZeRO reduce bucket (`engine.bucket_elements`), A = min(n, 5e8) the largest flat
-gradient copy of DeepSpeed's all-reduce (0 when D = 1), g = P min(n, 5e8) the parameters ZeRO-3
+gradient copy of DeepSpeed's all-reduce (made even when D = 1), g = P min(n, 5e8) the parameters ZeRO-3
 keeps gathered after a forward (stage3_max_reuse_distance = 1e9 elements, not set by Anvil, so
 every parameter whose backward use is less than 1e9 elements away stays gathered), act the
 activations below:
 
     path   start-up                      between steps (S)          steps (peak)
-    adamw  4n                            12n                        S + 4n + 4A + act
-    fp16   20n                           14n                        S + 2n + max(2A + act, 4n)
-    bf16   max(4n, 2n + Gn + 6n/D)       2n + Gn + 12n/D            S + 2n + max(G A + 2A[G=4] + act, 4n/D[G=2] + T)
+    adamw  4n                            12n                        S + 4n + max(4A + act, T)
+    fp16   20n (+ T)                     14n                        S + 2n + max(2A + act, 4n + T)
+    bf16   max(4n, 2n + Gn + 4n/D)       2n + Gn + 12n/D            S + 2n + max(G A + 2A[G=4] + act, 4n/D[G=2] + T)
     zero   max(4n, 2Pn, Pn + 8n/D)       Pn + 12n/D                 ZeRO-1: S + max(Pn + PB + act, Gn/D + F + T)
                                                                     ZeRO-2: S + max(Gn/D + PB + Pl + act, Gn/D + F + T)
     zero3  max(Pn/D + Pu + 4l[P=2],      Pn/D + (4 + G) n/D + 8n/D  S + max(g + act, 4n/D + T)
-               S - 8n/D + 4l)
+               S - 8n/D + 4l)               + PB
 
-F = 4n/D (fp32: the step flattens the gradient partition; bf16 keeps it flat already) and T the
-temporaries of torch's single-tensor AdamW on CPU (sqrt and quotient of the moment: 8n/D, or 8l
-per parameter for adamw/fp16); 0 on GPUs, where FusedAdam updates in place. The first step creates
+F the step's flat fp32 gradient partition (fp32: 4n/D; fp16: 6n/D; bf16 keeps it flat already: 0),
+and T the temporaries of torch's single-tensor AdamW on CPU (sqrt and quotient of the second
+moment: 8n/D, or 8l per parameter for adamw/fp16); T = 0 on GPUs, where FusedAdam updates in place.
+ZeRO-3's 4n/D at the step is its flat copy of the gradient partition. The first step creates
 the Adam moments inside the same envelope. Save peak = S (ZeRO-3: + g, since the evaluation
-forward before the save leaves them gathered; fp16 path: + 12n/D, the fp32 casts and zero moments
-`checkpoint.universal.save_shard` holds while writing). Load peak = S (without moments) + the
+forward before the save leaves them gathered): `checkpoint.universal.save_shard` writes views of
+the fp32 masters, moments and 16-bit weights, one tensor at a time. Load peak = S (without moments) + the
 moments it creates (8n/D; 8n for adamw) + what it reads: the full tensor-parallel fp32 weight of
 every parameter (ZeRO-0/1/2: 4n, plus the moments of its own range, 8n/D; ZeRO-0 reads all 8n;
 ZeRO-3 reads 12n/D) + 3 x 4l. The reader memory-maps the shard files (safetensors `safe_open`),
-so every page it reads stays in this process's RSS until the reader is closed: on the host, these
-bytes count once in full.
+so every page it reads stays in the rank's RSS until the reader is closed (page cache: ranks of one
+host reading the same pages share them physically, but each rank's RSS counts them).
 
 Device or host: on a GPU run those figures are device memory (without the `T` temporaries and the
 mapped bytes); the host then holds one parameter's initial values at a time at start-up (4l, +2l
-for bf16 ZeRO-3's cast), one tensor at a time while saving (4l; fp16 path + 8n/D zero moments),
+for bf16 ZeRO-3's cast), one tensor at a time while saving (4l),
 the mapped checkpoint bytes + 3 x 4l while loading, and nothing model-sized during steps, plus the
 CUDA runtime's own host memory (not counted). On a CPU run everything is host memory, and the
 fixed overheads below are added.
@@ -96,15 +97,16 @@ ZERO3_SUB_GROUP = 1_000_000_000  # sub_group_size: ZeRO-3 steps the optimizer on
 
 # Host memory a CPU rank adds beyond every term above: the first training step's one-time
 # allocations (autograd and gloo work buffers, DeepSpeed's ZeRO bookkeeping, Python objects) and
-# small allocations below glibc's mmap threshold. Measured on CPU with
-# tests/framework/parallel/test_planner.py::test_rank_memory_matches_measured_cpu_peaks's runs
-# (21M-parameter Llama, 2 ranks, OMP_NUM_THREADS=1, MALLOC_MMAP_THRESHOLD_=65536): RSS above the
-# trainer's baseline minus the closed-form terms, after `deepspeed.initialize` (4-8 MiB) and after a
-# training step (17-35 MiB over DP 2, TP 2, PP 2 and ZeRO 0-3; up to 45 MiB seen at DP 4 ZeRO-3).
+# small allocations below glibc's mmap threshold. Measured as RSS above the trainer's baseline minus
+# the closed-form terms, on 2 CPU ranks with OMP_NUM_THREADS=1 and MALLOC_MMAP_THRESHOLD_=65536
+# (tests/framework/parallel/test_planner.py::test_rank_memory_matches_measured_cpu_peaks and
+# exploratory runs of 14-40M-parameter Llamas): after `deepspeed.initialize` 4-8 MiB (19 MiB with
+# TP 2); after a training step 17-35 MiB at DP 2 (DP 2 ZeRO-1 grows from 18 to 35 MiB from a 14M to
+# a 40M model), 25-35 MiB at TP 2 / PP 2, up to 45 MiB at DP 4 ZeRO-3; ZeRO-3 adds 9-23 MiB to
+# every phase. The constants sit mid-range; the spread is what the test's absolute tolerance covers.
 HOST_FIXED_STARTUP = 6 * MiB  # added to start-up and load
 HOST_FIXED_TRAINING = 24 * MiB  # added to steps and save
-
-PATHS = ("adamw", "fp16", "bf16", "zero", "zero3")
+HOST_FIXED_ZERO3 = 16 * MiB  # added to every ZeRO-3 phase
 
 
 def parse_bytes(text: str) -> int:
@@ -155,15 +157,21 @@ def largest_param(m: ModelConfig, tp: int = 1) -> int:
     return max(V // tp * d, f * d // tp, d * d // tp, d * kv // tp, m.seq_len * d if m.arch == "gpt2" else 0)
 
 
+_STAGES: dict = {}  # (per-layer counts, pipeline) -> stage_params: DeepSpeed's partitioning is slow
+
+
 def stage_params(m: ModelConfig, layout: Layout) -> list[int]:
     """Parameters held by one rank of each pipeline stage (DeepSpeed's partitioning)."""
     counts = layer_params(m, layout.tensor)
     if layout.pipeline == 1:
         return [sum(counts) - (counts[-1] if m.tie_embeddings else 0)]
-    from deepspeed.runtime.utils import partition_balanced
+    key = (tuple(counts), layout.pipeline)
+    if key not in _STAGES:
+        from deepspeed.runtime.utils import partition_balanced
 
-    parts = partition_balanced(weights=counts, num_parts=layout.pipeline)
-    return [sum(counts[parts[i]:parts[i + 1]]) for i in range(layout.pipeline)]
+        parts = partition_balanced(weights=counts, num_parts=layout.pipeline)
+        _STAGES[key] = [sum(counts[parts[i]:parts[i + 1]]) for i in range(layout.pipeline)]
+    return list(_STAGES[key])
 
 
 def optimizer_path(precision: str, zero: int, pipeline: int = 1) -> str:
@@ -240,22 +248,22 @@ def _phases(cfg: RunConfig, layout: Layout, zero: int, gpu: bool, act: float) ->
     nD = n / D
     l = largest_param(m, layout.tensor)
     cpu = not gpu
-    A = min(n, ALLREDUCE_FLAT_ELEMENTS) if D > 1 else 0
+    A = min(n, ALLREDUCE_FLAT_ELEMENTS)  # flattened even when D = 1 (a one-rank all-reduce)
     from framework.training.engine import bucket_elements
 
     B = bucket_elements(cfg)
     adam_tmp = 8 * min(nD, ZERO3_SUB_GROUP) if cpu else 0  # torch AdamW on a flat fp32 partition
-    moments = 8 * nD  # Adam exp_avg + exp_avg_sq created at the first step, or by a resume
     if path == "adamw":
         startup, steady = 4 * n, 12 * n
         steps = steady + 4 * n + max(4 * A + act, 8 * l if cpu else 0)
-        moments, read = 8 * n, 12 * n
+        read = 12 * n
     elif path == "fp16":  # fp32 copies, zeroed 16-bit and fp32 grads and one optimizer step at init
         startup, steady = 20 * n + (8 * l if cpu else 0), 14 * n
         steps = steady + 2 * n + max(2 * A + act, 4 * n + (8 * l if cpu else 0))
-        moments, read = 0, 12 * n  # moments exist since start-up
+        read = 12 * n
     elif path == "bf16":
-        startup = max(4 * n, 2 * n + G * n + 6 * nD)  # flat bf16, fp32 grad buffer, master (via a bf16 clone)
+        # flat bf16 copy, fp32 master (made via a bf16 clone), then the fp32 gradient buffer
+        startup = max(4 * n, 2 * n + 6 * nD, 2 * n + 4 * nD + G * n)
         steady = 2 * n + G * n + 12 * nD
         comm = G * A + (2 * A if G == 4 else 0)  # flat copy of the fp32 grads + its bf16 cast for the all-reduce
         steps = steady + 2 * n + max(comm + act, (4 * nD if G == 2 else 0) + adam_tmp)
@@ -274,19 +282,18 @@ def _phases(cfg: RunConfig, layout: Layout, zero: int, gpu: bool, act: float) ->
     else:  # zero3
         u = max(layer_params(m, layout.tensor))
         startup = max(P * nD + P * u + (4 * l if P == 2 else 0),  # partitions so far + one whole unit
-                      P * nD + (4 + G) * nD + 4 * l)  # + fp32 master and gradient partitions
-        steady = P * nD + (4 + G) * nD + 8 * nD
+                      P * nD + (4 + G) * nD + P * B + 4 * l)  # + fp32 master, gradient partitions, bucket
+        steady = P * nD + (4 + G) * nD + 8 * nD + P * B  # + the reduce bucket
         gathered = P * min(n, ZERO3_REUSE_DISTANCE // 2)
         steps = steady + max(gathered + act, 4 * min(nD, ZERO3_SUB_GROUP) + adam_tmp)
         read = 12 * nD
-    save = steady + (gathered if path == "zero3" else 0) + (12 * nD if path == "fp16" else 0)
-    load = steady - (8 * nD if path != "adamw" and path != "fp16" else (8 * n if path == "adamw" else 0)) \
-        + moments + 3 * 4 * l + (read if cpu else 0)
+    save = steady + (gathered if path == "zero3" else 0)  # `save_shard` writes views of what exists
+    # A resume creates the Adam moments S holds (the fp16 path has them since start-up), then reads
+    # one parameter at a time: its fp32 weight, a cast or slice of it, a moment.
+    load = steady + 3 * 4 * l + (read if cpu else 0)
     device = {"startup": startup, "steps": steps, "save": save, "load": load}
     host = {"startup": 4 * l + (2 * l if path == "zero3" and P == 2 else 0), "steps": 0.0,
-            "save": 4 * l + (8 * nD if path == "fp16" else 0), "load": read + 3 * 4 * l}
-    if gpu and path == "fp16":
-        device["save"] -= 8 * nD  # the zero moments are made on the host
+            "save": 4 * l, "load": read + 3 * 4 * l}
     return device, host
 
 
@@ -298,8 +305,8 @@ def rank_memory(cfg: RunConfig, layout: Layout, zero: int, device: str = "cpu") 
       states, gradients, transient buffers, activations of cfg.parallel.activation_checkpointing);
       `save`: writing a checkpoint; `load`: resuming from one;
     - these four are the memory of `device`: host RAM for "cpu" (then with the fixed overheads
-      HOST_FIXED_STARTUP / HOST_FIXED_TRAINING), GPU memory for "cuda" (no allocator or CUDA-context
-      overhead; `HEADROOM` is for those);
+      HOST_FIXED_STARTUP / HOST_FIXED_TRAINING / HOST_FIXED_ZERO3), GPU memory for "cuda" (no
+      allocator or CUDA-context overhead; `HEADROOM` is for those);
     - `host_startup`, `host_steps`, `host_save`, `host_load`: host RAM of the same phases; equal to
       the four above on "cpu"; on "cuda" what the host holds besides the CUDA runtime.
     """
@@ -311,8 +318,9 @@ def rank_memory(cfg: RunConfig, layout: Layout, zero: int, device: str = "cpu") 
                            cfg.parallel.sequence_parallel)
     dev, host = _phases(cfg, layout, zero, device == "cuda", act)
     if device == "cpu":
-        dev = {"startup": dev["startup"] + HOST_FIXED_STARTUP, "steps": dev["steps"] + HOST_FIXED_TRAINING,
-               "save": dev["save"] + HOST_FIXED_TRAINING, "load": dev["load"] + HOST_FIXED_STARTUP}
+        z3 = HOST_FIXED_ZERO3 if zero == 3 else 0
+        dev = {"startup": dev["startup"] + HOST_FIXED_STARTUP + z3, "steps": dev["steps"] + HOST_FIXED_TRAINING + z3,
+               "save": dev["save"] + HOST_FIXED_TRAINING + z3, "load": dev["load"] + HOST_FIXED_STARTUP + z3}
         host = dict(dev)
     return {**{k: float(v) for k, v in dev.items()}, **{f"host_{k}": float(v) for k, v in host.items()}}
 
@@ -344,6 +352,13 @@ class Plan:
     def total(self) -> float:
         """Peak over the phases, with activation checkpointing when only that fits."""
         return max(self.startup, self.steps if self.fits else self.steps_ckpt, self.save, self.load)
+
+    @property
+    def peak_phase(self) -> str:
+        """The phase of `total`: start-up, steps, save or load."""
+        phases = {"start-up": self.startup, "steps": self.steps if self.fits else self.steps_ckpt,
+                  "save": self.save, "load": self.load}
+        return max(phases, key=phases.get)
 
 
 def valid_layouts(m: ModelConfig, world: int) -> list[Layout]:
