@@ -362,15 +362,14 @@ class Plan:
 
 
 def valid_layouts(m: ModelConfig, world: int) -> list[Layout]:
-    out = []
-    for tp in range(1, world + 1):
-        if world % tp or m.n_heads % tp or (m.n_kv_heads or m.n_heads) % tp or m.vocab_size % tp:
-            continue
-        for pp in range(1, world // tp + 1):
-            if (world // tp) % pp or pp > m.n_layers:
-                continue
-            out.append(Layout(world // (tp * pp), tp, pp))
-    return out
+    """Every DP x TP x PP of `world` ranks the model can run under (`framework.config.layout_problems`,
+    the one copy of the rules; ZeRO stage and batch size are judged per plan)."""
+    from framework.config import layout_problems
+
+    return [Layout(world // (tp * pp), tp, pp)
+            for tp in range(1, world + 1) if world % tp == 0
+            for pp in range(1, world // tp + 1) if (world // tp) % pp == 0
+            and not layout_problems(m, world, tp, pp)]
 
 
 def plan(cfg: RunConfig, world: int, device_bytes: Optional[int], device: str = "cuda") -> list[Plan]:
