@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> int:
              "memory-mapped checkpoint pages it reads)" if gpu else
              f"host RAM above the process baseline, incl. {planner.HOST_FIXED_STARTUP / 2**20:.0f}/"
              f"{planner.HOST_FIXED_TRAINING / 2**20:.0f} MiB fixed (start-up/training; ZeRO-3 "
-             f"+{planner.HOST_FIXED_ZERO3 / 2**20:.0f} MiB) measured on CPU"))
+             f"+{planner.HOST_FIXED_ZERO3 / 2**20:.0f} MiB, TP +{planner.HOST_FIXED_TP / 2**20:.0f} MiB) measured on CPU"))
     print("activations: Korthikanti et al. 2022 (arXiv:2205.05198), attention matrix not stored (SDPA); "
           f"fits = every phase's peak <= {planner.HEADROOM:.0%} of device memory")
     if best is None and any(p.fits_ckpt for p in plans):
