@@ -81,6 +81,9 @@ def test_reshard_fp32_across_eight_rank_layouts(tmp_path):
         dict(layout=dict(tensor=2, pipeline=4, zero=1, **DEEP), stop=SAVE_AT + MORE, load_from=a),  # -> (1,2,4) Z1
         dict(layout=z3_811, stop=SAVE_AT, save_to=b),                                                # save (8,1,1) Z3
         dict(layout=z1_222, stop=SAVE_AT + MORE, load_from=b),                                       # -> (2,2,2) Z1
+        # the parity matrix's 8-rank layouts (test_parity.py): (2,2,2) ZeRO-0, ZeRO-1 with tied embeddings
+        dict(layout=dict(tensor=2, pipeline=2, zero=0, **DEEP), stop=SAVE_AT),
+        dict(layout=dict(tensor=2, pipeline=2, zero=1, tied=True, **DEEP), stop=SAVE_AT),
     ], timeout=900)[0]
     c = str(tmp_path / "c")
     one = run_distributed(_session, 1, [dict(layout=DEEP, stop=SAVE_AT + MORE, load_from=a),
@@ -90,6 +93,10 @@ def test_reshard_fp32_across_eight_rank_layouts(tmp_path):
     cfg = make_cfg(**DEEP)
     ref = reference_losses(cfg, _batches(cfg))
     assert _diff(eight[0], ref[:SAVE_AT]) < 1e-5 and _diff(eight[3], ref[:SAVE_AT]) < 1e-5
+    assert _diff(eight[5], ref[:SAVE_AT]) < 1e-5, f"(2,2,2) ZeRO-0: {eight[5]} vs {ref[:SAVE_AT]}"
+    tied = make_cfg(tied=True, **DEEP)
+    tied_ref = reference_losses(tied, _batches(tied))[:SAVE_AT]
+    assert _diff(eight[6], tied_ref) < 1e-5, f"(2,2,2) ZeRO-1 tied: {eight[6]} vs {tied_ref}"
     want = ref[SAVE_AT:]
     for label, got in [("(2,2,2)Z1 -> (8,1,1)Z3", eight[1]), ("(2,2,2)Z1 -> (1,2,4)Z1", eight[2]),
                        ("(8,1,1)Z3 -> (2,2,2)Z1", eight[4]), ("(2,2,2)Z1 -> one process", one[0]),

@@ -4,7 +4,8 @@ Five fp32 steps of a tiny Llama (plus tied embeddings, sequence parallelism and 
 checkpointing variants) through
 Anvil's real path (`trainer.build_model` -> `parallel.parallelize` -> `training.Engine`) must equal
 a plain single-process PyTorch AdamW loop within 1e-5. One process group per world size (2, 4, 8)
-runs all of that world size's layouts, re-making the groups between them.
+runs all of that world size's layouts, re-making the groups between them; the 8-rank layouts run in
+tests/framework/checkpoint/test_reshard.py's 8-rank session.
 """
 import dataclasses
 
@@ -101,13 +102,13 @@ WORLD_CASES = {
     4: [dict(tensor=2, zero=z) for z in (0, 1, 2, 3)]            # (2,2,1)
        + [dict(pipeline=2, zero=z) for z in (0, 1)]              # (2,1,2)
        + [dict(tensor=2, pipeline=2, zero=z) for z in (0, 1)],   # (1,2,2)
-    8: [dict(tensor=2, pipeline=2, zero=z) for z in (0, 1)]      # (2,2,2)
-       + [dict(tensor=2, pipeline=2, zero=1, tied=True)],
 }
+# (2,2,2) at ZeRO-0, ZeRO-1 and ZeRO-1 with tied embeddings: in test_reshard's 8-rank session (one
+# 8-process start-up fewer), compared with `reference_losses` the same way.
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("world", [2, 4, 8])
+@pytest.mark.parametrize("world", [2, 4])
 def test_parity_matrix(world):
     cases = WORLD_CASES[world]
     refs = {}
