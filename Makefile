@@ -18,7 +18,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet --no-build-isolation "deepspeed>=0.16,<0.20"
+	$(BIN)/pip install --quiet --no-build-isolation "deepspeed>=0.19,<0.20"
 	$(BIN)/pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.anvil-installed-*
 	touch $@

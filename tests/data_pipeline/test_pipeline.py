@@ -66,7 +66,8 @@ def test_web_recipe_on_warc_jsonl_parquet(tmp_path):
     stats = run_recipe(recipe)
     check_funnel(stats)
     assert stats["docs_in"] == 6 + 9 + 4
-    assert stats["shards"] == 1       # small files are grouped into one task    assert stats["skipped_records"] == {"non_html": 1, "request": 5, "revisit": 1}
+    assert stats["shards"] == 1       # small files are grouped into one task
+    assert stats["skipped_records"] == {"non_html": 1, "request": 5, "revisit": 1}
     rejected = read_rejected(out)
     assert len(rejected) == stats["docs_in"] - stats["docs_out"]
     by_id = {r.get("id"): r for r in rejected}

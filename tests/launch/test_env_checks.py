@@ -54,7 +54,10 @@ def test_only_node_0_checks_the_port(tmp_path):
     with socket.socket() as busy:
         busy.bind(("", 0))
         busy.listen()
-        run_checks(cfg, world_size=1, node_rank=1, port=busy.getsockname()[1])  # node 1 only connects
+        port = busy.getsockname()[1]
+        assert run_checks(cfg, world_size=1, node_rank=1, port=port) is None  # node 1 only connects
+        with pytest.raises(EnvCheckError, match=f"rendezvous port {port} is already in use"):
+            run_checks(cfg, world_size=1, node_rank=0, port=port)  # the same port on node 0 is refused
 
 
 def test_cli_exits_3_before_starting_anything(tmp_path):

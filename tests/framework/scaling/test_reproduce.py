@@ -1,4 +1,4 @@
-"""Published scaling-law fits, reproduced from the digitised points in ../shared/data/scaling.
+"""Published scaling-law fits, reproduced from the digitised points shipped in framework/scaling/published.
 
 Epoch AI's replication of Chinchilla (arXiv:2404.10102) on Hoffmann et al.'s Figure 4 points, with
 Hoffmann's published parameters as a negative control, and Llama 3's isoFLOP minima (approach 2).
@@ -14,7 +14,7 @@ from scipy.optimize import minimize
 
 from framework.scaling.fit import fit_isoflop, fit_parametric, huber_objective, init_grid, parametric_objective
 
-DATA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "scaling"
+DATA = Path(__file__).resolve().parents[3] / "framework" / "scaling" / "published"
 EPOCH = DATA / "epoch_chinchilla_points.csv"
 LLAMA3 = DATA / "llama3_isoflops.csv"
 HOFFMANN_PUBLISHED = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
@@ -22,7 +22,7 @@ HOFFMANN_PUBLISHED = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 
 
 def _need(path: Path) -> None:
     if not path.is_file():
-        pytest.skip(f"published scaling data not found at {path.resolve()} (needs ../shared/data/scaling)")
+        pytest.fail(f"published scaling data missing at {path} (it ships with the repository)")
 
 
 def epoch_points():
