@@ -1,5 +1,7 @@
 """Pure functions that turn a launch request into exact commands: torchrun, ssh/pdsh, Slurm sbatch.
 
+Hostfile parsing lives in launch/hostfile.py, exit codes and failure classification in launch/exits.py.
+
 `anvil launch` (launch/commands/launch.py) only parses arguments, runs checks and executes what these
 functions return, so `--dry-run` prints exactly what would run and the golden-file tests in
 tests/launch/ pin every byte. Nothing here touches the network, the file system or torch.
@@ -20,16 +22,10 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 from framework.configtree import ConfigError
+from framework.training.watchdog import EXIT_RETRY
+from launch.hostfile import Host, check_host
 
 DEFAULT_PORT = 29500
-
-# Exit codes of `anvil launch`, meant for schedulers (documented in README "Launching").
-from framework.training.watchdog import EXIT_FAILED, EXIT_RETRY  # noqa: E402 - one definition
-
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2  # bad command line, config or hostfile: nothing was started
-EXIT_ENV_CHECK = 3  # a pre-launch check failed (port in use, run dir not writable, data missing)
-EXIT_INTERRUPTED = 130
 
 # Environment forwarded to remote nodes in hostfile mode (ssh starts a clean login environment).
 FORWARD_ENV_PREFIXES = ("NCCL_", "WANDB_", "ANVIL_", "HF_", "TORCH_", "GLOO_", "UCX_", "FI_", "PYTHON")
@@ -37,20 +33,7 @@ FORWARD_ENV_NAMES = ("OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM", "TRANSFORMERS_
 # Host-specific settings that must never be copied to another machine.
 NEVER_FORWARD = ("CUDA_VISIBLE_DEVICES", "ANVIL_NODE_RANK", "ANVIL_STATUS_DIR", "PYTHONHOME")
 
-# A host name, an IPv4 address or user@host: letters, digits, '.', '-', '_' and nothing a shell or
-# ssh could interpret (no leading '-', which ssh would read as an option).
-_HOST_RE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_.-]{0,31}@)?[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252}[A-Za-z0-9])?$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class Host:
-    name: str  # as written: host or user@host (the ssh target)
-    slots: int
-
-    @property
-    def address(self) -> str:
-        return self.name.split("@", 1)[-1]
 
 
 @dataclass
@@ -84,54 +67,6 @@ class SlurmOptions:
     requeue_on_retry: int = 0  # requeue the job this many times when launch exits EXIT_RETRY
     container_image: Optional[str] = None  # pyxis/enroot: image or .sqsh file for every task
     container_mounts: Optional[str] = None  # pyxis: SRC:DST[,SRC:DST...]
-
-
-def check_host(name: str, where: str = "host") -> str:
-    if not _HOST_RE.match(name) or ".." in name:
-        raise ConfigError(
-            f"{where}: invalid host name {name!r}; expected letters, digits, '.', '-', '_' "
-            "(optionally user@host), not starting with '-'")
-    return name
-
-
-def parse_hostfile(text: str, source: str = "hostfile") -> list[Host]:
-    """Parse DeepSpeed's hostfile format: one `HOST slots=N` per line, `#` comments, blank lines."""
-    hosts: list[Host] = []
-    seen: dict[str, int] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        where = f"{source}:{lineno}"
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].startswith("slots="):
-            raise ConfigError(f"{where}: expected 'HOST slots=N', got {raw.strip()!r}")
-        name, slots_text = parts[0], parts[1][len("slots="):]
-        check_host(name, where)
-        if not slots_text.isdigit() or int(slots_text) <= 0:
-            raise ConfigError(f"{where}: slots must be a positive integer, got {slots_text!r}")
-        if name in seen:
-            raise ConfigError(f"{where}: host {name!r} already listed on line {seen[name]}")
-        seen[name] = lineno
-        hosts.append(Host(name, int(slots_text)))
-    if not hosts:
-        raise ConfigError(f"{source}: no hosts (expected lines like 'worker-1 slots=8')")
-    return hosts
-
-
-def hostfile_nproc(hosts: Sequence[Host], nproc_per_node: Optional[int], source: str = "hostfile") -> int:
-    """Processes per node for a hostfile: torchrun needs the same count on every node."""
-    slots = {h.slots for h in hosts}
-    if nproc_per_node is not None:
-        short = [h.name for h in hosts if h.slots < nproc_per_node]
-        if short:
-            raise ConfigError(f"{source}: --nproc-per-node {nproc_per_node} exceeds the slots of {', '.join(short)}")
-        return nproc_per_node
-    if len(slots) != 1:
-        raise ConfigError(
-            f"{source}: hosts have different slots {sorted(slots)}; every node runs the same number of "
-            "processes (pass --nproc-per-node to use fewer)")
-    return slots.pop()
 
 
 def default_rdzv_id(run_dir: str, port: int) -> str:
@@ -288,49 +223,3 @@ def format_command(argv: Sequence[str], env: Optional[Mapping[str, str]] = None)
     return " ".join([*assigns, shlex.join(argv)])
 
 
-def root_cause(failures: Mapping[int, Mapping]) -> Optional[dict]:
-    """The failed rank that explains the others: not one the agent itself stopped with SIGTERM."""
-    if not failures:
-        return None
-    own = {r: f for r, f in failures.items() if f.get("exitcode") != -15} or dict(failures)
-    rank = min(own, key=lambda r: (own[r].get("timestamp", 0), r))
-    return {"rank": rank, **own[rank]}
-
-
-def describe_failure(root: Mapping, node_rank: int) -> str:
-    how = (f"was killed by {root.get('signal') or 'signal ' + str(-root['exitcode'])}" if root["exitcode"] < 0
-           else f"exited with code {root['exitcode']}")
-    return f"rank {root['rank']} (node {node_rank}, local rank {root.get('local_rank')}, pid {root.get('pid')}) {how}"
-
-
-def classify_exit(returncode: int, records: Sequence[Mapping], root: Optional[Mapping] = None,
-                  node_rank: int = 0) -> tuple[int, str]:
-    """Map torchrun's outcome and the watchdog records of this node to a scheduler exit code.
-
-    A watchdog record decides when there is one (an exception in training: do not retry; a lost
-    or hung peer: retry). Without records, a rank killed by a signal (SIGKILL, out of memory) is
-    retryable and a rank that exited with an error code before its watchdog started is not.
-    """
-    if returncode == 0:
-        return EXIT_OK, "job finished"
-    errors = [r for r in records if r.get("exit_code") == EXIT_FAILED]
-    chosen = errors or [r for r in records if r.get("kind") != "comm_error"] or list(records)
-    own_exit = root is not None and root["exitcode"] in (EXIT_RETRY, EXIT_FAILED) and records
-    parts = [describe_failure(root, node_rank)] if root and not own_exit else []
-    parts += list(dict.fromkeys(str(r.get("message", "")) for r in chosen[:4]))
-    detail = "; ".join(parts) or f"torchrun exited with {returncode}"
-    if errors:
-        return EXIT_FAILED, f"training failed: {detail}"
-    if records or root is None or root["exitcode"] < 0 or root["exitcode"] == EXIT_RETRY:
-        return EXIT_RETRY, f"job failed (retryable): {detail}"
-    if root["exitcode"] == EXIT_BAD_INPUT:
-        return EXIT_BAD_INPUT, f"bad input: {detail}"
-    return EXIT_FAILED, f"training failed: {detail}"
-
-
-def combine_exit_codes(codes: Sequence[int]) -> int:
-    """One exit code for a fan-out: a real training failure wins, then bad input, then retry."""
-    for code in (EXIT_FAILED, EXIT_BAD_INPUT, EXIT_ENV_CHECK):
-        if code in codes:
-            return code
-    return EXIT_OK if all(c == 0 for c in codes) else EXIT_RETRY

@@ -28,7 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Optional
 
-# Exit codes shared with `anvil launch` (launch/launcher.py re-exports them): a scheduler retries 75.
+# Exit codes shared with `anvil launch` (launch/exits.py re-exports them): a scheduler retries 75.
 EXIT_FAILED = 1  # the training itself failed (an exception in the trainer): retrying will not help
 EXIT_RETRY = 75  # EX_TEMPFAIL: a rank died, hung or lost its peers; rerun resumes from the checkpoint
 

@@ -1,7 +1,7 @@
 """`anvil launch`: start `anvil train` on one node, on N nodes, over a hostfile, or through Slurm.
 
 Argument parsing, pre-launch checks and process handling only; the exact commands come from the
-pure functions in launch/launcher.py, so `--dry-run` prints what would run, byte for byte.
+pure functions in launch/launcher.py (commands), launch/hostfile.py and launch/exits.py, so `--dry-run` prints what would run, byte for byte.
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_local(args: argparse.Namespace, cfg) -> int:
-    from launch import launcher as L
+    from launch import exits as X, launcher as L
     from launch.env_checks import EnvCheckError, run_checks
     from framework.training.watchdog import read_status
 
@@ -124,19 +124,19 @@ def _run_local(args: argparse.Namespace, cfg) -> int:
     if args.dry_run:
         _check_layout(cfg, node.world_size)
         print(L.format_command(argv, env))
-        return L.EXIT_OK
+        return X.EXIT_OK
     try:
         run_checks(cfg, node.world_size, node.node_rank, node.master_port)
     except EnvCheckError as exc:
         print(f"anvil launch: pre-launch check failed: {exc}", file=sys.stderr)
-        return L.EXIT_ENV_CHECK
+        return X.EXIT_ENV_CHECK
     status = Path(env["ANVIL_STATUS_DIR"])
     for old in status.glob("rank*.json"):
         old.unlink()
     print(f"anvil launch: node {node.node_rank}/{node.nnodes}: {L.format_command(argv, env)}", file=sys.stderr, flush=True)
     os.environ.update(env)
     rc, root = _torchrun(argv[3:])
-    code, message = L.classify_exit(rc, read_status(str(status)), root, node.node_rank)
+    code, message = X.classify_exit(rc, read_status(str(status)), root, node.node_rank)
     if code:
         print(f"anvil launch: node {node.node_rank}: {message} (exit {code})", file=sys.stderr, flush=True)
     return code
@@ -150,7 +150,7 @@ def _torchrun(torchrun_args: list[str]) -> tuple[int, dict | None]:
     from torch.distributed.elastic.rendezvous.api import RendezvousError, RendezvousTimeoutError
     from torch.distributed.run import parse_args, run
 
-    from launch.launcher import root_cause
+    from launch.exits import root_cause
 
     try:
         run(parse_args(torchrun_args))
@@ -175,14 +175,14 @@ def _torchrun(torchrun_args: list[str]) -> tuple[int, dict | None]:
 
 
 def _run_hostfile(args: argparse.Namespace, cfg) -> int:
-    from launch import launcher as L
+    from launch import exits as X, hostfile as H, launcher as L
 
     try:
         text = Path(args.hostfile).read_text()
     except OSError as exc:
         raise SystemExit(f"anvil launch: cannot read hostfile {args.hostfile}: {exc.strerror}")
-    hosts = L.parse_hostfile(text, args.hostfile)
-    nproc = L.hostfile_nproc(hosts, args.nproc_per_node, args.hostfile)
+    hosts = H.parse_hostfile(text, args.hostfile)
+    nproc = H.hostfile_nproc(hosts, args.nproc_per_node, args.hostfile)
     node = _node(args, cfg, len(hosts), nproc, args.master_addr or hosts[0].address)
     _check_layout(cfg, node.world_size)
     env = L.forwarded_env(os.environ, args.export)
@@ -196,10 +196,10 @@ def _run_hostfile(args: argparse.Namespace, cfg) -> int:
     if args.dry_run:
         for cmd in cmds:
             print(L.format_command(cmd))
-        return L.EXIT_OK
+        return X.EXIT_OK
     if shutil.which(cmds[0][0]) is None:
         print(f"anvil launch: {cmds[0][0]} not found on this machine (needed for --hostfile)", file=sys.stderr)
-        return L.EXIT_ENV_CHECK
+        return X.EXIT_ENV_CHECK
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for cmd in cmds]
     pumps = [threading.Thread(target=_prefix_lines, args=(p, name), daemon=True) for p, name in zip(procs, names)]
     for t in pumps:
@@ -207,7 +207,7 @@ def _run_hostfile(args: argparse.Namespace, cfg) -> int:
     codes = [p.wait() for p in procs]
     for t in pumps:
         t.join(timeout=5)
-    code = L.combine_exit_codes(codes)
+    code = X.combine_exit_codes(codes)
     if code:
         failed = ", ".join(f"{n} (exit {c})" for n, c in zip(names, codes) if c)
         print(f"anvil launch: failed on {failed} (exit {code})", file=sys.stderr)
@@ -221,7 +221,7 @@ def _prefix_lines(proc: subprocess.Popen, name: str) -> None:
 
 
 def _run_slurm(args: argparse.Namespace, cfg) -> int:
-    from launch import launcher as L
+    from launch import exits as X, launcher as L
 
     nodes = args.nodes or args.nnodes
     nproc = args.nproc_per_node or args.gpus_per_node or 1
@@ -239,10 +239,10 @@ def _run_slurm(args: argparse.Namespace, cfg) -> int:
     print(script, end="")
     if args.dry_run:
         print(f"# written to {path}; submit with: {L.format_command(submit)}")
-        return L.EXIT_OK
+        return X.EXIT_OK
     if shutil.which("sbatch") is None:
         print(f"anvil launch: sbatch not found; the script is at {path}", file=sys.stderr)
-        return L.EXIT_ENV_CHECK
+        return X.EXIT_ENV_CHECK
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)  # Slurm opens --output there before the job runs
     return subprocess.run(submit).returncode
 

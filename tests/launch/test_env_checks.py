@@ -8,7 +8,7 @@ import pytest
 
 from framework.config import RunConfig
 from launch.env_checks import EnvCheckError, check_data_paths, check_port_free, check_run_dir_writable, run_checks
-from launch.launcher import EXIT_ENV_CHECK
+from launch.exits import EXIT_ENV_CHECK
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from framework.configtree import ConfigError
-from launch import launcher as L
+from launch import exits as X, hostfile as H, launcher as L
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
@@ -49,7 +49,7 @@ def test_multi_node_torchrun_golden():
 
 
 def test_hostfile_ssh_and_pdsh_golden():
-    hosts = L.parse_hostfile("# cluster\nnode0 slots=4\n\nalice@node1 slots=4  # second\n")
+    hosts = H.parse_hostfile("# cluster\nnode0 slots=4\n\nalice@node1 slots=4  # second\n")
     n = node(nnodes=2, nproc_per_node=4, master_addr=hosts[0].address)
     env = L.forwarded_env(ENV)
     ssh = [L.format_command(c) for c in L.ssh_commands(hosts, n, ANVIL, CWD, env)]
@@ -60,7 +60,7 @@ def test_hostfile_ssh_and_pdsh_golden():
 
 def test_ssh_remote_command_survives_hostile_values():
     """The remote shell line, parsed as a shell would, gives back exactly the intended words."""
-    hosts = [L.Host("node0", 2)]
+    hosts = [H.Host("node0", 2)]
     n = node(overrides=["train.lr=1e-3", "run_dir=$(touch /tmp/pwned)"])
     env = {"PYTHONPATH": "a;b `x` $(y) 'q'"}
     remote = L.ssh_commands(hosts, n, ANVIL, "/dir with space", env)[0][-1]
@@ -105,18 +105,18 @@ def test_slurm_script_is_valid_bash():
 ])
 def test_hostfile_rejects_malformed_lines_and_injection(text, message):
     with pytest.raises(ConfigError, match=message.replace("$", r"\$").replace("(", r"\(")):
-        L.parse_hostfile(text, "hosts")
+        H.parse_hostfile(text, "hosts")
 
 
 def test_hostfile_parses_comments_users_and_ips():
-    hosts = L.parse_hostfile("10.0.0.1 slots=8\nbob@gpu-node_2.example.org slots=8 # fast\n")
-    assert hosts == [L.Host("10.0.0.1", 8), L.Host("bob@gpu-node_2.example.org", 8)]
+    hosts = H.parse_hostfile("10.0.0.1 slots=8\nbob@gpu-node_2.example.org slots=8 # fast\n")
+    assert hosts == [H.Host("10.0.0.1", 8), H.Host("bob@gpu-node_2.example.org", 8)]
     assert hosts[1].address == "gpu-node_2.example.org"
-    assert L.hostfile_nproc(hosts, None) == 8 and L.hostfile_nproc(hosts, 2) == 2
+    assert H.hostfile_nproc(hosts, None) == 8 and H.hostfile_nproc(hosts, 2) == 2
     with pytest.raises(ConfigError, match="exceeds the slots"):
-        L.hostfile_nproc(hosts, 9)
+        H.hostfile_nproc(hosts, 9)
     with pytest.raises(ConfigError, match="different slots"):
-        L.hostfile_nproc([L.Host("a", 2), L.Host("b", 4)], None)
+        H.hostfile_nproc([H.Host("a", 2), H.Host("b", 4)], None)
 
 
 def test_forwarded_env_is_an_explicit_list():
@@ -137,23 +137,23 @@ def test_torchrun_argv_rejects_bad_ranks_and_addresses():
 
 
 def test_exit_codes_tell_the_scheduler_whether_to_retry():
-    assert L.classify_exit(0, [])[0] == L.EXIT_OK
-    assert L.classify_exit(1, [])[0] == L.EXIT_RETRY  # died without a record (SIGKILL, OOM)
-    dead = {"kind": "dead", "exit_code": L.EXIT_RETRY, "message": "rank 3 (node 1) sent no heartbeat"}
-    code, msg = L.classify_exit(1, [dead])
-    assert code == L.EXIT_RETRY and "rank 3" in msg
-    error = {"kind": "error", "exit_code": L.EXIT_FAILED, "message": "rank 0: ValueError: bad"}
-    assert L.classify_exit(1, [dead, error])[0] == L.EXIT_FAILED
-    killed = L.root_cause({2: {"exitcode": -15, "timestamp": 5, "local_rank": 0, "pid": 11},
+    assert X.classify_exit(0, [])[0] == X.EXIT_OK
+    assert X.classify_exit(1, [])[0] == X.EXIT_RETRY  # died without a record (SIGKILL, OOM)
+    dead = {"kind": "dead", "exit_code": X.EXIT_RETRY, "message": "rank 3 (node 1) sent no heartbeat"}
+    code, msg = X.classify_exit(1, [dead])
+    assert code == X.EXIT_RETRY and "rank 3" in msg
+    error = {"kind": "error", "exit_code": X.EXIT_FAILED, "message": "rank 0: ValueError: bad"}
+    assert X.classify_exit(1, [dead, error])[0] == X.EXIT_FAILED
+    killed = X.root_cause({2: {"exitcode": -15, "timestamp": 5, "local_rank": 0, "pid": 11},
                            3: {"exitcode": -9, "timestamp": 5, "local_rank": 1, "pid": 12, "signal": "SIGKILL"}})
-    code, msg = L.classify_exit(1, [], killed, node_rank=1)
-    assert code == L.EXIT_RETRY and "rank 3 (node 1, local rank 1, pid 12) was killed by SIGKILL" in msg
-    crashed = L.root_cause({0: {"exitcode": 1, "timestamp": 3}})
-    assert L.classify_exit(1, [], crashed)[0] == L.EXIT_FAILED  # died before its watchdog started
-    assert L.classify_exit(1, [], L.root_cause({0: {"exitcode": 2, "timestamp": 3}}))[0] == L.EXIT_BAD_INPUT
-    assert L.combine_exit_codes([0, 75, 255]) == L.EXIT_RETRY
-    assert L.combine_exit_codes([75, 1]) == L.EXIT_FAILED
-    assert L.combine_exit_codes([0, 0]) == L.EXIT_OK
+    code, msg = X.classify_exit(1, [], killed, node_rank=1)
+    assert code == X.EXIT_RETRY and "rank 3 (node 1, local rank 1, pid 12) was killed by SIGKILL" in msg
+    crashed = X.root_cause({0: {"exitcode": 1, "timestamp": 3}})
+    assert X.classify_exit(1, [], crashed)[0] == X.EXIT_FAILED  # died before its watchdog started
+    assert X.classify_exit(1, [], X.root_cause({0: {"exitcode": 2, "timestamp": 3}}))[0] == X.EXIT_BAD_INPUT
+    assert X.combine_exit_codes([0, 75, 255]) == X.EXIT_RETRY
+    assert X.combine_exit_codes([75, 1]) == X.EXIT_FAILED
+    assert X.combine_exit_codes([0, 0]) == X.EXIT_OK
 
 
 def _cli(*args, cwd=ROOT):
@@ -225,7 +225,7 @@ def test_hostfile_fan_out_runs_one_ssh_per_host_and_combines_exit_codes(tmp_path
            "NCCL_SOCKET_IFNAME": "eth0", "SECRET_TOKEN": "do-not-forward"}
     out = subprocess.run([sys.executable, "-m", "launch.cli", "launch", "--hostfile", "hosts", "c.yaml", "train.lr=0.01"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
-    assert out.returncode == L.EXIT_RETRY, out.stderr
+    assert out.returncode == X.EXIT_RETRY, out.stderr
     assert "[node0] hello from node0" in out.stdout and "[node1] hello from node1" in out.stdout
     assert "failed on node1 (exit 75)" in out.stderr
     for rank in (0, 1):

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from launch.launcher import EXIT_RETRY
+from launch.exits import EXIT_RETRY
 from tests.helpers.dist import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 import os
 import time
 
-from launch.launcher import EXIT_FAILED, EXIT_RETRY
+from launch.exits import EXIT_FAILED, EXIT_RETRY
 from framework.training.watchdog import FAILED, PeerTracker, Verdict, Watchdog, is_comm_error, read_status, watched_ranks
 from tests.helpers.dist import run_distributed
 
