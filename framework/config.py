@@ -15,17 +15,17 @@ from framework.configtree import ConfigError, dump_yaml, load
 
 @dataclass
 class ModelConfig:
-    arch: Literal["llama", "gpt2"] = "llama"
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
+    arch: Literal["llama", "gpt2"] = "llama"  # llama (RMSNorm, SwiGLU, rotary) or gpt2 (LayerNorm, GELU)
+    n_layers: int = 2  # transformer blocks
+    d_model: int = 64  # hidden size
+    n_heads: int = 4  # attention heads (d_model / n_heads = head size, even for rotary)
     n_kv_heads: Optional[int] = None  # grouped-query attention; None = n_heads
-    vocab_size: int = 384
-    seq_len: int = 128
+    vocab_size: int = 384  # embedding rows; at least the tokenizer's size
+    seq_len: int = 128  # tokens per training sequence (context length)
     ffn_hidden: Optional[int] = None  # None: 8/3 d (SwiGLU, rounded to 64) or 4 d (GELU)
-    tie_embeddings: bool = False
-    norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
+    tie_embeddings: bool = False  # share the input embedding with the output head
+    norm_eps: float = 1e-5  # epsilon of RMSNorm / LayerNorm
+    rope_theta: float = 10000.0  # rotary embedding base (llama)
     init_std: Optional[float] = None  # None: GPT-NeoX small init, sqrt(2 / (5 d_model))
 
     def validate(self) -> None:
@@ -46,11 +46,11 @@ class ModelConfig:
 
 @dataclass
 class ParallelConfig:
-    tensor: int = 1
-    pipeline: int = 1
-    zero_stage: int = 0
-    sequence_parallel: bool = False
-    activation_checkpointing: bool = False
+    tensor: int = 1  # tensor-parallel size (megatron-core column/row layers); divides n_heads
+    pipeline: int = 1  # pipeline stages (DeepSpeed 1F1B); at most n_layers
+    zero_stage: int = 0  # DeepSpeed ZeRO: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters sharded
+    sequence_parallel: bool = False  # with tensor > 1: shard norms/dropout activations along the sequence
+    activation_checkpointing: bool = False  # recompute block activations in backward (less memory)
     timeout_s: float = 0.0  # collective timeout; 0 = 120 s on CPU (gloo), 1800 s on GPUs
 
     def validate(self) -> None:
@@ -62,29 +62,31 @@ class ParallelConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 100
-    micro_batch_size: int = 8
-    global_batch_size: int = 8
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 10
-    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
-    wsd_decay_fraction: float = 0.2
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    adam_eps: float = 1e-8
-    grad_clip: float = 1.0
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    log_interval: int = 10
-    checkpoint_interval: int = 100
-    keep_checkpoints: int = 2
+    steps: int = 100  # optimizer steps to train
+    micro_batch_size: int = 8  # sequences per forward pass on one data-parallel rank
+    global_batch_size: int = 8  # sequences per optimizer step over all ranks (gradient accumulation fills the rest)
+    lr: float = 1e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # final learning rate / peak (cosine, linear, wsd)
+    warmup_steps: int = 10  # linear warm-up steps from 0 to lr
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"  # learning-rate schedule after warm-up
+    wsd_decay_fraction: float = 0.2  # schedule wsd: share of the steps spent decaying at the end
+    weight_decay: float = 0.1  # AdamW decoupled weight decay (matrices only; not norms, biases)
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
+    adam_eps: float = 1e-8  # AdamW epsilon
+    grad_clip: float = 1.0  # global gradient-norm clip; 0 = off
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # fp32, or bf16/fp16 mixed precision with fp32 master weights
+    log_interval: int = 10  # steps between metrics.jsonl / console lines
+    checkpoint_interval: int = 100  # steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 2  # most recent checkpoints kept; older ones are deleted
     eval_interval: int = 0  # 0: evaluate only at the end
-    eval_iters: int = 4
-    max_consecutive_skips: int = 5
-    spike_window: int = 50
-    spike_zscore: float = 6.0
-    inject_nan_at: list[int] = field(default_factory=list)  # fault injection: steps whose loss is NaN
+    eval_iters: int = 4  # validation batches per evaluation
+    max_consecutive_skips: int = 5  # non-finite steps in a row that stop the run (spike_action rollback: roll back)
+    spike_window: int = 50  # losses the spike z-score is computed against
+    spike_zscore: float = 6.0  # a loss this many standard deviations above the window's mean is a spike
+    spike_action: Literal["log", "rollback"] = "log"  # rollback: reload the last good checkpoint, skip the data since
+    max_rollbacks: int = 3  # spike_action rollback: rollbacks per run; the next spike stops the run
+    inject_nan_at: list[int] = field(default_factory=list)  # fault injection: steps whose loss is NaN (once per run)
 
     def validate(self) -> None:
         for name in ("steps", "micro_batch_size", "global_batch_size", "log_interval", "checkpoint_interval"):
@@ -105,6 +107,8 @@ class TrainConfig:
         if self.max_consecutive_skips < 1:
             raise ConfigError(
                 f"config key 'train.max_consecutive_skips': must be >= 1, got {self.max_consecutive_skips}")
+        if self.max_rollbacks < 0:
+            raise ConfigError(f"config key 'train.max_rollbacks': must be >= 0, got {self.max_rollbacks}")
 
 
 @dataclass
@@ -125,18 +129,18 @@ class DataConfig:
 
 @dataclass
 class LoggingConfig:
-    wandb: bool = False
-    wandb_project: str = "anvil"
-    wandb_group: Optional[str] = None
-    tensorboard: bool = False
-    console: bool = True
+    wandb: bool = False  # log to Weights & Biases (offline unless WANDB_MODE says otherwise)
+    wandb_project: str = "anvil"  # wandb project name
+    wandb_group: Optional[str] = None  # wandb group (e.g. a sweep); None = no group
+    tensorboard: bool = False  # write TensorBoard event files to RUN_DIR/tensorboard
+    console: bool = True  # print progress lines (rank 0)
     peak_tflops: Optional[float] = None  # per device; None: looked up from the device name
 
 
 @dataclass
 class RunConfig:
-    seed: int = 1234
-    run_dir: str = "runs/default"
+    seed: int = 1234  # initial weights and data order: same seed + config = same numbers
+    run_dir: str = "runs/default"  # checkpoints, metrics.jsonl, config.yaml; rerunning with the same run_dir resumes
     model: ModelConfig = field(default_factory=ModelConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -202,3 +202,74 @@ def to_dict(obj: Any) -> Any:
 
 def dump_yaml(obj: Any) -> str:
     return yaml.safe_dump(to_dict(obj), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Help for every key: `anvil train CONFIG --help-config` (and `data run`, `sweep plan`) print it.
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Field name -> one-line help: `field(metadata={"help": ...})`, else the comment that ends the
+    field's line in the class body (`lr: float = 1e-3  # peak learning rate`), so the help sits next
+    to the default it explains."""
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    helps: dict[str, str] = {}
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        source = ""
+    names = {f.name for f in dataclasses.fields(cls)}
+    line_name: dict[int, str] = {}
+    depth = 0
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.OP and tok.string in "([{":
+            depth += 1
+        elif tok.type == tokenize.OP and tok.string in ")]}":
+            depth -= 1
+        elif tok.type == tokenize.NAME and depth == 0 and tok.start[1] == 4 and tok.string in names:
+            line_name.setdefault(tok.start[0], tok.string)  # a field's first line, at class-body indent
+        elif tok.type == tokenize.COMMENT and tok.start[0] in line_name:
+            helps.setdefault(line_name[tok.start[0]], tok.string.lstrip("#").strip())
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("help"):
+            helps[f.name] = f.metadata["help"]
+    return helps
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) for every leaf key of dataclass `cls`, nested sections
+    flattened in declaration order."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    helps = field_help(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(describe(tp, key + "."))
+            continue
+        default = to_dict(_default(f))
+        rows.append((key, _type_name(tp), yaml.safe_dump(default, default_flow_style=True, width=10**6).strip()
+                     .removesuffix("\n...").removesuffix("..."), helps.get(f.name, "")))
+    return rows
+
+
+def format_help(rows: list[tuple[str, str, str, str]]) -> str:
+    """One line per key: the dotted key first, then its type, default and help."""
+    width = max((len(r[0]) for r in rows), default=0)
+    lines = (f"{key:<{width}}  {tp}  default: {default}  - {text}".rstrip(" -") for key, tp, default, text in rows)
+    return "\n".join(lines)

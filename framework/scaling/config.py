@@ -16,16 +16,15 @@ from framework.configtree import ConfigError, load
 @dataclass
 class FamilyConfig:
     """Shape rules of the model family: depth sets width through the aspect ratio."""
-    arch: Literal["llama", "gpt2"] = "llama"
-    head_dim: int = 32
+    arch: Literal["llama", "gpt2"] = "llama"  # model family of every run
+    head_dim: int = 32  # n_heads = d_model / head_dim
     aspect_ratio: float = 32.0  # d_model / n_layers, rounded to a multiple of head_dim
-    min_layers: int = 1
-    max_layers: int = 12
-    vocab_size: int = 384
-    seq_len: int = 128
-    tie_embeddings: bool = False
-    # Explicit shapes instead of the rules: [[n_layers, d_model], ...] (n_heads = d_model / head_dim).
-    shapes: list[list[int]] = field(default_factory=list)
+    min_layers: int = 1  # smallest depth the size rules may pick
+    max_layers: int = 12  # largest depth the size rules may pick
+    vocab_size: int = 384  # model.vocab_size of every run
+    seq_len: int = 128  # model.seq_len of every run
+    tie_embeddings: bool = False  # share the input embedding and the output head
+    shapes: list[list[int]] = field(default_factory=list)  # explicit [[n_layers, d_model], ...] instead of the rules
 
     def validate(self) -> None:
         for name in ("head_dim", "min_layers", "max_layers", "vocab_size", "seq_len"):
@@ -45,16 +44,16 @@ class FamilyConfig:
 class RulesConfig:
     """How each run's optimisation settings follow from its shape and token budget."""
     lr: float = 3e-3  # peak learning rate at lr_base_width
-    lr_base_width: int = 128
+    lr_base_width: int = 128  # d_model at which rules.lr applies unscaled
     lr_width_exponent: float = 0.0  # lr = lr * (lr_base_width / d_model) ** exponent (1.0: muP-like)
     global_batch_size: int = 16  # sequences per step, every run
-    micro_batch_size: int = 8
-    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"
-    warmup_fraction: float = 0.05
-    min_warmup_steps: int = 5
-    min_lr_ratio: float = 0.1
+    micro_batch_size: int = 8  # sequences per forward pass (gradient accumulation fills the global batch)
+    schedule: Literal["cosine", "linear", "constant", "wsd"] = "cosine"  # learning-rate schedule of every run
+    warmup_fraction: float = 0.05  # warm-up steps as a share of each run's steps
+    min_warmup_steps: int = 5  # at least this many warm-up steps
+    min_lr_ratio: float = 0.1  # final learning rate / peak
     evals: int = 10  # validation evaluations per run (evenly spaced; the last at the final step)
-    eval_iters: int = 4
+    eval_iters: int = 4  # validation batches per evaluation
     checkpoints: int = 4  # checkpoints per run (resume granularity)
 
     def validate(self) -> None:
@@ -72,10 +71,10 @@ class RulesConfig:
 @dataclass
 class GridConfig:
     """Which (model, tokens) pairs to train."""
-    kind: Literal["isoflop", "explicit"] = "isoflop"
+    kind: Literal["isoflop", "explicit"] = "isoflop"  # isoflop: sizes per FLOP budget; explicit: shapes x tokens
     budgets: list[float] = field(default_factory=list)  # training FLOPs per isoFLOP curve
     flops: Literal["6nd", "model"] = "6nd"  # C = 6 N D, or the model's own FLOPs per token x D
-    sizes_per_budget: int = 4
+    sizes_per_budget: int = 4  # model sizes on each isoFLOP curve
     tokens_per_param: float = 20.0  # centre of each budget's sizes: D / N there
     size_span: float = 8.0  # largest / smallest N per budget (log-spaced around the centre)
     tokens: list[float] = field(default_factory=list)  # explicit grid: every shape x every D
@@ -98,16 +97,16 @@ class GridConfig:
 @dataclass
 class RunnerConfig:
     """How `anvil sweep run` executes the plan."""
-    launcher: Literal["local", "anvil-launch", "slurm"] = "local"
+    launcher: Literal["local", "anvil-launch", "slurm"] = "local"  # how each run starts
     nproc_per_node: int = 1  # processes per run (anvil-launch / slurm)
     threads: int = 0  # OMP_NUM_THREADS for each run; 0 = inherit (1 is fastest for tiny models on busy CPUs)
     final_evals: int = 3  # final loss = mean of the last K validation losses
     wandb: bool = True  # offline unless WANDB_MODE says otherwise; one group per sweep
-    wandb_project: str = "anvil-sweeps"
+    wandb_project: str = "anvil-sweeps"  # wandb project of the sweep's runs
     timeout_s: float = 0.0  # per run; 0 = none
     max_failures: int = 3  # consecutive failed runs before the sweep stops
-    slurm_partition: Optional[str] = None
-    slurm_time: str = "04:00:00"
+    slurm_partition: Optional[str] = None  # launcher slurm: partition; None = the cluster default
+    slurm_time: str = "04:00:00"  # launcher slurm: time limit per run
 
     def validate(self) -> None:
         if self.final_evals < 1:
@@ -116,11 +115,11 @@ class RunnerConfig:
 
 @dataclass
 class SweepConfig:
-    name: str = "sweep"
+    name: str = "sweep"  # names the output folder and the wandb group
     output_dir: Optional[str] = None  # default runs/sweeps/NAME
     base_config: str = "configs/train/tiny.yaml"  # the training config every run starts from
     overrides: list[str] = field(default_factory=list)  # key=value applied to every run
-    seed: int = 1234
+    seed: int = 1234  # seed of every run
     family: FamilyConfig = field(default_factory=FamilyConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
     grid: GridConfig = field(default_factory=GridConfig)

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from launch.cli import Command
+from launch.config_help import add_help_config, sweep_config_rows
 
 PLAN_EPILOG = """example:
   anvil sweep plan configs/sweeps/cpu_tiny.yaml --output plan.csv
@@ -28,6 +29,7 @@ the objective, bootstrap CIs and the isoFLOP (approach 2) power laws."""
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", metavar="SWEEP.yaml", help="sweep config (e.g. configs/sweeps/cpu_tiny.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="sweep config overrides, e.g. grid.sizes_per_budget=5")
+    add_help_config(p, sweep_config_rows, "sweep config")
 
 
 def _configure_plan(p: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from launch.cli import Command
+from launch.config_help import add_help_config, run_config_rows
 
 EPILOG = """examples:
   anvil train configs/train/tiny.yaml
@@ -17,6 +18,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="training config YAML (e.g. configs/train/tiny.yaml)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_help_config(p, run_config_rows, "training config")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -34,13 +36,14 @@ def _run(args: argparse.Namespace) -> int:
     from framework.runtime import setup_logging
 
     warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
+    from framework.checkpoint.store import CheckpointError
     from framework.training.stability import TrainingDiverged
     from framework.training.trainer import train
 
     setup_logging()
     try:
         train(cfg)
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, CheckpointError) as exc:
         raise SystemExit(f"anvil train: {exc}") from None
     finally:
         _shutdown()
