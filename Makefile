@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export WANDB_MODE ?= offline
 
-.PHONY: install demo test test-fast bench clean-venv
+.PHONY: install demo test bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

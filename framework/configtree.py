@@ -45,14 +45,13 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue  # try the next member; the error below names the whole union
         raise ConfigError(f"config key '{path}': expected {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
         if value not in args:
