@@ -37,7 +37,9 @@ class Sizes:
 
 FULL = Sizes(docs=2000, vocab=2048, steps=300, sweep="configs/sweeps/demo.yaml")
 SMALL = Sizes(docs=300, vocab=512, steps=20, sweep="configs/sweeps/demo.yaml",
-              sweep_overrides=("grid.budgets=[1.0e10,2.0e10,4.0e10]", "grid.sizes_per_budget=2", "grid.min_steps=10"))
+              # one size on each side of each budget's optimum, at D/N = 10: ~600 short steps in all
+              sweep_overrides=("grid.budgets=[1.0e10,2.0e10,4.0e10]", "grid.sizes_per_budget=2", "grid.min_steps=10",
+                               "grid.tokens_per_param=10", "grid.min_each_side=1"))
 
 
 class Demo:

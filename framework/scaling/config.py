@@ -55,12 +55,27 @@ class RulesConfig:
     evals: int = 10  # validation evaluations per run (evenly spaced; the last at the final step)
     eval_iters: int = 4  # validation batches per evaluation
     checkpoints: int = 4  # checkpoints per run (resume granularity)
+    hparams: Literal["fixed", "porian", "deepseek", "fitted"] = "fixed"  # what sets lr, batch and beta2: fixed (rules.lr with width scaling, rules.global_batch_size), porian (Porian et al. 2024: lr, batch ~ N), deepseek (DeepSeek LLM: lr, batch ~ C) or fitted (rules.hparams_fit)
+    hparams_fit: Optional[str] = None  # rules.hparams=fitted: hparams.json from `anvil sweep fit --hparams`
+    lr_multiplier: float = 1.0  # multiplies the law's learning rate (porian/deepseek/fitted; OLMo-core uses 0.5 with WSD)
+    batch_multiplier: float = 1.0  # multiplies the law's batch size (porian/deepseek/fitted)
+    beta2: Optional[float] = None  # AdamW beta2 of every run under rules.hparams=fixed/deepseek/fitted; None = the base config's
+    beta2_small_batch: float = 0.99  # rules.hparams=porian: beta2 below rules.beta2_batch_tokens tokens per step
+    beta2_large_batch: float = 0.95  # rules.hparams=porian: beta2 at or above rules.beta2_batch_tokens
+    beta2_batch_tokens: int = 524288  # rules.hparams=porian: batch (tokens) from which beta2_large_batch applies
 
     def validate(self) -> None:
         for name in ("lr", "lr_base_width", "global_batch_size", "micro_batch_size", "evals", "eval_iters",
-                     "checkpoints"):
+                     "checkpoints", "lr_multiplier", "batch_multiplier", "beta2_batch_tokens"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"config key 'rules.{name}': must be positive, got {getattr(self, name)}")
+        for name in ("beta2", "beta2_small_batch", "beta2_large_batch"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 1:
+                raise ConfigError(f"config key 'rules.{name}': expected [0, 1), got {value}")
+        if self.hparams == "fitted" and not self.hparams_fit:
+            raise ConfigError("config key 'rules.hparams_fit': rules.hparams=fitted needs the hparams.json written "
+                              "by `anvil sweep fit RESULTS.csv --hparams --output hparams.json`")
         if self.global_batch_size % self.micro_batch_size:
             raise ConfigError(f"config key 'rules.global_batch_size': {self.global_batch_size} is not divisible by "
                               f"rules.micro_batch_size={self.micro_batch_size}")
@@ -71,7 +86,7 @@ class RulesConfig:
 @dataclass
 class GridConfig:
     """Which (model, tokens) pairs to train."""
-    kind: Literal["isoflop", "explicit"] = "isoflop"  # isoflop: sizes per FLOP budget; explicit: shapes x tokens
+    kind: Literal["isoflop", "explicit", "hparams"] = "isoflop"  # isoflop: sizes per FLOP budget; explicit: shapes x tokens; hparams: per budget, the size nearest the predicted optimum x an lr x batch grid (for `anvil sweep fit --hparams`)
     budgets: list[float] = field(default_factory=list)  # training FLOPs per isoFLOP curve
     flops: Literal["6nd", "model"] = "6nd"  # C = 6 N D, or the model's own FLOPs per token x D
     sizes_per_budget: int = 4  # model sizes on each isoFLOP curve
@@ -79,9 +94,23 @@ class GridConfig:
     size_span: float = 8.0  # largest / smallest N per budget (log-spaced around the centre)
     tokens: list[float] = field(default_factory=list)  # explicit grid: every shape x every D
     min_steps: int = 20  # runs shorter than this are dropped from the plan (and counted)
+    placement: Literal["bracket", "span"] = "bracket"  # bracket: >= grid.min_each_side sizes below and above each budget's predicted optimum; span: log-spaced over grid.size_span around it (the old rule)
+    min_each_side: int = 2  # placement=bracket: sizes wanted below and above the predicted optimum N (sizes_per_budget // 2 are placed on each side; `sweep plan` warns where fewer fit)
+    prior_fit: Optional[str] = None  # fit.json of an earlier `anvil sweep fit`: predicted optimum N_opt = G (C/6)^a; None = sqrt(C / (6 tokens_per_param))
+    lr_factors: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # kind=hparams: multiples of the rule's learning rate
+    batch_factors: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # kind=hparams: multiples of the rule's batch size
+    unique_tokens: float = 0.0  # tokens in the training corpus (written to the plan and results for the repetition-aware fit); 0 = unknown
 
     def validate(self) -> None:
-        if self.kind == "isoflop":
+        if self.min_each_side < 0:
+            raise ConfigError(f"config key 'grid.min_each_side': must be >= 0, got {self.min_each_side}")
+        if self.unique_tokens < 0:
+            raise ConfigError(f"config key 'grid.unique_tokens': must be >= 0, got {self.unique_tokens}")
+        for name in ("lr_factors", "batch_factors"):
+            values = getattr(self, name)
+            if not values or any(v <= 0 for v in values):
+                raise ConfigError(f"config key 'grid.{name}': expected a non-empty list of positive factors, got {values}")
+        if self.kind in ("isoflop", "hparams"):
             if not self.budgets:
                 raise ConfigError("config key 'grid.budgets': an isoflop grid needs at least one budget (FLOPs)")
             if any(b <= 0 for b in self.budgets):

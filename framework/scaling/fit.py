@@ -13,6 +13,14 @@ Approach 2 (isoFLOP profiles): per compute budget a parabola of loss in log N (o
 vertex is the compute-optimal size; a straight line through log(vertex) vs log C gives the power
 laws N_opt(C) = k_N C^a and D_opt(C) = k_D C^b.
 
+Data-constrained runs (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models",
+arXiv:2305.16264, eq. 5): a run that sees its U unique tokens for more than one epoch gets less
+from the repeats, so with `repetition` the fit uses the effective data
+    D' = U + U R* (1 - exp(-R / R*)),   R = D / U - 1 (repetitions beyond the first epoch),
+and D' = D when D <= U. R* = 15.4 is the paper's fitted R*_D (repeated tokens lose value with a
+1/e "half-life" of about 15 repetitions); it is a fixed constant here, not refitted. The parameter
+side of that paper (excess parameters, R*_N) is not applied.
+
 Everything here is deterministic: a fixed grid, a fixed optimiser, seeded bootstrap resamples.
 """
 from __future__ import annotations
@@ -27,6 +35,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 HUBER_DELTA = 1e-3
+MUENNIGHOFF_R_STAR_D = 15.4  # arXiv:2305.16264, fitted R*_D
 # Hoffmann et al.'s initialisation grid (Epoch's replication uses the same): 5 x 5 x 5 x 6 x 6 = 4500.
 GRID_ALPHA = tuple(np.arange(0.0, 2.01, 0.5))
 GRID_BETA = tuple(np.arange(0.0, 2.01, 0.5))
@@ -49,6 +58,19 @@ class Points:
     loss: np.ndarray
     C: np.ndarray  # compute budget of each point (a `C` column if given, else 6 N D)
     skipped: int = 0  # rows that could not be used (missing / non-numeric / non-positive)
+    U: np.ndarray | None = None  # unique tokens of each run's corpus (`unique_tokens`); 0 = unknown
+
+
+def effective_data(D, U, r_star: float = MUENNIGHOFF_R_STAR_D) -> np.ndarray:
+    """Muennighoff et al.'s D' = U + U R* (1 - exp(-R/R*)), R = D/U - 1; D where D <= U or U unknown (0)."""
+    D, U = np.asarray(D, dtype=np.float64), np.broadcast_to(np.asarray(U, dtype=np.float64), np.shape(D))
+    if r_star <= 0:
+        raise FitError(f"R* must be positive, got {r_star}")
+    out = D.copy()
+    rep = (U > 0) & (D > U)
+    R = D[rep] / U[rep] - 1.0
+    out[rep] = U[rep] + U[rep] * r_star * (1.0 - np.exp(-R / r_star))
+    return out
 
 
 def read_results(path: str | Path) -> Points:
@@ -69,17 +91,18 @@ def read_results(path: str | Path) -> Points:
             try:
                 n, d, loss = float(row["N"]), float(row["D"]), float(row["loss"])
                 c = float(row["C"]) if row.get("C") not in (None, "") else 6.0 * n * d
+                u = float(row["unique_tokens"]) if row.get("unique_tokens") not in (None, "") else 0.0
             except (TypeError, ValueError):
                 skipped += 1
                 continue
-            if not all(math.isfinite(v) and v > 0 for v in (n, d, loss, c)):
+            if not all(math.isfinite(v) and v > 0 for v in (n, d, loss, c)) or not (math.isfinite(u) and u >= 0):
                 skipped += 1
                 continue
-            rows.append((n, d, loss, c))
+            rows.append((n, d, loss, c, u))
     if not rows:
         raise FitError(f"{path}: no usable rows (N, D, loss must be positive numbers; {skipped} skipped)")
     arr = np.array(rows, dtype=np.float64)
-    return Points(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], skipped)
+    return Points(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], skipped, arr[:, 4])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,11 +349,37 @@ def fit_isoflop(C, N=None, D=None, loss=None, variable: str = "N", rtol: float =
 # ---------------------------------------------------------------------------------------------
 # Everything `anvil sweep fit` writes
 # ---------------------------------------------------------------------------------------------
+def with_repetition(points: Points, r_star: float = MUENNIGHOFF_R_STAR_D,
+                    unique_tokens: float | None = None) -> tuple[Points, dict]:
+    """Points with D replaced by Muennighoff's effective data D' (C and the raw D kept aside).
+    `unique_tokens` fills rows without a count (0 in the `unique_tokens` column)."""
+    U = np.zeros_like(points.D) if points.U is None else points.U.copy()
+    if unique_tokens is not None:
+        if unique_tokens <= 0:
+            raise FitError(f"--unique-tokens must be positive, got {unique_tokens}")
+        U[U <= 0] = unique_tokens
+    if not np.any(U > 0):
+        raise FitError("the repetition term needs each run's unique-token count: a unique_tokens column "
+                       "(grid.unique_tokens in the sweep config) or --unique-tokens U")
+    D_eff = effective_data(points.D, U, r_star)
+    repeated = (U > 0) & (points.D > U)
+    info = {"form": "D' = U + U R* (1 - exp(-(D/U - 1)/R*)) for D > U (Muennighoff et al. 2023, arXiv:2305.16264)",
+            "R_star": r_star, "rows_repeated": int(repeated.sum()), "rows_without_unique_tokens": int((U <= 0).sum()),
+            "max_epochs": float((points.D / np.where(U > 0, U, np.inf)).max())}
+    return Points(points.N, D_eff, points.loss, points.C, points.skipped, U), info
+
+
 def fit_all(points: Points, bootstrap: int = 0, seed: int = 0, top_k: int | None = 128,
-            heldout: bool = False) -> dict:
-    """fit.json: the contract's fields at top level, then the objective, CIs and approach 2."""
+            heldout: bool = False, repetition: float | None = None, unique_tokens: float | None = None) -> dict:
+    """fit.json: the contract's fields at top level, then the objective, CIs and approach 2.
+    `repetition` (R*, e.g. MUENNIGHOFF_R_STAR_D) fits on the effective data D' instead of D."""
+    rep_info = None
+    if repetition is not None:
+        points, rep_info = with_repetition(points, repetition, unique_tokens)
     fit = fit_parametric(points.N, points.D, points.loss, top_k=top_k)
     out = fit.to_dict()
+    if rep_info is not None:
+        out["repetition"] = rep_info
     out["form"] = "L(N, D) = E + A/N^alpha + B/D^beta; N_opt(C) = G (C/6)^a; D_opt(C) = (C/6)^b / G"
     out["fitter"] = {"method": "L-BFGS-B", "loss": "huber", "delta": HUBER_DELTA, "on": "log-sum-exp residuals of log L",
                      "starts": "Hoffmann grid (4500)" + ("" if top_k is None else f", best {top_k} by initial objective")}

@@ -29,7 +29,11 @@ from framework.scaling.plan import plan, run_overrides, write_plan
 log = get_logger("anvil.sweep")
 RESULT_FILE = "sweep_result.json"
 RESULT_COLUMNS = ["name", "N", "D", "loss", "C", "C_model", "budget", "n_layers", "d_model", "n_heads", "steps",
-                  "lr", "val_evals", "wall_s"]
+                  "lr", "val_evals", "wall_s", "global_batch_size", "seq_len", "batch_tokens", "beta2", "rule",
+                  "unique_tokens"]
+# Plan columns a result marker repeats (older markers may lack the later ones).
+MARKER_KEYS = ("name", "N", "D", "C", "C_model", "budget", "n_layers", "d_model", "n_heads", "steps", "lr",
+               "global_batch_size", "seq_len", "batch_tokens", "beta2", "rule", "unique_tokens")
 
 
 def final_loss(metrics_path: Path, k: int, steps: int) -> tuple[float, int]:
@@ -117,6 +121,7 @@ def _finished(run_dir: Path, row: dict) -> bool:
         return False
     rec = json.loads(marker.read_text())
     changed = [k for k in ("N", "D", "steps", "lr") if rec.get(k) != row[k]]
+    changed += [k for k in ("global_batch_size", "beta2") if k in rec and rec[k] != row[k]]
     if changed:
         raise SystemExit(f"anvil sweep run: {marker} was made by a different plan ({', '.join(changed)} changed); "
                          "delete that run folder or set a new output_dir")
@@ -194,8 +199,7 @@ def run_sweep(cfg: SweepConfig, index: int | None = None, dry_run: bool = False)
                 break
             continue
         consecutive = 0
-        rec = {k: row[k] for k in ("name", "N", "D", "C", "C_model", "budget", "n_layers", "d_model", "n_heads",
-                                   "steps", "lr")}
+        rec = {k: row[k] for k in MARKER_KEYS}
         rec.update(loss=loss, val_evals=evals, wall_s=round(wall, 1))
         (run_dir / RESULT_FILE).write_text(json.dumps(rec, indent=1))
         collect_results(cfg, rows)

@@ -9,9 +9,12 @@ from pathlib import Path
 from launch.cli import Command
 from launch.config_help import add_help_config, sweep_config_rows
 
-PLAN_EPILOG = """example:
+PLAN_EPILOG = """examples:
   anvil sweep plan configs/sweeps/cpu_tiny.yaml --output plan.csv
-One row per run: shape, non-embedding N, tokens D, C = 6ND and the model's own FLOPs, batch, lr, schedule."""
+  anvil sweep plan configs/sweeps/cpu_tiny.yaml --output plan.csv grid.prior_fit=fit.json rules.hparams=porian
+  anvil sweep plan configs/sweeps/hparams_grid.yaml --output plan.csv     # lr x batch grid per budget
+One row per run: shape, non-embedding N, tokens D, C = 6ND and the model's own FLOPs, batch, lr, beta2,
+schedule, the rule that set lr/batch/beta2 (`rule`) and the budget's predicted optimum (`n_opt`)."""
 RUN_EPILOG = """examples:
   anvil sweep run configs/sweeps/cpu_tiny.yaml
   anvil sweep run configs/sweeps/cpu_tiny.yaml output_dir=runs/sweeps/try2 run.final_evals=5
@@ -22,8 +25,11 @@ OUTPUT_DIR/results.csv (N, D, loss, ...)."""
 FIT_EPILOG = """examples:
   anvil sweep fit runs/sweeps/cpu_tiny/results.csv --output fit.json --plot fit.png
   anvil sweep fit results.csv --output fit.json --bootstrap 200
+  anvil sweep fit results.csv --output fit.json --repetition --unique-tokens 2.5e6   # data-constrained
+  anvil sweep fit runs/sweeps/hparams_grid/results.csv --hparams --output hparams.json
 fit.json: E, A, B, alpha, beta, a, b, G (L = E + A/N^alpha + B/D^beta, N_opt(C) = G (C/6)^a),
-the objective, bootstrap CIs and the isoFLOP (approach 2) power laws."""
+the objective, bootstrap CIs and the isoFLOP (approach 2) power laws. With --hparams: the power laws
+lr_opt(C) and B_opt(C) from an lr x batch grid (use them with rules.hparams=fitted rules.hparams_fit=FILE)."""
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -47,9 +53,25 @@ def _run_plan(args: argparse.Namespace) -> int:
     rows, dropped = plan(cfg)
     write_plan(rows, args.output)
     print_table([{"run": r["name"], "N": f"{r['N']:,}", "D": f"{r['D']:,}", "D/N": f"{r['tokens_per_param']:.1f}",
-                  "steps": r["steps"], "lr": f"{r['lr']:.3g}"} for r in rows], title=f"sweep plan: {cfg.name}")
+                  "steps": r["steps"], "batch": r["global_batch_size"], "lr": f"{r['lr']:.3g}",
+                  "beta2": r["beta2"], "rule": r["rule"]} for r in rows], title=f"sweep plan: {cfg.name}")
     print(f"wrote {len(rows)} runs to {args.output}" + (f" ({dropped} dropped: under grid.min_steps)" if dropped else ""))
+    if cfg.grid.kind == "isoflop":
+        _print_placement(rows, cfg)
     return 0
+
+
+def _print_placement(rows: list[dict], cfg) -> None:
+    from framework.scaling.plan import placement_report
+
+    source = f"prior fit {cfg.grid.prior_fit}" if cfg.grid.prior_fit else f"D/N = {cfg.grid.tokens_per_param:g}"
+    for p in placement_report(rows, cfg.grid.min_each_side):
+        line = (f"budget {p['budget']:.3g}: predicted optimum N = {p['n_opt']:,.0f} ({source}); "
+                f"{p['below']} sizes below, {p['above']} above")
+        if not p["ok"]:
+            line += (f"  WARNING: fewer than grid.min_each_side={cfg.grid.min_each_side} on a side, the isoFLOP "
+                     "minimum may fall outside the sampled sizes (add family.shapes there or move the budget)")
+        print(line)
 
 
 def _configure_run(p: argparse.ArgumentParser) -> None:
@@ -105,6 +127,22 @@ def _configure_fit(p: argparse.ArgumentParser) -> None:
                    "relative error of the predicted best loss there (fit.json 'heldout')")
     p.add_argument("--all-starts", action="store_true",
                    help="L-BFGS-B from all 4500 grid starts instead of the best 128 by initial objective")
+    p.add_argument("--repetition", action="store_true",
+                   help="fit on Muennighoff et al.'s effective data D' = U + U R* (1 - exp(-(D/U - 1)/R*)) for runs "
+                   "that repeat their U unique tokens (column unique_tokens, or --unique-tokens)")
+    p.add_argument("--unique-tokens", type=float, default=None, metavar="U",
+                   help="unique tokens of the corpus, for rows without a unique_tokens value (with --repetition)")
+    p.add_argument("--r-star", type=float, default=None, metavar="R",
+                   help="R*_D of the repetition term (default 15.4, fitted by Muennighoff et al. 2023)")
+    p.add_argument("--hparams", action="store_true",
+                   help="fit lr_opt(C) and B_opt(C) power laws from an lr x batch grid (columns C or budget, lr, "
+                   "batch_tokens, loss; grid.kind=hparams) and write them to --output instead of L(N, D)")
+    p.add_argument("--tolerance", type=float, default=None, metavar="T",
+                   help="--hparams: runs within this relative distance of a budget's best loss are near-optimal "
+                   "(default 0.0025, DeepSeek LLM's 0.25%%)")
+    p.add_argument("--hparams-method", choices=["near-optimal", "quadratic"], default="near-optimal",
+                   help="--hparams: a budget's optimum is the near-optimal region's geometric centre (DeepSeek), or "
+                   "the vertex of a quadratic surface in (log lr, log batch) (default near-optimal)")
 
 
 def _finite_or_null(value):
@@ -130,14 +168,24 @@ def _null_to_nan(value):
 
 
 def _run_fit(args: argparse.Namespace) -> int:
-    from framework.scaling.fit import FitError, fit_all, read_results
+    from framework.scaling.fit import (
+        MUENNIGHOFF_R_STAR_D,
+        FitError,
+        fit_all,
+        read_results,
+    )
 
     if args.bootstrap < 0:
         raise SystemExit("anvil sweep fit: --bootstrap must be >= 0")
+    if args.hparams:
+        return _run_fit_hparams(args)
+    if (args.unique_tokens is not None or args.r_star is not None) and not args.repetition:
+        raise SystemExit("anvil sweep fit: --unique-tokens and --r-star need --repetition")
     try:
         points = read_results(args.results)
+        r_star = (args.r_star if args.r_star is not None else MUENNIGHOFF_R_STAR_D) if args.repetition else None
         out = fit_all(points, bootstrap=args.bootstrap, seed=args.seed, top_k=None if args.all_starts else 128,
-                      heldout=args.heldout)
+                      heldout=args.heldout, repetition=r_star, unique_tokens=args.unique_tokens)
     except FitError as exc:
         raise SystemExit(f"anvil sweep fit: {exc}") from None
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +194,10 @@ def _run_fit(args: argparse.Namespace) -> int:
           f"(objective {out['objective']:.6g}, {out['n_points']} points"
           + (f", {points.skipped} rows skipped" if points.skipped else "") + ")")
     print(f"N_opt(C) = {out['G']:.4g} (C/6)^{out['a']:.4f}; wrote {args.output}")
+    if "repetition" in out:
+        r = out["repetition"]
+        print(f"repetition term: R* = {r['R_star']:g}, {r['rows_repeated']} runs repeated data "
+              f"(up to {r['max_epochs']:.2f} epochs); D is the effective data D'")
     if "heldout" in out:
         h = out["heldout"]
         print(f"held out C={h['budget']:.3g}: predicted best loss {h['predicted_best_loss']:.4f}, observed "
@@ -155,6 +207,32 @@ def _run_fit(args: argparse.Namespace) -> int:
 
         plot_fit(points, out, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _run_fit_hparams(args: argparse.Namespace) -> int:
+    from framework.scaling.fit import FitError
+    from framework.scaling.hparams import (
+        DEEPSEEK_TOLERANCE,
+        fit_hparams,
+        read_hparam_results,
+    )
+
+    try:
+        cols, skipped = read_hparam_results(args.results)
+        tol = DEEPSEEK_TOLERANCE if args.tolerance is None else args.tolerance
+        out = fit_hparams(cols["C"], cols["lr"], cols["batch_tokens"], cols["loss"], tolerance=tol,
+                          method=args.hparams_method)
+    except FitError as exc:
+        raise SystemExit(f"anvil sweep fit: {exc}") from None
+    out["skipped_rows"] = skipped
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(_finite_or_null(out), indent=1, allow_nan=False) + "\n")
+    lr, bt = out["lr"], out["batch_tokens"]
+    print(f"lr_opt(C) = {lr['coef']:.4g} C^{lr['exponent']:.4f}; B_opt(C) = {bt['coef']:.4g} C^{bt['exponent']:.4f} "
+          f"tokens ({len(out['budgets'])} budgets, {args.hparams_method}"
+          + (f", {skipped} rows skipped" if skipped else "") + f"); wrote {args.output}")
+    print(f"use it: anvil sweep plan SWEEP.yaml rules.hparams=fitted rules.hparams_fit={args.output} --output plan.csv")
     return 0
 
 
