@@ -1,6 +1,7 @@
 """Local executor: a pool of processes runs the map tasks of each segment, the main process runs
-the reduce barrier of each corpus stage between them. Finished tasks (markers) are skipped, so a
-rerun after a crash or Ctrl-C redoes only what is missing. Progress (rank 0, stderr) shows
+the reduce barrier of each corpus stage between them. Finished tasks (markers) whose files still
+verify are skipped (base.pending_work), so a rerun after a crash, Ctrl-C or a full disk redoes
+only what is missing or damaged. Progress (rank 0, stderr) shows
 documents per second.
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ import multiprocessing as mp
 import sys
 import time
 
-from data_pipeline.executors.base import MapTask, Plan, run_map_task, run_reduce
+from data_pipeline.executors.base import MapTask, Plan, pending_work, run_map_task, run_reduce
 from framework.runtime import get_logger
 
 
@@ -46,16 +47,17 @@ def run_local(plan: Plan, workers: int = 1) -> list[list[dict]]:
     n_shards = len(plan.inputs)
     results: list[list[dict]] = []
     ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    todo = pending_work(plan, fix=True, log=get_logger("data"))
     pool = ctx.Pool(workers) if workers > 1 else None
     try:
         for seg in range(len(plan.segments)):
-            if seg > 0 and not plan.reduce_marker(seg).exists():
+            if seg in todo.reduces:
                 t0 = time.perf_counter()
                 run_reduce(plan, seg, n_shards)
                 get_logger("data").info("stage %d (%s) barrier: %.1fs", seg,
                                         next(iter(plan.segments[seg][0])), time.perf_counter() - t0)
             tasks = [MapTask(seg, s) for s in range(n_shards)]
-            pending = [t for t in tasks if not plan.marker(t).exists()]
+            pending = todo.tasks[seg]
             progress = _Progress(f"segment {seg + 1}/{len(plan.segments)}", len(pending))
             if pending:
                 if pool is None:

@@ -18,6 +18,16 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slurm-time", default=None, metavar="HH:MM:SS", help="slurm: time limit of every task")
 
 
+def add_preflight_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("preflight (disk, memory and time estimates calibrated on a sample of the input)")
+    g.add_argument("--plan", action="store_true",
+                   help="print per stage the disk, memory and CPU/wall time the run would need, "
+                        "calibrated by running it on a small deterministic sample of the input, and run nothing")
+    g.add_argument("--ignore-disk-estimate", action="store_true",
+                   help="start even when the output's free disk is below the preflight's estimate "
+                        "(by default such a run refuses to start)")
+
+
 def check_executor_args(args: argparse.Namespace, command: str) -> None:
     """One-line errors for flags that do not fit the chosen executor."""
     if args.retries < 0:

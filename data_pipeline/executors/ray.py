@@ -13,7 +13,8 @@ filtered output.
 Failures are handled on the driver, not by Ray: tasks are submitted with max_retries=0, and a task
 that raises or whose worker dies is resubmitted up to `retries` times (each failure logged with
 its shard), then the job stops with `TaskFailed` naming the input shard and the traceback.
-Finished tasks are skipped by their markers, so a stopped job resumes where it was.
+Finished tasks whose files still verify are skipped (base.pending_work), so a stopped job resumes
+where it was.
 
     run_ray(plan, RayOptions(address=None, retries=2))   # None: a local runtime on this machine
 
@@ -24,13 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from data_pipeline.executors.base import MapTask, Plan, run_map_task, run_reduce
+from data_pipeline.executors.base import MapTask, Plan, pending_work, run_map_task, run_reduce
 from framework.runtime import get_logger
 
 log = get_logger("data")
@@ -99,8 +99,8 @@ def _maybe_crash(key: str, stage: str) -> bool:
     """Test hook: when $ANVIL_TEST_CRASH_DIR/KEY exists, the first attempt of task KEY removes it and
     kills its own worker process half-way through, as a node or OOM kill would: a curation task
     after its output is written as .tmp files (before they are renamed into place), a dedup scan
-    after its first shard; for a dedup band this returns True and the task dies after merging its
-    runs into the store. A file reading "raise" makes the attempt raise instead."""
+    after its first shard; for a dedup band this returns True and the task dies after writing its
+    pairs, before its marker. A file reading "raise" makes the attempt raise instead."""
     folder = os.environ.get(CRASH_ENV)
     if not folder:
         return False
@@ -222,8 +222,9 @@ def run_ray(plan: Plan, opts: RayOptions | None = None) -> list[list[dict]]:
             return f"task seg{task.segment}-{task.shard:05d} (input shard {task.shard}: {shown})"
 
         results: list[list[dict]] = []
+        todo = pending_work(plan, fix=True, log=log)
         for seg in range(len(plan.segments)):
-            if seg > 0 and not plan.reduce_marker(seg).exists():
+            if seg in todo.reduces:
                 t0 = time.perf_counter()
                 what = f"reduce of stage {seg} ({next(iter(plan.segments[seg][0]))})"
                 mem = memory_request(stage_memory(plan, seg), f"the {what}")
@@ -232,7 +233,7 @@ def run_ray(plan: Plan, opts: RayOptions | None = None) -> list[list[dict]]:
                     pass
                 log.info("%s (barrier): %.1fs", what, time.perf_counter() - t0)
             tasks = [MapTask(seg, s) for s in range(n_shards)]
-            pending = [t for t in tasks if not plan.marker(t).exists()]
+            pending = todo.tasks[seg]
             progress = _Progress(f"segment {seg + 1}/{len(plan.segments)} (ray)", len(pending))
             for _, result in run_tasks(lambda t: map_fn.remote(plan_ref, t), pending, describe, opts.retries):
                 progress.update(result)
@@ -243,71 +244,31 @@ def run_ray(plan: Plan, opts: RayOptions | None = None) -> list[list[dict]]:
             ray.shutdown()
 
 
-class _Pairs:
-    """Collects a band's verified pairs (stands in for the union-find inside _Verifier)."""
-
-    def __init__(self):
-        self.a, self.b = [], []
-
-    def union_pairs(self, a, b) -> None:
-        self.a.append(a)
-        self.b.append(b)
-
-    def arrays(self):
-        import numpy as np
-
-        empty = np.empty(0, np.int64)
-        return (np.concatenate(self.a) if self.a else empty), (np.concatenate(self.b) if self.b else empty)
-
-
-def _band_entry(store_path: str, cfg, j: int, runs: list, excluded, n_old: int, budget: int) -> tuple:
-    """One LSH band of the dedup reduce: merge its sorted runs (the records shuffled to this band),
-    bucket them, verify the candidate pairs; returns the verified pairs and the counts. Bands touch
-    only their own files, so they run in parallel."""
-    from data_pipeline.dedup import lsh
-    from data_pipeline.dedup.index import Store, _merge_band, _Verifier
-
+def _band_entry(task, j: int) -> dict:
+    """One LSH band of the dedup reduce (dedup.reduce.BandTask: merge the band's sorted runs, bucket,
+    verify; the pairs and a marker go to the work folder, so a finished band is not redone after a
+    failure). Bands touch only their own files, so they run in parallel."""
     crash = _maybe_crash(f"band-{j:03d}", "band")
-    store = Store(Path(store_path), cfg)
-    # a retry after a crash: the runs already merged into the store's band run are gone
-    runs = [Path(r) for r in runs if Path(f"{r}.keys").exists()]
-    scratch = store.path / "scratch" / f"band{j}"
-    scratch.mkdir(parents=True, exist_ok=True)
-    pairs, counts = _Pairs(), {"candidate_pairs": 0, "verified_pairs": 0}
-    verifier = _Verifier(store, pairs, cfg, budget, counts)
-    for keys, docs in _merge_band(store, f"band{j}", runs, max(budget // 4, 1 << 15), scratch):
-        alive = ~excluded[docs]
-        a, c = lsh.bucket_pairs(keys[alive], docs[alive])
-        new = c >= n_old
-        verifier.add(a[new], c[new])
-    verifier.flush()
-    if crash:
-        os._exit(1)
-    shutil.rmtree(scratch, ignore_errors=True)
-    return (*pairs.arrays(), counts)
+    return task.run(j, before_marker=(lambda: os._exit(1)) if crash else None)
 
 
 def map_bands_ray(opts: RayOptions):
-    """A `map_bands` for dedup.index.reduce: one Ray task per band, each reserving the memory budget."""
+    """A `map_bands` for dedup.reduce.reduce: one Ray task per band, each reserving the memory budget."""
 
-    def map_bands(store, band_runs, excluded, n_old, budget):
+    def map_bands(task, bands: list[int]):
         import ray
 
+        from data_pipeline.dedup.index import parse_size
+
         band_fn = ray.remote(max_retries=0)(_band_entry)
-        cfg = store.cfg.resolved()
-        excluded_ref = ray.put(excluded)
-        mem = memory_request(budget, "a dedup band task (--memory-budget)")
+        task_ref = ray.put(task)
+        mem = memory_request(parse_size(task.cfg.memory_budget), "a dedup band task (--memory-budget)")
         t0 = time.perf_counter()
-
-        def submit(j):
-            return band_fn.options(memory=mem).remote(str(store.path), cfg, j, [str(r) for r in band_runs[j]],
-                                                         excluded_ref, n_old, budget)
-
-        for k, (j, (a, c, counts)) in enumerate(run_tasks(submit, list(range(len(band_runs))),
-                                                          lambda j: f"dedup band {j}", opts.retries)):
-            if k + 1 == len(band_runs) or time.perf_counter() - t0 > 5:
-                log.info("dedup: bands (ray) %d/%d", k + 1, len(band_runs))
-            yield a, c, counts
+        for k, (j, _) in enumerate(run_tasks(lambda j: band_fn.options(memory=mem).remote(task_ref, j), bands,
+                                             lambda j: f"dedup band {j}", opts.retries)):
+            if k + 1 == len(bands) or time.perf_counter() - t0 > 5:
+                log.info("dedup: bands (ray) %d/%d", k + 1, len(bands))
+            yield j
 
     return map_bands
 
@@ -339,6 +300,7 @@ def scan_inputs_ray(opts: RayOptions):
             shard_dirs += [Path(s) for s in shards]
             counts["docs_in"] += c["docs_in"]
             counts["bytes_in"] += c["bytes_in"]
+            counts["shards_reused"] = counts.get("shards_reused", 0) + c.get("shards_reused", 0)
             for rec in rejects:
                 counts["rejected_read"] += 1
                 rejected.write_record(rec)

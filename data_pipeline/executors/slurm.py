@@ -12,7 +12,9 @@ Dedup (`anvil data dedup ... --executor slurm`): `scan` (array, one task per inp
 shards as the local command) then `finish` (cluster inside --memory-budget and write the output).
 
 Array tasks are the local executor's task units with its markers (base.py), so a finished task is
-skipped when resubmitted and a job can be completed by any executor. Each script retries its
+skipped when resubmitted and a job can be completed by any executor. Before submitting, the
+finished tasks' files are verified (base.pending_work): a damaged task loses its marker, so its
+array element redoes it. Each script retries its
 command `retries` times before failing its array element (which holds back the next stage).
 `--dry-run` prints the scripts and the sbatch commands and writes nothing. The scripts run
 `python -m data_pipeline.executors.slurm {map,reduce,dedup-scan,dedup-finish} ...` (main below).
@@ -29,7 +31,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data_pipeline.executors.base import MapTask, Plan, run_map_task, run_reduce, write_json_atomic
+from data_pipeline.executors.base import MapTask, Plan, pending_work, run_map_task, run_reduce, write_json_atomic
 
 MODULE = "data_pipeline.executors.slurm"
 
@@ -147,6 +149,9 @@ def submit_curation(recipe, config: str, overrides: list[str], strict: bool, opt
         folder = plan.work.resolve() / "slurm"
         plan_path = folder / "plan.json"
         if not dry_run:
+            from framework.runtime import get_logger
+
+            pending_work(plan, fix=True, log=get_logger("data"))   # damaged tasks lose their marker
             write_json_atomic(plan_path, asdict(plan))
         submit(curation_jobs(plan, plan_path, finish, opts), folder, opts, "anvil-curate", dry_run)
         return None

@@ -62,26 +62,39 @@ class _AtomicZstLines(_CommitOnSuccess):
 
     def write_line(self, line: str) -> None:
         data = line.encode("utf-8") + b"\n"
-        self._out.write(data)
+        try:
+            self._out.write(data)
+        except OSError as exc:      # disk full, I/O error: name the file (the caller aborts)
+            exc.filename = exc.filename or str(self.path)
+            raise
         self.count += 1
         self.bytes += len(data)
 
     def close(self) -> Path:
         if not self._closed:
-            if self._zst:
-                self._out.close()
-            self._raw.flush()
-            os.fsync(self._raw.fileno())
-            self._raw.close()
+            try:
+                if self._zst:
+                    self._out.close()
+                self._raw.flush()
+                os.fsync(self._raw.fileno())
+                self._raw.close()
+            except OSError as exc:
+                self.abort()
+                exc.filename = exc.filename or str(self.path)
+                raise
             os.replace(self.tmp, self.path)
             self._closed = True
         return self.path
 
     def abort(self) -> None:
+        """Drop the half-written file (never raises: it runs while another error propagates)."""
         if not self._closed:
-            self._raw.close()
-            self.tmp.unlink(missing_ok=True)
             self._closed = True
+            try:
+                self._raw.close()
+            except OSError:
+                pass
+            self.tmp.unlink(missing_ok=True)
 
 
 class JsonlZstWriter(_AtomicZstLines):

@@ -8,10 +8,15 @@ Shape (like Megatron-LM's preprocess_data, with order kept and resume added):
   the writer sees documents in input order whatever N is (the bytes are identical for any N);
 - the writer appends the end-of-document token and writes each source to its own part
   (`PREFIX.parts/NNNNN.{bin,idx}` through megatron-core's `IndexedDatasetBuilder`) with a
-  `.done.json` marker; a rerun skips sources whose marker matches (same file size, mtime and
-  tokenizer), so an interrupted job resumes by input shard;
+  `.done.json` marker that also records the size and checksum of the part's files; a rerun skips
+  sources whose marker matches (same file size, mtime and tokenizer) and whose part files still
+  verify (a missing, truncated or changed part is redone, with a warning), so an interrupted job
+  resumes by input shard;
 - finally the parts are concatenated into `PREFIX.bin/.idx` (`IndexedDatasetBuilder.add_index`)
-  and `PREFIX.json` records counts, vocabulary, dtype and the tokenizer's hash.
+  and `PREFIX.json` records counts, vocabulary, dtype, the tokenizer's hash and the size and
+  checksum of `PREFIX.bin/.idx` (`anvil data verify PREFIX` checks them).
+Every file is written under a `.tmp` name and renamed when complete, so a full disk or an I/O
+error (raised naming the file) leaves no half-written part or prefix under its final name.
 Token ids are uint16 when the vocabulary fits (<= 65536), int32 otherwise.
 """
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from data_pipeline.executors.integrity import check_files, record_files
 from data_pipeline.tokens.shards import file_sha256, write_sidecar
 
 BATCH_DOCS = 256
@@ -116,12 +122,24 @@ def _batches(sources: Sequence[Source], todo: set[int], dtype: str, batch_docs: 
         yield i, batch, dtype, {"skipped_empty": skipped, "bytes": nbytes, "rejected": rejected}
 
 
+def _publish(tmp_base: str, base: str) -> None:
+    """Rename a finished `X.tmp.bin/.idx` pair to `base.bin/.idx` (.idx last: it is read first)."""
+    os.replace(tmp_base + ".bin", base + ".bin")
+    os.replace(tmp_base + ".idx", base + ".idx")
+
+
+def _discard(tmp_base: str) -> None:
+    for ext in (".bin", ".idx"):
+        Path(tmp_base + ext).unlink(missing_ok=True)
+
+
 class _PartWriter:
     def __init__(self, parts_dir: Path, index: int, dtype, eod: int, identity: dict):
         from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
         self.base = parts_dir / f"{index:05d}"
-        self.builder = IndexedDatasetBuilder(str(self.base) + ".bin", dtype=dtype)
+        self.tmp_base = str(self.base) + ".tmp"
+        self.builder = IndexedDatasetBuilder(self.tmp_base + ".bin", dtype=dtype)
         self.eod, self.dtype, self.identity = eod, dtype, identity
         self.documents = self.tokens = self.max_id = 0
 
@@ -137,13 +155,24 @@ class _PartWriter:
             self.max_id = max(self.max_id, int(flat.max()))
 
     def close(self, tail: dict) -> dict:
-        self.builder.finalize(str(self.base) + ".idx")
+        self.builder.finalize(self.tmp_base + ".idx")
+        _publish(self.tmp_base, str(self.base))
+        produced = [Path(str(self.base) + ext) for ext in (".bin", ".idx", ".rejected.jsonl")]
         marker = {"identity": self.identity, "documents": self.documents, "tokens": self.tokens,
-                  "max_token_id": max(self.max_id, self.eod), **tail}
+                  "max_token_id": max(self.max_id, self.eod), **tail,
+                  "files": record_files(produced, self.base.parent)}
         tmp = Path(str(self.base) + ".done.json.tmp")
         tmp.write_text(json.dumps(marker, sort_keys=True))
         os.replace(tmp, str(self.base) + ".done.json")  # the marker is the commit point
         return marker
+
+    def abort(self) -> None:
+        """A failed write: close and drop the unfinished part (never raises)."""
+        try:
+            self.builder.data_file.close()
+        except OSError:
+            pass
+        _discard(self.tmp_base)
 
 
 def rejected_path(output_prefix: str) -> Path:
@@ -158,17 +187,36 @@ def _collect_rejected(parts_dir: Path, n_sources: int, output_prefix: str) -> No
     target.unlink(missing_ok=True)
     if files:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "w", encoding="utf-8") as out:
-            for f in files:
-                out.write(f.read_text(encoding="utf-8"))
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                for f in files:
+                    out.write(f.read_text(encoding="utf-8"))
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, target)
 
 
 def _load_marker(parts_dir: Path, index: int, identity: dict) -> dict | None:
+    """The source's marker when it matches `identity` and its part files verify, else None."""
     path = parts_dir / f"{index:05d}.done.json"
     if not path.is_file():
         return None
-    marker = json.loads(path.read_text())
-    return marker if marker.get("identity") == identity else None
+    try:
+        marker = json.loads(path.read_text())
+    except ValueError:
+        marker = {}
+    if marker.get("identity") != identity:
+        return None
+    problem = check_files(marker.get("files", {}), parts_dir)
+    if problem:
+        from framework.runtime import get_logger
+
+        get_logger("data").warning("tokenize: part %05d (%s): %s; redoing it", index, identity.get("name"), problem)
+        path.unlink()
+        return None
+    return marker
 
 
 def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_prefix: str,
@@ -233,6 +281,12 @@ def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_pref
             if tail is not None:
                 markers[src] = writer.close(tail)
                 writer = None
+    except BaseException as exc:
+        if writer is not None:
+            writer.abort()
+            if isinstance(exc, OSError) and not exc.filename:     # disk full: name the part
+                exc.filename = str(writer.base) + ".bin"
+        raise
     finally:
         if pool is not None:
             pool.terminate()
@@ -251,15 +305,26 @@ def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_pref
         raise ValueError(f"no documents to tokenize in {len(sources)} input(s) "
                          f"({stats.skipped_empty} empty documents skipped)")
     # Concatenate the parts in input order; megatron's builder copies .bin and shifts the index.
-    final = IndexedDatasetBuilder(str(output_prefix) + ".bin", dtype=dtype)
+    tmp_prefix = str(output_prefix) + ".tmp"
+    final = IndexedDatasetBuilder(tmp_prefix + ".bin", dtype=dtype)
     gc.freeze()
     try:
         for i in range(len(sources)):
             if markers[i]["documents"]:
                 final.add_index(str(parts_dir / f"{i:05d}"))
+        final.finalize(tmp_prefix + ".idx")
+    except BaseException as exc:
+        try:
+            final.data_file.close()
+        except OSError:
+            pass
+        _discard(tmp_prefix)
+        if isinstance(exc, OSError) and not exc.filename:
+            exc.filename = str(output_prefix) + ".bin"
+        raise
     finally:
         gc.unfreeze()
-    final.finalize(str(output_prefix) + ".idx")
+    _publish(tmp_prefix, str(output_prefix))
     stats.sources_done = len(todo)
     stats.max_token_id = max(m["max_token_id"] for m in markers.values())
     stats.per_source = [{"name": sources[i].name, "documents": markers[i]["documents"],
@@ -271,7 +336,10 @@ def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_pref
         "dtype": np.dtype(dtype).name, "eod_id": eod, "pad_id": pad, "max_token_id": stats.max_token_id,
         "tokenizer": os.path.basename(str(tokenizer_path)), "tokenizer_sha256": tok_hash,
         "bytes": stats.bytes, "inputs": stats.per_source,
-        "skipped": {"empty": stats.skipped_empty, **stats.rejected}})
+        "skipped": {"empty": stats.skipped_empty, **stats.rejected},
+        # keyed by extension, so a prefix copied under another name still verifies
+        "files": {ext: record_files([Path(str(output_prefix) + ext)], out.parent)[out.name + ext]
+                  for ext in (".bin", ".idx")}})
     if not keep_parts:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return stats

@@ -12,10 +12,13 @@ output folder:
   rejected/              unreadable records and dropped duplicate ids
   stats.json             counts, bands x rows, cluster sizes
   timings.json           wall-clock seconds per phase
+  .dedup-work/           finished units with checksummed markers while the run lasts: after a
+                         kill, the same command verifies and reuses them (removed when done)
 
 example:
   anvil data dedup crawl/ --output deduped/ --workers 2 --memory-budget 1GB
   anvil data dedup crawl/ --output deduped/ --executor ray --ray-address auto
+  anvil data dedup crawl/ --output deduped/ --plan      # disk, memory and time estimate; runs nothing
 """
 
 
@@ -44,9 +47,10 @@ def _configure_dedup(p: argparse.ArgumentParser) -> None:
                    help="false-positive and false-negative weights of datasketch's bands x rows optimiser; "
                         "candidates are verified, so the default favours recall (default 0.05 0.95)")
     p.add_argument("--seed", type=int, default=1, help="permutation seed (datasketch's; default 1)")
-    from data_pipeline.executors.options import add_executor_args
+    from data_pipeline.executors.options import add_executor_args, add_preflight_args
 
     add_executor_args(p)
+    add_preflight_args(p)
 
 
 def _config(args):
@@ -72,6 +76,14 @@ def _run_dedup(args: argparse.Namespace) -> int:
     check_executor_args(args, "anvil data dedup")
     cfg = _config(args)
     try:
+        if args.plan or not (args.ignore_disk_estimate or args.dry_run):
+            from data_pipeline import preflight
+
+            if args.plan:
+                est = preflight.estimate_dedup(args.inputs, cfg)
+                print(preflight.format_estimate(est, preflight.free_disk(args.output)))
+                return 0
+            preflight.preflight_dedup_check(args.inputs, args.output, cfg)
         if args.executor == "slurm":
             from data_pipeline.executors.slurm import submit_dedup
 

@@ -65,6 +65,9 @@ def _run_tokenize(args: argparse.Namespace) -> int:
                                  workers=args.workers, batch_docs=args.batch_docs)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"anvil data tokenize: {exc}") from exc
+    except OSError as exc:      # disk full, I/O error: finished input shards keep their parts
+        raise SystemExit(f"anvil data tokenize: writing {exc.filename or '?'} failed: {exc.strerror or exc}; "
+                         "finished input shards are kept, rerun the same command to resume") from exc
     if stats.rejected:
         get_logger("tokenize").info("rejected records: %s (see %s)", stats.rejected,
                                     rejected_path(args.output_prefix))

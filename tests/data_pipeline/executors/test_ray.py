@@ -86,7 +86,7 @@ def test_failing_task_stops_job_naming_shard_then_local_resumes(work, crash_dir)
 def test_cli_dedup_on_ray_matches_local_after_crashes(work, crash_dir, retry_log):
     root, raw = work
     (crash_dir / "scan-00002").touch()      # a signature task dies after its first shard
-    (crash_dir / "band-003").touch()        # a band task dies after merging its runs into the store
+    (crash_dir / "band-003").touch()        # a band task dies after writing its pairs, before its marker
     cfg = dedup_config()
     argv = ["data", "dedup", str(raw), "--output", str(root / "ray-dedup"), "--threshold", str(cfg.threshold),
             "--memory-budget", cfg.memory_budget, "--executor", "ray", "--retries", "1"]
@@ -96,6 +96,21 @@ def test_cli_dedup_on_ray_matches_local_after_crashes(work, crash_dir, retry_log
     assert any("dedup scan of input" in m for m in retried) and any("dedup band 3" in m for m in retried), retried
     assert (root / "local-dedup" / "duplicates.jsonl").read_text().count("\n") > 0
     assert_same_output(root / "local-dedup", root / "ray-dedup")
+
+
+def test_dedup_on_ray_stopped_in_the_band_phase_resumes(work, crash_dir):
+    """The job stops (band 5 fails, no retries); the same call continues from the finished units."""
+    root, raw = work
+    out = root / "ray-dedup-resume"
+    (crash_dir / "band-005").write_text("raise")
+    with pytest.raises(TaskFailed, match="dedup band 5"):
+        run_dedup_ray([str(raw)], out, dedup_config(), opts=RayOptions(retries=0))
+    stats = run_dedup_ray([str(raw)], out, dedup_config(), opts=RayOptions(retries=0))
+    r = stats["resume"]
+    assert r["scan"]["done"] == 0 and r["scan"]["reused"] >= 4, r            # one shard or more per file
+    assert r["append"]["done"] == 0 and r["ids"] == {"reused": 1, "done": 0}, r
+    assert 1 <= r["bands"]["done"] < stats["bands"], r
+    assert_same_output(root / "local-dedup", out)
 
 
 def test_incremental_dedup_on_ray_matches_local(work, crash_dir):
@@ -149,3 +164,18 @@ def test_unreachable_ray_address_fails_fast():
         _check_reachable(f"127.0.0.1:{port}")
     assert time.perf_counter() - t < 10
     _check_reachable("auto")         # left to Ray
+
+
+def _kept_and_rejected(out):
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.jsonl.zst")) if ".anvil" not in p.parts}
+
+
+def test_damaged_part_is_verified_and_redone_on_ray(work, crash_dir):
+    """Markers are shared with the local executor: Ray verifies them the same way before reuse."""
+    root, raw = work
+    out = root / "ray-damaged"
+    shutil.copytree(root / "local", out)
+    part = out / "part-00001.jsonl.zst"
+    part.write_bytes(part.read_bytes()[:-5])
+    curate(raw, out, lambda plan: run_ray(plan, RayOptions(retries=0)))
+    assert _kept_and_rejected(out) == _kept_and_rejected(root / "local")

@@ -121,3 +121,25 @@ def test_dedup_on_slurm_matches_local(work, fake_sbatch):
     assert (fake_sbatch / "failed").read_text() == "", logs
     assert_same_output(root / "local-dedup", root / "slurm-dedup")
     assert not (root / "slurm-dedup" / ".dedup-slurm" / "scan").exists()
+
+
+def test_submission_verifies_finished_tasks(work, tmp_path, monkeypatch):
+    """Before submitting, the finished tasks are verified: a damaged one loses its marker, so its
+    array element redoes it (the elements of intact ones skip, as the end-to-end test shows)."""
+    import shutil
+
+    root, raw = work
+    out = tmp_path / "slurm-damaged"
+    shutil.copytree(root / "local", out)
+    part = out / "part-00000.jsonl.zst"
+    data = bytearray(part.read_bytes())
+    data[40] ^= 2
+    part.write_bytes(bytes(data))
+    monkeypatch.setenv("PATH", str(tmp_path))            # no sbatch: stops right after writing the scripts
+    with pytest.raises(SystemExit, match="sbatch not found"):
+        main(["data", "run", str(DEMO), *overrides(raw, out), "--executor", "slurm"])
+    markers = out / ".anvil" / "markers"
+    assert not (markers / "seg2-00000.json").exists()        # the damaged task
+    assert not (markers / "reduce2.json").exists()           # its input, removed when the run ended
+    assert (markers / "seg2-00001.json").exists()            # intact: its array element skips it
+    assert (out / ".anvil" / "slurm" / "seg2.sbatch").exists()

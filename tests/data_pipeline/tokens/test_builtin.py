@@ -24,7 +24,10 @@ def test_builtin_data_matches_tiny_model_and_is_cached(tmp_path):
     sample = train[3]
     starts = np.flatnonzero(corpus[: len(corpus) - 64] == sample[0])
     assert any((corpus[s:s + 65] == sample).all() for s in starts)
-    assert "the" in load_tokenizer(tok_path).decode(sample.tolist())
+    # Real English text (the sample corpus depends on the installed packages, so look at a few samples).
+    tok = load_tokenizer(tok_path)
+    text = " ".join(tok.decode(train[i].tolist()) for i in range(8)).lower()
+    assert sum(text.count(word) for word in (" the ", " and ", " of ", " to ")) >= 5, text[:300]
     start = time.perf_counter()
     assert builtin_data(tmp_path) == (prefix, tok_path)
     assert time.perf_counter() - start < 1.0  # cached: no retraining
