@@ -84,7 +84,7 @@ class TrainConfig:
     max_consecutive_skips: int = 5  # non-finite steps in a row that stop the run (spike_action rollback: roll back)
     spike_window: int = 50  # losses the spike z-score is computed against
     spike_zscore: float = 6.0  # a loss this many standard deviations above the window's mean is a spike
-    spike_action: Literal["log", "rollback"] = "log"  # rollback: reload the last good checkpoint, skip the data since
+    spike_action: Literal["log", "rollback"] = "log"  # log: flag; rollback: reload the last good checkpoint, skip data since
     max_rollbacks: int = 3  # spike_action rollback: rollbacks per run; the next spike stops the run
     inject_nan_at: list[int] = field(default_factory=list)  # fault injection: steps whose loss is NaN (once per run)
 
@@ -118,13 +118,33 @@ class DataConfig:
     tokenizer: Optional[str] = None  # tokenizer.json
     split: str = "98,2,0"  # train, validation, test shares
     cache_dir: Optional[str] = None  # index caches; default RUN_DIR/../.data_cache
+    mix: Optional[str] = None  # `anvil data mix` YAML: sets paths and weights (differing explicit ones: error)
 
     def validate(self) -> None:
+        if self.mix:
+            self._apply_mix()
         if self.weights and len(self.weights) != len(self.paths):
             raise ConfigError(
                 f"config key 'data.weights': {len(self.weights)} weights for {len(self.paths)} data.paths")
         if any(w < 0 for w in self.weights):
             raise ConfigError(f"config key 'data.weights': weights must be >= 0, got {self.weights}")
+
+    def _apply_mix(self) -> None:
+        """Fill paths/weights from the fragment. Explicit ones must agree with it (a saved
+        RUN_DIR/config.yaml carries both), so no silent precedence between two blends."""
+        import os
+
+        from data_pipeline.tokens.mix import MixError, read_mix
+
+        try:
+            paths, weights = read_mix(self.mix)
+        except MixError as exc:
+            raise ConfigError(f"config key 'data.mix': {exc}") from None
+        same_paths = [os.path.abspath(p) for p in self.paths] == [os.path.abspath(p) for p in paths]
+        if self.paths and not same_paths or self.weights and self.weights != weights:
+            raise ConfigError(f"config key 'data.mix': {self.mix} sets data.paths / data.weights but the config "
+                              f"also gives different ones ({self.paths}, {self.weights}); keep one of the two")
+        self.paths, self.weights = paths, weights
 
 
 @dataclass

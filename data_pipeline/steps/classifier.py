@@ -1,16 +1,21 @@
-"""Model-based quality filter: hashed word n-grams + logistic regression (scikit-learn).
+"""Model-based quality filter: hashed word n-grams + logistic regression (scikit-learn), or fastText.
 
-Chosen over fastText: fastText's PyPI wheels do not build against NumPy 2 reliably, while
-scikit-learn is already a dependency and trains the same kind of linear bag-of-n-grams model.
-`train_classifier` fits it from positive and negative documents; the model is saved as a plain
-`.npz` (weights, intercept, the hashing settings as JSON) and loaded with `allow_pickle=False`:
-no pickle anywhere. The `classifier` step writes `metadata["quality_score"]` and keeps documents
-whose score reaches `threshold`.
+The default backend needs nothing beyond scikit-learn and trains the same kind of linear
+bag-of-n-grams model as fastText. `train_classifier` fits it from positive and negative
+documents; the model is saved as a plain `.npz` (weights, intercept, the hashing settings as
+JSON) and loaded with `allow_pickle=False`: no pickle anywhere. The `classifier` step writes the
+score to `metadata[score_field]` (default `quality_score`) and keeps documents whose score
+reaches `threshold`.
+
+The step also loads fastText supervised `.bin` models (DCLM / FineWeb-Edu quality classifiers,
+fastText language id; see `fasttext_model.py`), told apart from `.npz` models by the file's magic
+bytes; their score is the probability of `label` (default `__label__hq`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +96,10 @@ class QualityModel:
 class QualityClassifier(Filter):
     @dataclass
     class Params:
-        model: str = ""
-        threshold: float = 0.5
+        model: str = ""                    # .npz (train-classifier) or fastText .bin
+        threshold: float = 0.5             # keep documents whose score is >= this
+        label: str = "__label__hq"         # fastText only: the label whose probability is the score
+        score_field: str = "quality_score"  # metadata key the score is written to
 
         def validate(self) -> None:
             if not self.model:
@@ -100,12 +107,38 @@ class QualityClassifier(Filter):
                                   "(train one with `anvil data train-classifier`)")
             if not Path(self.model).is_file():
                 raise ConfigError(f"classifier.model: file not found: {self.model}")
+            if not self.score_field:
+                raise ConfigError("classifier.score_field: must be a non-empty metadata key")
 
     def __init__(self, params=None):
         super().__init__(params)
-        self.model = QualityModel(self.params.model)
+        self.model = load_model(self.params.model, self.params.label)
 
     def keep(self, doc: Document):
         score = round(float(self.model.scores([doc.text])[0]), 4)
-        doc.metadata["quality_score"] = score
+        doc.metadata[self.params.score_field] = score
         return (True, None) if score >= self.params.threshold else (False, "below_threshold")
+
+
+def load_model(path: str, label: str = "__label__hq"):
+    """A `.npz` QualityModel or a fastText model, by the file's first bytes; errors name the YAML key."""
+    from data_pipeline.steps.fasttext_model import FastTextModel, is_fasttext_file
+
+    if is_fasttext_file(path):
+        try:
+            return FastTextModel(path, label)
+        except KeyError as exc:
+            raise ConfigError(f"classifier.label: {exc.args[0]}") from None
+        except (ValueError, RuntimeError, MemoryError) as exc:
+            raise ConfigError(f"classifier.model: {path}: cannot load the fastText model ({exc})") from None
+    expected = "expected an Anvil .npz model (anvil data train-classifier) or a fastText .bin/.ftz model"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != b"PK\x03\x04":   # .npz files are zip archives
+        raise ConfigError(f"classifier.model: {path}: not a model the classifier can load: {expected} "
+                          f"(the file starts with {head!r})")
+    try:
+        return QualityModel(path)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"classifier.model: {path}: not a model the classifier can load: {expected} "
+                          f"({exc})") from None
