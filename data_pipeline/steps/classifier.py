@@ -23,6 +23,7 @@ import numpy as np
 
 from data_pipeline.document import Document
 from data_pipeline.steps.base import Filter, register
+from data_pipeline.steps.fasttext_model import is_holdout
 from framework.configtree import ConfigError
 
 FORMAT = "anvil-hashed-logreg-v1"
@@ -33,11 +34,6 @@ def _vectorizer(cfg: dict):
 
     return HashingVectorizer(n_features=cfg["n_features"], ngram_range=(1, cfg["ngram_max"]),
                              alternate_sign=False, norm="l2", lowercase=True, dtype=np.float32)
-
-
-def _is_holdout(doc_id: str, fraction: float) -> bool:
-    h = int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
-    return (h % 10_000) < fraction * 10_000
 
 
 def train_classifier(positive: list[str], negative: list[str], output: str | Path, *,
@@ -56,7 +52,7 @@ def train_classifier(positive: list[str], negative: list[str], output: str | Pat
                 break
             texts.append(doc.text[:max_chars])
             labels.append(label)
-            held.append(_is_holdout(doc.id, holdout))
+            held.append(is_holdout(doc.id, holdout))
     y, held = np.array(labels), np.array(held)
     if len(set(y[~held].tolist())) < 2:
         raise ValueError("training needs at least one positive and one negative document outside the holdout")

@@ -17,9 +17,17 @@ inputs and settings give the same model file.
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import struct
 from pathlib import Path
+
+
+def is_holdout(doc_id: str, fraction: float) -> bool:
+    """The held-out split of both classifier trainers (sklearn and fastText): a hash of the id."""
+    h = int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
+    return (h % 10_000) < fraction * 10_000
+
 
 LABEL_PREFIX = "__label__"
 POSITIVE, NEGATIVE = "__label__hq", "__label__lq"
@@ -153,7 +161,6 @@ def train_fasttext(positive: list[str], negative: list[str], output: str | Path,
     import fasttext
 
     from data_pipeline.io.readers import iter_documents
-    from data_pipeline.steps.classifier import _is_holdout
 
     train, held = [], []
     for label, inputs in ((POSITIVE, positive), (NEGATIVE, negative)):
@@ -162,7 +169,7 @@ def train_fasttext(positive: list[str], negative: list[str], output: str | Path,
                 break
             line = _one_line(doc.text[:max_chars]).strip()
             if line:
-                (held if _is_holdout(doc.id, holdout) else train).append((label, line))
+                (held if is_holdout(doc.id, holdout) else train).append((label, line))
     if len({label for label, _ in train}) < 2:
         raise ValueError("training needs at least one positive and one negative document outside the holdout")
     random.Random(seed).shuffle(train)   # SGD sees the classes interleaved, in a fixed order
