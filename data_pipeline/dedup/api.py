@@ -15,6 +15,11 @@ redone) are streamed once more into:
     OUTPUT/rejected/rejected.jsonl    unreadable records and dropped duplicate ids
     OUTPUT/stats.json                 counts, LSH settings, cluster sizes
     OUTPUT/timings.json               wall-clock seconds of the scan and reduce phases
+
+Until the output is written, OUTPUT/.dedup-work keeps every finished unit (scan shards, then the
+reduce's units, reduce.py) with a marker recording its files' sizes and checksums (resume.py). The
+same command after a kill, in any phase, verifies and reuses them and writes the same bytes as an
+uninterrupted run; other inputs (sizes, mtimes) or settings start over.
 """
 from __future__ import annotations
 
@@ -27,7 +32,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from data_pipeline.dedup.index import DedupConfig, reduce, scan_texts, write_shard_meta
+from data_pipeline.dedup.index import DedupConfig, scan_texts, write_shard_meta
+from data_pipeline.dedup.reduce import reduce
+from data_pipeline.dedup.resume import (Tally, atomic, fault, input_identity, read_marker, tag_of, write_json,
+                                        write_marker)
 from data_pipeline.document import Document
 from framework.runtime import get_logger, print_table, progress
 
@@ -50,38 +58,66 @@ def _shards(docs, cfg: DedupConfig):
         yield batch
 
 
-def scan_batch(batch: list[Document], shard: Path, cfg: DedupConfig) -> None:
+def scan_identity(cfg: DedupConfig) -> dict:
+    """The settings a scan shard depends on."""
+    return {**cfg.identity(), "shard_docs": cfg.shard_docs, "shard_max_chars": SHARD_MAX_CHARS}
+
+
+def scan_batch(batch: list[Document], shard: Path, cfg: DedupConfig, tag: str = "") -> None:
     """Everything per shard happens in the worker: the documents kept aside as JSON lines for the
-    output (shard/docs.jsonl), ids/metadata, signatures and band keys."""
+    output (shard/docs.jsonl), ids/metadata, signatures and band keys; then the shard's marker
+    (shard/done.json, resume.py) covering all of them."""
     from data_pipeline.io import dumps_document
 
     write_shard_meta(shard, batch, cfg)
-    with open(shard / "docs.jsonl", "w", encoding="utf-8") as f:
+    with atomic(shard / "docs.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("".join(dumps_document(doc) + "\n" for doc in batch))
     scan_texts([d.text for d in batch], shard, cfg)
+    fault(f"scan:{shard.name}")
+    write_marker(shard / "done.json", tag, sorted(p for p in shard.iterdir() if p.name != "done.json"
+                                                  and not p.name.endswith(".tmp")), docs=len(batch))
+
+
+def shard_done(shard: Path, tag: str) -> bool:
+    return read_marker(shard / "done.json", tag, f"scan shard {shard}") is not None
 
 
 def scan_file(path: Path, file_index: int, work: Path, cfg: DedupConfig) -> tuple[list[Path], dict, list[dict]]:
-    """Read and scan one input file in shards named (file, shard), so their order is input order."""
+    """Read and scan one input file in shards named (file, shard), so their order is input order.
+    Resumable: shards with a valid marker are not scanned again, and a file whose marker (counts,
+    rejected records, its shards) is valid is not even read."""
     from data_pipeline.io import read_documents
 
+    tag = tag_of([input_identity([path]), scan_identity(cfg), file_index])
+    marker = work / "scan" / f"file-{file_index:06d}.json"
+    rec = read_marker(marker, tag, f"the scan of {path}")
+    if rec is not None:
+        shards = [work / "scan" / name for name in rec["shards"]]
+        if all(shard_done(s, tag) for s in shards):
+            return shards, {**rec["counts"], "shards_reused": len(shards)}, rec["rejects"]
     rejects: list[dict] = []
-    shards, counts = [], {"docs_in": 0, "bytes_in": 0}
+    shards, counts = [], {"docs_in": 0, "bytes_in": 0, "shards_reused": 0}
     for k, batch in enumerate(_shards(read_documents(path, on_reject=rejects.append), cfg)):
         shard = work / "scan" / f"shard-{file_index:06d}-{k:06d}"
-        scan_batch(batch, shard, cfg)
+        if shard_done(shard, tag):
+            counts["shards_reused"] += 1
+        else:
+            scan_batch(batch, shard, cfg, tag)
         shards.append(shard)
         counts["docs_in"] += len(batch)
         counts["bytes_in"] += sum(len(d.text) for d in batch)
+    write_marker(marker, tag, [s / "done.json" for s in shards], shards=[s.name for s in shards],
+                 counts={k: v for k, v in counts.items() if k != "shards_reused"}, rejects=rejects)
     return shards, counts, rejects
 
 
 def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -> tuple[list[Path], dict]:
-    """Read every input in order, keep documents aside, and scan shards in `cfg.workers` processes."""
+    """Read every input in order, keep documents aside, and scan shards in `cfg.workers` processes.
+    Shards finished by an interrupted run (valid marker) are skipped."""
     from data_pipeline.io import expand_inputs, read_documents
 
     files = expand_inputs(list(inputs))
-    counts = {"files": len(files), "docs_in": 0, "bytes_in": 0, "rejected_read": 0}
+    counts = {"files": len(files), "docs_in": 0, "bytes_in": 0, "rejected_read": 0, "shards_reused": 0}
 
     def on_reject(rec: dict) -> None:
         counts["rejected_read"] += 1
@@ -106,18 +142,22 @@ def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -
             for fut in progress(futures, total=len(futures), desc="dedup: scan", unit="file"):
                 shards, c, rejects = fut.result()
                 shard_dirs += shards
-                counts["docs_in"] += c["docs_in"]
-                counts["bytes_in"] += c["bytes_in"]
+                for key in ("docs_in", "bytes_in", "shards_reused"):
+                    counts[key] += c[key]
                 for rec in rejects:
                     on_reject(rec)
             return shard_dirs, counts
         # Few files: this process reads and hands shards to the workers.
+        tag = tag_of([input_identity(files), scan_identity(cfg)])
         for k, batch in enumerate(progress(_shards(docs(), cfg), desc="dedup: scan", unit="shard")):
             counts["docs_in"] += len(batch)
             counts["bytes_in"] += sum(len(d.text) for d in batch)
             shard = work / "scan" / f"shard-{k:06d}"
             shard_dirs.append(shard)
-            pending.append(pool.submit(scan_batch, batch, shard, cfg))
+            if shard_done(shard, tag):
+                counts["shards_reused"] += 1
+                continue
+            pending.append(pool.submit(scan_batch, batch, shard, cfg, tag))
             while len(pending) >= 2 * cfg.workers:
                 pending.popleft().result()
         while pending:
@@ -141,23 +181,38 @@ class _Done:
 def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
               incremental_store: str | Path | None = None, scan=None, map_bands=None) -> dict:
     """`scan(inputs, work, cfg, rejected) -> (shard_dirs, counts)` replaces the local scan_inputs and
-    `map_bands` the reduce's band loop (index.reduce) - the Ray and Slurm executors, executors/."""
-    from data_pipeline.io import JsonlZstWriter, RejectedWriter
+    `map_bands` the reduce's band loop (reduce.verify_bands) - the Ray and Slurm executors, executors/.
+    Resumable: OUTPUT/.dedup-work keeps every finished unit with its marker until the output is
+    written; the same command after a kill continues from there (stats["resume"] counts the units)."""
+    from data_pipeline.io import JsonlZstWriter, RejectedWriter, expand_inputs
 
     cfg.check()
     t0 = time.perf_counter()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     work = output / ".dedup-work"
-    if work.exists():
+    identity = {"inputs": input_identity(expand_inputs(list(inputs))), "cfg": scan_identity(cfg.resolved())}
+    saved = work / "identity.json"
+    try:
+        same = json.loads(saved.read_text()) == identity
+    except (OSError, ValueError):
+        same = False
+    if work.exists() and not same:
+        log.info("dedup: %s holds an interrupted run over other inputs or settings: starting over", work)
         shutil.rmtree(work)
-    (work / "scan").mkdir(parents=True)
+    (work / "scan").mkdir(parents=True, exist_ok=True)
+    write_json(saved, identity)
+    tally = Tally()
     store_dir = Path(incremental_store) if incremental_store else work / "store"
     rejected = RejectedWriter(output / "rejected" / "rejected.jsonl")
     try:
         shard_dirs, counts = (scan or scan_inputs)(inputs, work, cfg, rejected)
+        reused = counts.get("shards_reused", 0)
+        tally.add("scan", True, reused)
+        tally.add("scan", False, len(shard_dirs) - reused)
         t_scan = time.perf_counter() - t0
-        result = reduce(store_dir, shard_dirs, cfg, map_bands=map_bands)
+        result = reduce(store_dir, shard_dirs, cfg, map_bands=map_bands, work=work / "reduce", tally=tally,
+                        fresh_store=incremental_store is None)
         t_reduce = time.perf_counter() - t0 - t_scan
         store, rep, excluded, n_old = result["store"], result["rep"], result["excluded"], result["n_old"]
 
@@ -204,6 +259,7 @@ def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
                                           "earlier_batch": True}, ensure_ascii=False) + "\n")
         if writer is not None:
             writer.close()
+        fault("output")
         (output / "duplicates.jsonl.tmp").replace(output / "duplicates.jsonl")
     except BaseException:
         rejected.abort()
@@ -226,11 +282,13 @@ def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
     }
     # Wall-clock times go to their own file: stats.json is the same bytes for the same input and
     # settings, whatever the executor or the machine's load.
-    (output / "stats.json").write_text(json.dumps(stats, indent=1))
+    write_json(output / "stats.json", stats)
     stats["seconds"] = {"scan": round(t_scan, 3), "reduce": round(t_reduce, 3),
                         "total": round(time.perf_counter() - t0, 3)}
-    (output / "timings.json").write_text(json.dumps(stats["seconds"], indent=1))
+    write_json(output / "timings.json", stats["seconds"])
     shutil.rmtree(work, ignore_errors=True)
+    stats["resume"] = tally.as_dict()
+    tally.log()
     return stats
 
 

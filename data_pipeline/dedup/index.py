@@ -1,19 +1,16 @@
-"""The on-disk dedup index: per-shard scans, and the reduce that turns them into clusters.
+"""The on-disk dedup index: settings, per-shard scans, and the store that later batches extend.
 
-Two phases, shared by `anvil data dedup` (api.py) and the `minhash_dedup` pipeline stage (step.py):
+Shared by `anvil data dedup` (api.py) and the `minhash_dedup` pipeline stage (step.py):
 
 * `scan_shard(docs, shard_dir, cfg)`: signatures, band keys and id hashes of one shard of documents
   (pure function of the shard; runs in parallel workers).
-* `reduce(store, shard_dirs, cfg)`: appends the shards, in order, to a *store* folder and decides
-  every document's representative. Band records go through sorted runs and a blocked merge
-  (lsh.py) bounded by the memory budget; candidate pairs are verified against the full signatures
-  (or exactly on shingles), then unioned (clusters.py).
+* `Store`: signatures, band runs (already merged), ids and the cluster partition of every document
+  deduplicated so far, changed only by an atomic commit (so an interrupted batch never damages it).
+* reduce.py turns scanned shards into clusters, adding them to a store.
 
-A store holds everything needed to add later batches: signatures, band runs (already merged), ids,
-the cluster partition. A one-shot run is a reduce into an empty store; `--incremental-store` keeps
-the store, and a new batch reduced into it gives exactly the clusters of a one-shot run on the
-union (old documents come first in input order; pairs between two old documents were verified
-before and are skipped).
+A one-shot run is a reduce into an empty store; `--incremental-store` keeps the store, and a new
+batch reduced into it gives exactly the clusters of a one-shot run on the union (old documents
+come first in input order; pairs between two old documents were verified before and are skipped).
 """
 from __future__ import annotations
 
@@ -22,7 +19,7 @@ import hashlib
 import json
 import os
 import re
-import time
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -30,10 +27,10 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from data_pipeline.dedup import lsh
-from data_pipeline.dedup.clusters import UnionFind, cluster_sizes, parse_keep, representatives
+from data_pipeline.dedup.clusters import parse_keep
 from data_pipeline.dedup.minhash import MinHasher, exact_jaccard, jaccard_estimate
+from data_pipeline.dedup.resume import atomic, fault, write_json
 from data_pipeline.document import Document
-from framework.runtime import progress
 
 U64 = np.uint64
 
@@ -123,17 +120,22 @@ def field_value(doc: Document, name: str | None) -> float:
 
 
 # ---------------------------------------------------------------------------------------- scan
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, arr)
+
+
 def write_shard_meta(shard_dir: Path, docs: Sequence[Document], cfg: DedupConfig) -> None:
     """Ids, provenance, lengths and keep-rule values of a shard (cheap; the reader's process)."""
     shard_dir.mkdir(parents=True, exist_ok=True)
     _, field = parse_keep(cfg.keep)
-    with open(shard_dir / "ids.jsonl", "w", encoding="utf-8") as f:
+    with atomic(shard_dir / "ids.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
         for d in docs:
             f.write(json.dumps([d.id, where(d)], ensure_ascii=False) + "\n")
-    np.savez(shard_dir / "meta.npz",
-             length=np.array([len(d.text) for d in docs], dtype=np.int64),
-             field=np.array([field_value(d, field) for d in docs], dtype=np.float64),
-             idhash=np.array([id_hash(d.id) for d in docs], dtype=U64))
+    with atomic(shard_dir / "meta.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, length=np.array([len(d.text) for d in docs], dtype=np.int64),
+                 field=np.array([field_value(d, field) for d in docs], dtype=np.float64),
+                 idhash=np.array([id_hash(d.id) for d in docs], dtype=U64))
 
 
 def scan_texts(texts: Sequence[str], shard_dir: Path, cfg: DedupConfig) -> int:
@@ -143,14 +145,17 @@ def scan_texts(texts: Sequence[str], shard_dir: Path, cfg: DedupConfig) -> int:
     flat, counts = hasher.hash_batch(texts)
     sig = hasher.signatures_from_flat(flat, counts)
     b, r = cfg.params
-    sig.astype("<u8").tofile(shard_dir / "sig.u64")
-    lsh.band_keys(sig, b, r).astype("<u8").tofile(shard_dir / "bands.u64")
+    with atomic(shard_dir / "sig.u64") as tmp:
+        sig.astype("<u8").tofile(tmp)
+    with atomic(shard_dir / "bands.u64") as tmp:
+        lsh.band_keys(sig, b, r).astype("<u8").tofile(tmp)
     if cfg.exact_verify:
         uniq = [np.unique(h) for h in np.split(flat, np.cumsum(counts)[:-1])] if len(texts) else []
-        np.concatenate(uniq or [np.empty(0, U64)]).astype("<u8").tofile(shard_dir / "shingles.u64")
-        np.save(shard_dir / "shingles.len.npy", np.array([len(u) for u in uniq], dtype=np.int64))
+        with atomic(shard_dir / "shingles.u64") as tmp:
+            np.concatenate(uniq or [np.empty(0, U64)]).astype("<u8").tofile(tmp)
+        _save_npy(shard_dir / "shingles.len.npy", np.array([len(u) for u in uniq], dtype=np.int64))
     empty = int((counts == 0).sum())
-    (shard_dir / "scan.json").write_text(json.dumps({"docs": len(texts), "no_words": empty}))
+    write_json(shard_dir / "scan.json", {"docs": len(texts), "no_words": empty})
     return len(texts)
 
 
@@ -160,12 +165,24 @@ def scan_shard(docs: Sequence[Document], shard_dir: Path, cfg: DedupConfig) -> i
 
 
 # --------------------------------------------------------------------------------------- store
+APPENDED = ("signatures.u64", "ids.jsonl", "shingles.u64")     # grown in place by each batch
+
+
 class Store:
-    """A folder of appendable arrays describing every document deduplicated so far."""
+    """A folder of appendable arrays describing every document deduplicated so far.
+
+    A batch changes a store in two ways: it appends to the APPENDED files (state.json records their
+    committed sizes, so a batch that died half-way is cut off by `truncate`), and it stages every
+    other new file in `pending/`, then commits: `pending/commit.json` lists the files to move and
+    the new state (the commit point), the files are renamed into place, state.json is written last.
+    Opening a store whose commit was interrupted finishes it (roll forward)."""
 
     def __init__(self, path: Path, cfg: DedupConfig):
         self.path, self.cfg = Path(path), cfg
         self.path.mkdir(parents=True, exist_ok=True)
+        self.pending = self.path / "pending"
+        if (self.pending / "commit.json").exists():
+            self._apply(json.loads((self.pending / "commit.json").read_text()))
         state_file = self.path / "state.json"
         if state_file.exists():
             state = json.loads(state_file.read_text())
@@ -175,15 +192,39 @@ class Store:
                 raise ValueError(f"{self.path}: incremental store was built with other settings "
                                  f"(stored, requested): {diff}")
             self.n, self.batches = state["n"], state["batches"]
+            self.last_batch = state.get("last_batch")
+            # stores written before sizes were recorded: trust the files as they are
+            self.sizes = state.get("sizes") or {name: self._size(name) for name in APPENDED}
         else:
-            self.n, self.batches = 0, 0
+            self.n, self.batches, self.last_batch = 0, 0, None
+            self.sizes = {name: 0 for name in APPENDED}
+
+    def _size(self, name: str) -> int:
+        f = self.path / name
+        return f.stat().st_size if f.exists() else 0
 
     def load(self, name: str, dtype, default_len: int = 0) -> np.ndarray:
         f = self.path / f"{name}.npy"
         return np.load(f) if f.exists() else np.zeros(default_len, dtype=dtype)
 
-    def save(self, name: str, arr: np.ndarray) -> None:
-        np.save(self.path / f"{name}.npy", arr)
+    def load_staged(self, name: str, dtype) -> np.ndarray:
+        """The version staged by the batch being reduced, else the committed one."""
+        f = self.pending / f"{name}.npy"
+        return np.load(f) if f.exists() else self.load(name, dtype)
+
+    def stage(self, name: str, arr: np.ndarray) -> None:
+        self.pending.mkdir(exist_ok=True)
+        _save_npy(self.pending / f"{name}.npy", arr)
+
+    def truncate(self, sizes: dict[str, int]) -> None:
+        """Cut the appended files back to `sizes` (dropping what an interrupted batch appended)."""
+        for name, size in sizes.items():
+            f = self.path / name
+            have = self._size(name)
+            if have < size:
+                raise ValueError(f"{f}: {have} bytes, but {size} were recorded; the store is damaged")
+            if have > size:
+                os.truncate(f, size)
 
     def signature_rows(self, rows: np.ndarray) -> np.ndarray:
         """Signatures of ascending unique `rows`, read with pread over coalesced ranges. Not a memory
@@ -205,9 +246,11 @@ class Store:
             os.close(fd)
         return out
 
-    def ids(self, docs: Iterable[int]) -> dict[int, tuple[str, str]]:
-        """{doc: (id, where)} read from ids.jsonl through the offsets index."""
-        offsets = np.load(self.path / "ids.off.npy", mmap_mode="r")
+    def ids(self, docs: Iterable[int], offsets: np.ndarray | None = None) -> dict[int, tuple[str, str]]:
+        """{doc: (id, where)} read from ids.jsonl through the offsets index (the committed one
+        unless `offsets` is given)."""
+        if offsets is None:
+            offsets = np.load(self.path / "ids.off.npy", mmap_mode="r")
         out = {}
         with open(self.path / "ids.jsonl", "rb") as f:
             for d in sorted(set(int(x) for x in docs)):
@@ -215,14 +258,30 @@ class Store:
                 out[d] = tuple(json.loads(f.readline()))
         return out
 
-    def commit(self) -> None:
-        state = {"n": self.n, "batches": self.batches, "identity": self.cfg.identity()}
-        tmp = self.path / "state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(self.path / "state.json")
+    def commit(self, n: int, sizes: dict[str, int], token: str) -> None:
+        """Publish the batch: everything staged in pending/, the new size and appended lengths."""
+        self.pending.mkdir(exist_ok=True)
+        moves = sorted(p.name for p in self.pending.iterdir()
+                       if p.name != "commit.json" and not p.name.endswith(".tmp"))
+        state = {"n": n, "batches": self.batches + 1, "identity": self.cfg.identity(), "sizes": sizes,
+                 "last_batch": token}
+        write_json(self.pending / "commit.json", {"move": moves, "state": state})
+        fault("commit")
+        self._apply({"move": moves, "state": state})
+
+    def _apply(self, journal: dict) -> None:
+        for name in journal["move"]:
+            src = self.pending / name
+            if src.exists():
+                src.replace(self.path / name)
+        write_json(self.path / "state.json", journal["state"])
+        shutil.rmtree(self.pending, ignore_errors=True)
+        state = journal["state"]
+        self.n, self.batches, self.last_batch, self.sizes = state["n"], state["batches"], state["last_batch"], \
+            state["sizes"]
 
 
-def _append_file(dst: Path, src: Path) -> None:
+def append_file(dst: Path, src: Path) -> None:
     with open(dst, "ab") as out, open(src, "rb") as inp:
         while chunk := inp.read(1 << 22):
             out.write(chunk)
@@ -232,7 +291,7 @@ def _append_file(dst: Path, src: Path) -> None:
 class _Verifier:
     """Checks candidate pairs in chunks and unions the ones that pass."""
 
-    def __init__(self, store: Store, uf: UnionFind, cfg: DedupConfig, budget: int, stats: dict):
+    def __init__(self, store: Store, uf, cfg: DedupConfig, budget: int, stats: dict):
         self.store, self.uf, self.cfg, self.stats = store, uf, cfg, stats
         # a chunk gathers at most 2 signature rows per pair, copied out of the memory map: 1/8 of
         # the budget for the copies and 1/8 for the mapped pages they come from
@@ -241,7 +300,7 @@ class _Verifier:
         self.b: list[np.ndarray] = []
         self.pending = 0
         if cfg.exact_verify:
-            lens = store.load("shingles.len", np.int64)
+            lens = store.load_staged("shingles.len", np.int64)
             self.sh_off = np.concatenate([[0], np.cumsum(lens)])
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
@@ -281,152 +340,33 @@ class _Verifier:
             os.close(fd)
 
 
-def _merge_band(store: Store, name: str, new_runs: list[Path], budget: int, scratch: Path):
-    """Merge the store's run `name` with the new runs; write the merged run back; yield blocks."""
+
+
+class Pairs:
+    """Collects verified pairs (stands in for the union-find inside _Verifier)."""
+
+    def __init__(self):
+        self.a, self.b = [], []
+
+    def union_pairs(self, a, b) -> None:
+        self.a.append(a)
+        self.b.append(b)
+
+    def arrays(self) -> np.ndarray:
+        """(2, pairs) int64."""
+        if not self.a:
+            return np.empty((2, 0), np.int64)
+        return np.stack([np.concatenate(self.a), np.concatenate(self.b)]).astype(np.int64)
+
+
+def merge_band(store: Store, name: str, new_runs: list[Path], budget: int, scratch: Path):
+    """Merge the store's run `name` with the new runs into `pending/NAME` (committed with the
+    batch; the store's own run and the new runs are left as they are); yield the merged blocks."""
     old = store.path / name
-    runs = ([old] if Path(f"{old}.keys").exists() else []) + new_runs
-    merged = scratch / f"{name}.merged"
-    with lsh.RunWriter(merged) as w:
+    runs = ([old] if Path(f"{old}.keys").exists() else []) + list(new_runs)
+    store.pending.mkdir(exist_ok=True)
+    scratch.mkdir(parents=True, exist_ok=True)
+    with lsh.RunWriter(store.pending / name) as w:
         for keys, docs in lsh.merge_all(runs, budget, scratch):
             w.append(keys, docs)
             yield keys, docs
-    for suffix in (".keys", ".docs"):
-        Path(f"{merged}{suffix}").replace(f"{old}{suffix}")
-    lsh.remove_runs(new_runs)
-
-
-def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig, map_bands=None) -> dict:
-    """Add the scanned shards (in order) to the store and cluster; returns the decisions and stats.
-    `map_bands(store, band_runs, excluded, n_old, budget)` may do step 3 elsewhere (one Ray task per
-    band), yielding each band's verified pairs and counts; the partition does not depend on it."""
-    t0 = time.perf_counter()
-    budget = parse_size(cfg.memory_budget)
-    store = Store(store_dir, cfg)
-    b, r = cfg.params
-    n_old = store.n
-    scratch = store.path / "scratch"
-    scratch.mkdir(exist_ok=True)
-    stats = {"bands": b, "rows": r, "candidate_pairs": 0, "verified_pairs": 0, "sorted_runs": 0,
-             "no_words": 0, "duplicate_ids": 0}
-
-    # 1. append shards to the store; band and id records go to sorted runs within the budget
-    counts, length, field, idhash_parts = [], [store.load("length", np.int64)], [store.load("field", np.float64)], []
-    band_runs: list[list[Path]] = [[] for _ in range(b)]
-    id_runs: list[Path] = []
-    buf_keys: list[np.ndarray] = []
-    buf_docs: list[np.ndarray] = []
-    buf_ids: list[tuple[np.ndarray, np.ndarray]] = []
-    buffered = 0
-    record_budget = max(budget // 3, 1 << 15)     # flushing sorts a copy of the buffer
-    ids_off = [np.load(store.path / "ids.off.npy")] if (store.path / "ids.off.npy").exists() else []
-    ids_size = (store.path / "ids.jsonl").stat().st_size if (store.path / "ids.jsonl").exists() else 0
-    sh_lens = [store.load("shingles.len", np.int64)] if cfg.exact_verify else []
-
-    def flush_records():
-        nonlocal buf_keys, buf_docs, buf_ids, buffered
-        if not buf_keys:
-            return
-        keys, docs = np.concatenate(buf_keys), np.concatenate(buf_docs)
-        for j in range(b):
-            band_runs[j].append(lsh.write_run(scratch / f"band{j}-run{len(band_runs[j])}", keys[:, j], docs))
-        ik, idd = np.concatenate([k for k, _ in buf_ids]), np.concatenate([d for _, d in buf_ids])
-        id_runs.append(lsh.write_run(scratch / f"ids-run{len(id_runs)}", ik, idd))
-        stats["sorted_runs"] += b + 1
-        buf_keys, buf_docs, buf_ids, buffered = [], [], [], 0
-
-    n = n_old
-    for shard in progress(shard_dirs, total=len(shard_dirs), desc="dedup: index", unit="shard"):
-        shard = Path(shard)
-        scan = json.loads((shard / "scan.json").read_text())
-        m = scan["docs"]
-        stats["no_words"] += scan["no_words"]
-        meta = np.load(shard / "meta.npz")
-        if len(meta["length"]) != m:
-            raise ValueError(f"{shard}: scan and metadata disagree ({m} vs {len(meta['length'])} documents)")
-        _append_file(store.path / "signatures.u64", shard / "sig.u64")
-        raw = np.frombuffer((shard / "ids.jsonl").read_bytes(), dtype=np.uint8)
-        line_ends = np.flatnonzero(raw == 10) + 1
-        ids_off.append(ids_size + np.concatenate([[0], line_ends])[:m].astype(np.int64))
-        ids_size += len(raw)
-        _append_file(store.path / "ids.jsonl", shard / "ids.jsonl")
-        if cfg.exact_verify:
-            _append_file(store.path / "shingles.u64", shard / "shingles.u64")
-            sh_lens.append(np.load(shard / "shingles.len.npy"))
-        length.append(meta["length"])
-        field.append(meta["field"])
-        docs = np.arange(n, n + m, dtype=np.int64)
-        buf_keys.append(np.fromfile(shard / "bands.u64", dtype="<u8").reshape(m, b))
-        buf_docs.append(docs)
-        buf_ids.append((meta["idhash"], docs))
-        buffered += m * (b + 1) * lsh.RECORD_BYTES
-        n += m
-        counts.append(m)
-        if buffered >= record_budget:
-            flush_records()
-    flush_records()
-    store.n = n
-    np.save(store.path / "ids.off.npy", np.concatenate(ids_off) if ids_off else np.zeros(0, np.int64))
-    length, field = np.concatenate(length), np.concatenate(field)
-    if cfg.exact_verify:
-        store.save("shingles.len", np.concatenate(sh_lens))
-    merge_budget = max(budget // 4, 1 << 15)
-
-    # 2. duplicate ids: equal id hashes are neighbours in the merged id run
-    excluded = np.concatenate([store.load("excluded", bool), np.zeros(n - n_old, dtype=bool)])
-    suspects = []
-    for keys, docs in _merge_band(store, "idhash", id_runs, merge_budget, scratch):
-        a, c = lsh.bucket_pairs(keys, docs)
-        new = c >= n_old
-        suspects.append(np.stack([a[new], c[new]], axis=1))
-    suspects = np.concatenate(suspects) if suspects else np.empty((0, 2), np.int64)
-    if len(suspects):
-        names = store.ids(suspects.ravel())
-        for first, later in suspects.tolist():
-            if names[first][0] != names[later][0] or excluded[later]:
-                continue
-            if not cfg.dedupe_ids:
-                raise DuplicateIdError(
-                    f"duplicate id {names[later][0]!r}: {names[first][1]} and {names[later][1]} "
-                    f"(pass --dedupe-ids to keep the first and drop the others)")
-            excluded[later] = True
-    stats["duplicate_ids"] = int(excluded[n_old:].sum())
-
-    # 3. bands: merge, bucket, verify, union
-    uf = UnionFind(n_old, store.load("root", np.int64))
-    uf.grow(n)
-    verifier = _Verifier(store, uf, cfg, budget, stats)
-    if map_bands is not None:      # executors/ray.py: one task per band; verified pairs unioned here
-        for a, c, counts in map_bands(store, band_runs, excluded, n_old, budget):
-            uf.union_pairs(a, c)
-            for k, v in counts.items():
-                stats[k] += v
-    else:
-        for j in progress(range(b), total=b, desc="dedup: bands", unit="band"):
-            for keys, docs in _merge_band(store, f"band{j}", band_runs[j], merge_budget, scratch):
-                alive = ~excluded[docs]
-                a, c = lsh.bucket_pairs(keys[alive], docs[alive])
-                new = c >= n_old           # a < c, so a pair of two old documents has c < n_old
-                verifier.add(a[new], c[new])
-    verifier.flush()
-
-    # 4. representatives, decisions, what changed for documents of earlier batches
-    root = uf.root
-    _, name = parse_keep(cfg.keep)
-    rep = representatives(root, cfg.keep, length, field)
-    old_rep = store.load("rep", np.int64)
-    changed = np.flatnonzero(old_rep != rep[:n_old]) if n_old else np.empty(0, np.int64)
-    alive = ~excluded
-    stats["cluster_sizes"] = cluster_sizes(root, alive)
-    store.save("root", root)
-    store.save("rep", rep)
-    store.save("excluded", excluded)
-    store.save("length", length)
-    store.save("field", field)
-    store.batches += 1
-    store.commit()
-    for p in scratch.iterdir():
-        p.unlink()
-    scratch.rmdir()
-    stats["reduce_s"] = round(time.perf_counter() - t0, 3)
-    return {"n_old": n_old, "n": n, "rep": rep, "excluded": excluded, "changed_old": changed,
-            "stats": stats, "store": store}

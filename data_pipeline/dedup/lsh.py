@@ -84,12 +84,14 @@ def write_run(path: Path, keys: np.ndarray, docs: np.ndarray) -> Path:
 
 
 class RunWriter:
-    """Appends sorted record blocks to a run file pair (the caller keeps them in order)."""
+    """Appends sorted record blocks to a run file pair (the caller keeps them in order). The files
+    are written as `PATH.keys.tmp` / `PATH.docs.tmp` and renamed into place when the `with` block
+    ends without an exception, so a run that exists is a whole run."""
 
     def __init__(self, path: Path):
         self.path = path
-        self._k = open(f"{path}.keys", "wb")
-        self._d = open(f"{path}.docs", "wb")
+        self._k = open(f"{path}.keys.tmp", "wb")
+        self._d = open(f"{path}.docs.tmp", "wb")
 
     def append(self, keys: np.ndarray, docs: np.ndarray) -> None:
         self._k.write(np.ascontiguousarray(keys, dtype="<u8").tobytes())
@@ -98,9 +100,15 @@ class RunWriter:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self._k.close()
         self._d.close()
+        for suffix in (".keys", ".docs"):
+            tmp = Path(f"{self.path}{suffix}.tmp")
+            if exc_type is None:
+                tmp.replace(f"{self.path}{suffix}")
+            else:
+                tmp.unlink(missing_ok=True)
 
 
 def run_length(path: Path) -> int:

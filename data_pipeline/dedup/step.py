@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.dedup.index import DedupConfig, reduce, scan_shard
+from data_pipeline.dedup.index import DedupConfig, scan_shard
+from data_pipeline.dedup.reduce import reduce
 from data_pipeline.document import Document
 from data_pipeline.steps.base import CorpusStage, register
 
