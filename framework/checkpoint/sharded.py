@@ -31,6 +31,8 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
+from framework.checkpoint.integrity import HashingWriter
+
 FORMAT = "anvil-sharded/1"
 LEGACY_FORMAT = "anvil-universal/1"
 PIECES_KEY = "anvil_pieces"
@@ -152,8 +154,10 @@ def _code(dtype: torch.dtype, what: str) -> str:
     return _CODES[dtype]
 
 
-def _stream_safetensors(path: str | os.PathLike, entries: list[_Entry], metadata: dict[str, str]) -> int:
-    """Write a safetensors file: header from the entries' sizes, then each tensor in turn."""
+def _stream_safetensors(path: str | os.PathLike, entries: list[_Entry], metadata: dict[str, str],
+                        record: Optional[dict] = None) -> int:
+    """Write a safetensors file: header from the entries' sizes, then each tensor in turn. `record`,
+    if given, receives the file's size and checksum, computed from the bytes as they are written."""
     if sys.byteorder != "little":
         raise RuntimeError("safetensors data is little-endian; big-endian hosts are not supported")
     header: dict = {"__metadata__": metadata} if metadata else {}
@@ -166,12 +170,15 @@ def _stream_safetensors(path: str | os.PathLike, entries: list[_Entry], metadata
     blob += b" " * (-len(blob) % 8)
     path = Path(path)
     try:
-        with open(path, "wb") as f:
+        with open(path, "wb") as raw:
+            f = raw if record is None else HashingWriter(raw)
             f.write(struct.pack("<Q", len(blob)) + blob)
             for e in entries:
                 _write_tensor(f, e)
             f.flush()
             os.fsync(f.fileno())
+        if record is not None:
+            record.update(f.record())
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -191,8 +198,9 @@ def _string_metadata(metadata: Optional[dict]) -> dict[str, str]:
 
 
 def write_shard(path: str | os.PathLike, items: Iterable[tuple[Piece, torch.Tensor]],
-                metadata: Optional[dict] = None) -> int:
-    """Write the pieces this rank owns into one safetensors file; returns the bytes written."""
+                metadata: Optional[dict] = None, record: Optional[dict] = None) -> int:
+    """Write the pieces this rank owns into one safetensors file; returns the bytes written.
+    `record`, if given, receives the file's size and checksum (`framework.checkpoint.integrity`)."""
     def lazy():
         for piece, data in items:
             if data.numel() != piece.numel:
@@ -200,12 +208,12 @@ def write_shard(path: str | os.PathLike, items: Iterable[tuple[Piece, torch.Tens
                                  f"{piece.flat} of {piece.numel}")
             yield piece, data.dtype, lambda d=data: d.detach().reshape(-1)
 
-    return write_shard_lazy(path, lazy(), metadata)
+    return write_shard_lazy(path, lazy(), metadata, record)
 
 
 def write_shard_lazy(path: str | os.PathLike,
                      items: Iterable[tuple[Piece, torch.dtype, Callable[[], torch.Tensor]]],
-                     metadata: Optional[dict] = None) -> int:
+                     metadata: Optional[dict] = None, record: Optional[dict] = None) -> int:
     """`write_shard` for data produced on demand: each `produce()` is called once, when its bytes are
     written, so a single-writer copy of a whole checkpoint holds one tensor in memory at a time.
     `produce` must return `piece.numel` elements of `dtype` (any shape)."""
@@ -219,7 +227,7 @@ def write_shard_lazy(path: str | os.PathLike,
     if "format" in meta or PIECES_KEY in meta:
         raise ValueError(f"metadata keys 'format' and {PIECES_KEY!r} are reserved")
     meta.update({"format": FORMAT, PIECES_KEY: json.dumps(index, separators=(",", ":"))})
-    return _stream_safetensors(path, entries, meta)
+    return _stream_safetensors(path, entries, meta, record)
 
 
 # ---------------------------------------------------------------------------------------- reading

@@ -4,16 +4,16 @@ Layout of `RUN_DIR/checkpoints/`:
     latest                      text file naming the newest complete checkpoint, updated last
     step_00000100/
         anvil.json              metadata: step, consumed samples and tokens, layout, resolved config,
-                                trainer state (skips, loss window)
+                                trainer state (skips, loss window, rollbacks), every file's checksum
         config.yaml             the resolved config (human-readable copy)
         shards/rank_00000.safetensors   what each rank owns of the weights, fp32 master weights and Adam
                                 moments, with global offsets (`framework.checkpoint.universal` decides
                                 ownership, `framework.checkpoint.sharded` stores and reshards)
         rng/rank_00000.pt       every RNG state of each rank (python, numpy, torch, cuda)
 
-Every rank writes its own file in parallel; nothing is gathered to rank 0, and no full copy of the
-model exists anywhere (`anvil checkpoint consolidate` makes one on demand). Loading under any layout
-reads only the slices each rank needs. Checkpoints of earlier versions (`model.safetensors`,
+Every rank writes its own file in parallel; nothing but the files' checksums is gathered to rank 0,
+and no full copy of the model exists anywhere (`anvil checkpoint consolidate` makes one on demand).
+Loading under any layout reads only the slices each rank needs. Checkpoints of earlier versions (`model.safetensors`,
 `optimizer.safetensors`, `ds/`) still load: the reader presents their files as whole-tensor pieces.
 
 Everything is written into `step_X.tmp-<nonce>/` and renamed into place by rank 0 after a barrier;
@@ -23,9 +23,19 @@ Everything is written into `step_X.tmp-<nonce>/` and renamed into place by rank 
 hold full tensors (`anvil import hf`, `anvil checkpoint convert`): one shard of full pieces.
 Every `torch.load` here and in DeepSpeed's checkpoint engine runs with `weights_only=True` and a
 short allowlist of DeepSpeed's own plain classes, so a malicious pickle is refused.
+
+Integrity: every rank hashes its shard while streaming it to disk (and its rng file); rank 0
+gathers the records and seals them into `anvil.json` (`integrity.files`: size and checksum per
+file, `integrity.metadata`: a checksum of anvil.json itself; `framework.checkpoint.integrity`).
+`select_checkpoint` (what training resumes and rolls back from) verifies the newest checkpoint
+before using it, each rank hashing 1/world of the files, and falls back to the previous one, with
+a warning naming the bad file, when a file is missing, truncated or changed. Checkpoints without
+an `integrity` section (earlier versions) are checked only for shard files shorter than their
+headers say.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -35,6 +45,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from framework.checkpoint import integrity
+from framework.runtime import get_logger
+
+log = get_logger("anvil.checkpoint")
 
 FORMAT = "anvil-checkpoint/1"
 LATEST = "latest"
@@ -100,11 +115,94 @@ def read_meta(ckpt: str | os.PathLike) -> dict:
     path = Path(ckpt) / "anvil.json"
     try:
         meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: invalid JSON or UTF-8 (a flipped bit)
         raise CheckpointError(f"{path}: unreadable checkpoint metadata ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: expected format {FORMAT!r}, got {meta.get('format')!r}")
     return meta
+
+
+def verify(ckpt: str | os.PathLike, part: int = 0, parts: int = 1) -> list[str]:
+    """Problems with checkpoint `ckpt`, one line each naming the file; empty when it is intact.
+
+    Checks anvil.json against its own checksum, every recorded file's size (a stat), shard files
+    nobody recorded, and the checksums of the recorded files `i` with `i % parts == part` (sorted by
+    path): `parts` ranks calling it with their rank as `part` together read every file once. A
+    checkpoint without an `integrity` section (an earlier version) is checked for shard files
+    shorter or longer than their headers say."""
+    ckpt = Path(ckpt)
+    try:
+        meta = read_meta(ckpt)
+    except CheckpointError as exc:
+        return [str(exc)]
+    if "integrity" not in meta:
+        return _verify_legacy(ckpt)
+    problem = integrity.check_metadata(meta, str(ckpt / "anvil.json"))
+    if problem is not None:
+        return [problem]  # the file records themselves may be wrong
+    files = sorted((meta["integrity"].get("files") or {}).items())
+    problems = []
+    for i, (rel, rec) in enumerate(files):
+        check = integrity.check_file if i % parts == part else integrity.check_size
+        problem = check(ckpt / rel, rec)
+        if problem is not None:
+            problems.append(problem)
+    recorded = {rel for rel, _ in files}
+    problems += [f"{f}: a shard file the checkpoint does not record" for f in sorted((ckpt / SHARDS).glob("*"))
+                 if f.relative_to(ckpt).as_posix() not in recorded]
+    return problems
+
+
+def _verify_legacy(ckpt: Path) -> list[str]:
+    try:
+        with tensors(ckpt) as reader:
+            return reader.check_files()
+    except (CheckpointError, OSError, ValueError, KeyError) as exc:
+        return [f"{ckpt}: {str(exc).splitlines()[0]}"]
+
+
+def _candidates(root: Path) -> list[Path]:
+    """Checkpoints to try, newest first: the one `latest` names, then every older complete one."""
+    done = sorted((p for p in root.glob("step_*") if p.is_dir() and ".tmp-" not in p.name), reverse=True)
+    try:
+        name = (root / LATEST).read_text().strip()
+    except (OSError, ValueError):  # unreadable pointer: try every checkpoint
+        name = ""
+    if not name or "/" in name or ".tmp-" in name:
+        return done
+    older = [p for p in done if p.name < name] if name.startswith("step_") else done
+    return [root / name] + [p for p in older if p.name != name]
+
+
+def select_checkpoint(root: str | os.PathLike) -> Path | None:
+    """The checkpoint under `root` (a run's checkpoints/ folder) to resume from; None when `latest`
+    does not exist (a new run). Collective (every rank calls it; each hashes 1/world of the files).
+
+    The newest checkpoint is verified (`verify`); when it is corrupt, truncated or missing a file,
+    a warning names the problem and the previous checkpoint is tried, and so on. When none is
+    usable a CheckpointError names them all: never a silent start from scratch."""
+    import torch.distributed as dist
+
+    root = Path(root)
+    if not (root / LATEST).is_file():
+        return None
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rejected = []
+    for ckpt in _candidates(root):
+        problems = [p for part in _all_gather(verify(ckpt, rank, world)) for p in part]
+        if not problems:
+            if rejected and rank == 0:
+                log.warning("using %s, the newest intact checkpoint", ckpt)
+            return ckpt
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        if rank == 0:
+            log.warning("checkpoint %s is unusable: %s%s; falling back to the previous checkpoint",
+                        ckpt, problems[0], more)
+        rejected.append(f"{ckpt.name}: {problems[0]}{more}")
+    raise CheckpointError(f"{root}: no usable checkpoint ({'; '.join(rejected) or 'none found'}); restore one "
+                          f"from a copy, or remove {root / LATEST} to start this run from scratch")
 
 
 def rng_state() -> dict:
@@ -158,12 +256,17 @@ def save(root: str | os.PathLike, step: int, engine, meta: dict, keep: int, conf
         (tmp / SHARDS).mkdir(parents=True)
         (tmp / "rng").mkdir()
     _barrier()
-    written = universal.save_shard(engine, tmp / SHARDS / f"rank_{rank:05d}.safetensors")
-    torch.save(rng_state(), tmp / "rng" / f"rank_{rank:05d}.pt")
+    shard, rng = f"{SHARDS}/rank_{rank:05d}.safetensors", f"rng/rank_{rank:05d}.pt"
+    files: dict = {shard: {}}
+    written = universal.save_shard(engine, tmp / shard, record=files[shard])
+    buf = io.BytesIO()
+    torch.save(rng_state(), buf)
+    files[rng] = integrity.write_bytes(tmp / rng, buf.getvalue())
+    files = {k: v for part in _all_gather(files) for k, v in part.items()}  # every rank's records
     if rank == 0:
-        (tmp / "config.yaml").write_text(config_yaml)
+        files["config.yaml"] = integrity.write_bytes(tmp / "config.yaml", config_yaml.encode())
         full_meta = {"format": FORMAT, "tensors": "anvil-sharded/1", "adam_step": universal.adam_step(engine), **meta}
-        (tmp / "anvil.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True))
+        _write_meta(tmp, full_meta, files)
     if after_write is not None:
         after_write(tmp)  # fault-injection point for tests: everything written, nothing published
     _barrier()
@@ -173,6 +276,23 @@ def save(root: str | os.PathLike, step: int, engine, meta: dict, keep: int, conf
     if stats is not None:
         stats.update(bytes=written, seconds=time.perf_counter() - started)
     return final
+
+
+def _all_gather(obj) -> list:
+    """`obj` of every rank, in rank order (a one-element list without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _write_meta(folder: Path, meta: dict, files: dict) -> None:
+    """anvil.json: `meta` sealed with the file records (`integrity`)."""
+    sealed = integrity.seal({k: v for k, v in meta.items() if k != "integrity"}, files)
+    (folder / "anvil.json").write_text(json.dumps(sealed, indent=2, sort_keys=True))
 
 
 def _publish(tmp: Path, final: Path, keep: int | None) -> None:
@@ -207,11 +327,13 @@ def _write_single(tmp: Path, items, meta: dict, config_yaml: str | None, adam_st
             yield piece, data.dtype, (lambda d=data: d.detach().reshape(-1))
 
     (tmp / SHARDS).mkdir(parents=True)
-    write_shard_lazy(tmp / SHARDS / "rank_00000.safetensors", lazy())
+    shard = f"{SHARDS}/rank_00000.safetensors"
+    files: dict = {shard: {}}
+    write_shard_lazy(tmp / shard, lazy(), record=files[shard])
     if config_yaml is not None:
-        (tmp / "config.yaml").write_text(config_yaml)
+        files["config.yaml"] = integrity.write_bytes(tmp / "config.yaml", config_yaml.encode())
     full_meta = {**meta, "format": FORMAT, "tensors": TENSORS_FORMAT, "adam_step": int(adam_step)}
-    (tmp / "anvil.json").write_text(json.dumps(full_meta, indent=2, sort_keys=True))
+    _write_meta(tmp, full_meta, files)
 
 
 def write_folder(out: str | os.PathLike, items, meta: dict, config_yaml: str | None,

@@ -174,8 +174,9 @@ def _local_weight(p: torch.Tensor, how: str, flat: tuple[int, int]) -> torch.Ten
 
 
 @torch.no_grad()
-def save_shard(engine, path: str | Path, metadata: Optional[dict] = None) -> int:
-    """Write this rank's pieces to `path` (one safetensors file); returns bytes written. Not collective."""
+def save_shard(engine, path: str | Path, metadata: Optional[dict] = None, record: Optional[dict] = None) -> int:
+    """Write this rank's pieces to `path` (one safetensors file); returns bytes written. Not collective.
+    `record`, if given, receives the file's size and checksum (computed while writing)."""
     topo = _topology(engine)
     _ensure_state(engine, None)
     _link_fragments(engine)
@@ -191,7 +192,7 @@ def save_shard(engine, path: str | Path, metadata: Optional[dict] = None) -> int
                 yield Piece(name, "param", shape, box, flat), _local_weight(p, how, flat)
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return write_shard(path, items(), metadata=metadata)
+    return write_shard(path, items(), metadata=metadata, record=record)
 
 
 @torch.no_grad()

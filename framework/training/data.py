@@ -5,6 +5,8 @@ global-index sampler); this module resolves paths (falling back to the built-in 
 when `data.paths` is empty), checks tokenizer / shards / model agree, and turns sample indices
 into tensors. The data position is one number, `consumed_samples`, so resuming at any
 data-parallel size continues with exactly the samples an uninterrupted run would have seen.
+A run whose rollbacks skipped samples (`train.spike_action: rollback`) needs more than
+`train.steps x global_batch_size` of them: positions past the built dataset wrap to its start.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class TrainingData:
         from data_pipeline.tokens.tokenizer import load_tokenizer, special_ids
 
         self.cfg, self.dp_rank, self.dp_size = cfg, dp_rank, dp_size
+        self._wrapped = False  # warned that the data position passed the built samples
         cache = data_cache_dir(cfg)
         paths, tokenizer = list(cfg.data.paths), cfg.data.tokenizer
         if not paths:
@@ -55,7 +58,15 @@ class TrainingData:
         from data_pipeline.tokens.datasets import micro_batch_indices
 
         t = self.cfg.train
-        return [self._batch(self.train, idx) for idx in micro_batch_indices(
+        n = len(self.train)
+        if consumed_samples + t.global_batch_size > n and not self._wrapped:
+            self._wrapped = True
+            from framework.runtime import get_logger
+
+            get_logger("anvil.train").warning(
+                "data position %d is past the %d training samples built (rollbacks skipped some); "
+                "continuing from the start of the data", consumed_samples + t.global_batch_size, n)
+        return [self._batch(self.train, [i % n for i in idx]) for idx in micro_batch_indices(
             consumed_samples, t.global_batch_size, t.micro_batch_size, self.dp_rank, self.dp_size)]
 
     def valid_micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -1,7 +1,8 @@
 """Metrics: RUN_DIR/metrics.jsonl (the contract), a console table, wandb and TensorBoard, MFU.
 
 Rank 0 writes. `metrics.jsonl` has one JSON object per logged step with at least `step`, `loss`,
-`lr`, `tokens` (consumed so far), `tokens_per_s`, `grad_norm`; validation lines carry `val_loss`.
+`lr`, `tokens` (consumed so far), `tokens_per_s`, `grad_norm`; validation lines carry `val_loss`;
+a rollback (`train.spike_action: rollback`) is the line `{"step", "rollback_to", "skipped_samples"}`.
 On resume the file is cut back to the checkpoint's step, so a resumed run's file equals an
 uninterrupted run's. wandb runs offline unless an API key is configured (never a prompt).
 """
@@ -105,6 +106,11 @@ class MetricsLogger:
             self._print(record)
 
     def _print(self, r: dict) -> None:
+        if "rollback_to" in r:
+            first, last = r["skipped_samples"]
+            print(f"  step {r['step']:>7}  ROLLBACK to step {r['rollback_to']}, skipping samples {first}-{last}",
+                  file=sys.stdout, flush=True)
+            return
         if "val_loss" in r:
             print(f"  step {r['step']:>7}  val_loss {r['val_loss']:.4f}  val_ppl {math.exp(min(r['val_loss'], 50)):.2f}",
                   file=sys.stdout, flush=True)

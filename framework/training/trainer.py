@@ -4,6 +4,9 @@
 state is three numbers (step, consumed samples, tokens) plus the stability monitor; they, the
 engine and every RNG go into each checkpoint, and rerunning the same command continues from the
 latest one with exactly the batches, learning rates and losses an uninterrupted run would have.
+The checkpoint resumed from is verified first (`store.select_checkpoint`): a corrupt or truncated
+latest checkpoint is reported and the previous one used. With `train.spike_action: rollback` a
+loss spike rolls back to the last good checkpoint and skips the data since (`rollback`).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from framework.checkpoint import store
 from framework.config import RunConfig
 from framework.configtree import ConfigError, dump_yaml, to_dict
 from framework.runtime import get_logger, print_table, seed_everything
+from framework.training.stability import TrainingDiverged
 
 log = get_logger("anvil.train")
 
@@ -75,6 +79,7 @@ def train(cfg: RunConfig) -> dict:
     from framework.training.memory import HostMemory
     from framework.training.metrics import MetricsLogger, peak_memory_gb, peak_tflops
     from framework.training.schedules import lr_at
+    from framework.training.rollback import RollbackGuard
     from framework.training.stability import StabilityMonitor
     from framework.model.presets import count_params
 
@@ -100,7 +105,7 @@ def train(cfg: RunConfig) -> dict:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config_yaml)
 
-    ckpt = store.latest_checkpoint(ckpt_root)
+    ckpt = store.select_checkpoint(ckpt_root)  # verified; falls back past a corrupt latest, with a warning
     meta = store.read_meta(ckpt) if ckpt is not None else None
     if meta is not None:
         _check_resume_compatible(meta, cfg, ckpt)
@@ -110,7 +115,9 @@ def train(cfg: RunConfig) -> dict:
     mem.record("baseline")
     with mem.phase("startup"):
         engine = Engine(cfg, build_model(cfg, device), dp, device)
-    stability = StabilityMonitor(t.max_consecutive_skips, t.spike_window, t.spike_zscore)
+    stability = StabilityMonitor(t.max_consecutive_skips, t.spike_window, t.spike_zscore,
+                                 stop_on_skips=t.spike_action == "log")
+    guard = RollbackGuard(t.spike_action, t.max_rollbacks, t.inject_nan_at, run_dir, rank)
     step, consumed, tokens = 0, 0, 0
     save_stats: dict = {}
     load_s = None
@@ -122,6 +129,7 @@ def train(cfg: RunConfig) -> dict:
         step, consumed, tokens = meta["step"], meta["consumed_samples"], meta["tokens"]
         stability.load_state_dict(meta.get("stability", {}))
         log.info("resumed from %s (step %d, %d samples consumed)", ckpt, step, consumed)
+    guard.start(meta)
 
     size = count_params(cfg.model)
     peak = peak_tflops(cfg.logging.peak_tflops)
@@ -135,19 +143,36 @@ def train(cfg: RunConfig) -> dict:
                  t.steps, world, dp, cfg.parallel.zero_stage, t.precision, engine.gas, t.micro_batch_size)
     valid = data.valid_micro_batches()
     tokens_per_step = t.global_batch_size * cfg.model.seq_len
-    inject = set(t.inject_nan_at)
     last_loss = last_val = float("nan")
     start = time.perf_counter()
-    window_start, window_tokens, start_step = time.perf_counter(), 0, step
+    window_start, window_tokens, trained_steps = time.perf_counter(), 0, 0
 
     def save() -> None:
         state = {"step": step, "consumed_samples": consumed, "tokens": tokens, "dp_size": dp,
                  "world_size": world, "zero_stage": cfg.parallel.zero_stage, "precision": t.precision,
                  "tokenizer": os.path.abspath(data.tokenizer_path) if data.tokenizer_path else None,
-                 "stability": stability.state_dict(), "config": to_dict(cfg)}
+                 "stability": stability.state_dict(), **guard.state_dict(), "config": to_dict(cfg)}
         with mem.phase("save"):
             store.save(ckpt_root, step, engine, state, t.keep_checkpoints, config_yaml,
                        after_write=_fault_hook(), stats=save_stats)
+        guard.saved(step, consumed)
+
+    def rollback(why: str) -> None:
+        """Reload the newest intact checkpoint in-process; the data position stays where it is."""
+        nonlocal step, tokens
+        guard.check_budget(step, why)
+        target = store.select_checkpoint(ckpt_root)
+        if target is None:
+            raise TrainingDiverged(f"step {step}: {why}, and there is no checkpoint to roll back to")
+        with mem.phase("load"):
+            saved = store.load(target, engine)
+        rec = guard.record(step, consumed, saved)
+        metrics.log(rec)
+        if rank == 0:
+            log.warning("step %d: %s; rolled back to step %d (%s), skipping samples %d-%d (rollback %d of at most %d)",
+                        step, why, saved["step"], target, *rec["skipped_samples"], len(guard.applied), t.max_rollbacks)
+        step, tokens = saved["step"], saved["tokens"]
+        stability.restore_window(saved.get("stability", {}))
 
     def evaluate() -> float:
         if not valid:
@@ -156,11 +181,14 @@ def train(cfg: RunConfig) -> dict:
         return float(_all_reduce_mean(total.reshape(1))[0])
 
     try:
+        if ckpt is None and guard.enabled:
+            save()  # step 0: a spike before the first interval checkpoint has something to roll back to
         while step < t.steps:
             lr = lr_at(step, t)
             with mem.phase("steps"):
-                result = engine.train_step(data.train_micro_batches(consumed), lr, inject_nan=(step + 1) in inject)
+                result = engine.train_step(data.train_micro_batches(consumed), lr, inject_nan=guard.fire(step + 1))
             step += 1
+            trained_steps += 1
             watchdog.beat(step)
             consumed += t.global_batch_size
             tokens += tokens_per_step
@@ -168,7 +196,8 @@ def train(cfg: RunConfig) -> dict:
             loss = float(_all_reduce_mean(result.loss.reshape(1))[0])
             flags = stability.observe(step, loss, result.applied)
             last_loss = loss if math.isfinite(loss) else last_loss
-            if step % t.log_interval == 0 or step == t.steps or not result.applied or flags.get("spike"):
+            why = guard.reason(step, consumed, flags, stability.consecutive_skips, t.max_consecutive_skips)
+            if step % t.log_interval == 0 or step == t.steps or not result.applied or flags.get("spike") or why:
                 elapsed = time.perf_counter() - window_start
                 tps = window_tokens / elapsed if elapsed > 0 else 0.0
                 flops = size.flops_per_token * tps / world
@@ -181,6 +210,10 @@ def train(cfg: RunConfig) -> dict:
                                 step, stability.skipped_total)
                 metrics.log(record)
                 window_start, window_tokens = time.perf_counter(), 0
+            if why:
+                rollback(why)
+                window_start, window_tokens = time.perf_counter(), 0
+                continue
             if (t.eval_interval and step % t.eval_interval == 0) or step == t.steps:
                 last_val = evaluate()
                 if math.isfinite(last_val):
@@ -193,10 +226,14 @@ def train(cfg: RunConfig) -> dict:
     watchdog.stop()
     wall = time.perf_counter() - start
     summary = {"steps": step, "loss": last_loss, "val_loss": last_val, "tokens": tokens,
-               "skipped": stability.skipped_total, "spikes": stability.spikes, "wall_s": wall,
-               "tokens_per_s": (step - start_step) * tokens_per_step / wall if wall > 0 else 0.0}
+               "skipped": stability.skipped_total, "spikes": stability.spikes, **guard.summary(), "wall_s": wall,
+               "tokens_per_s": trained_steps * tokens_per_step / wall if wall > 0 else 0.0}
     print_table([summary], title=f"anvil train: {run_dir}")
-    return summary
+    if rank == 0:
+        for rec in guard.applied:
+            print(f"  rollback at step {rec['step']} to step {rec['rollback_to']}: skipped samples "
+                  f"{rec['skipped_samples'][0]}-{rec['skipped_samples'][1]}", flush=True)
+    return {**summary, "rollback_log": list(guard.applied)}
 
 
 def _write_memory_report(run_dir: Path, mem, step: int, save_stats: dict, load_s, rank: int) -> None:

@@ -149,6 +149,11 @@ def test_malicious_pickle_in_checkpoint_is_refused(runs, tmp_path, monkeypatch):
     (run / "checkpoints").mkdir(parents=True)
     shutil.copytree(ckpt, run / "checkpoints" / ckpt.name)
     (run / "checkpoints" / "latest").write_text(ckpt.name + "\n")
+    problem = store.verify(run / "checkpoints" / ckpt.name)[0]
+    assert "rng/rank_00000.pt: " in problem and "recorded" in problem, problem
+    meta = json.loads((run / "checkpoints" / ckpt.name / "anvil.json").read_text())
+    del meta["integrity"]  # the checksum rejects the swapped file first; without one, weights_only must
+    (run / "checkpoints" / ckpt.name / "anvil.json").write_text(json.dumps(meta))
     res = _run(_args(run, straight.parent / "cache") + [f"train.steps={STEPS + 1}"])
     assert res.returncode != 0 and "refused" in res.stderr, res.stderr[-2000:]
     assert not marker.exists()
