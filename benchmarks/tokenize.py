@@ -110,7 +110,7 @@ def index_cache(work: Path, prefixes: int, tokens_per_prefix: int, seq_len: int)
     import torch
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-    from data_pipeline.tokens.datasets import build_datasets
+    from framework.data.datasets import build_datasets
 
     rng = np.random.default_rng(0)
     paths = []

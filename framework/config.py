@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from framework.configtree import ConfigError, dump_yaml, load
+from framework.configtree import ConfigError, build, dump_yaml, merge, parse_overrides, read_yaml
 
 
 @dataclass
@@ -20,7 +20,7 @@ class ModelConfig:
     d_model: int = 64  # hidden size
     n_heads: int = 4  # attention heads (d_model / n_heads = head size, even for rotary)
     n_kv_heads: Optional[int] = None  # grouped-query attention; None = n_heads
-    vocab_size: int = 384  # embedding rows; at least the tokenizer's size
+    vocab_size: int = 384  # embedding rows; omitted with data.tokenizer set: its size padded to 128
     seq_len: int = 128  # tokens per training sequence (context length)
     ffn_hidden: Optional[int] = None  # None: 8/3 d (SwiGLU, rounded to 64) or 4 d (GELU)
     tie_embeddings: bool = False  # share the input embedding with the output head
@@ -134,7 +134,7 @@ class DataConfig:
         RUN_DIR/config.yaml carries both), so no silent precedence between two blends."""
         import os
 
-        from data_pipeline.tokens.mix import MixError, read_mix
+        from framework.data.mix import MixError, read_mix
 
         try:
             paths, weights = read_mix(self.mix)
@@ -218,7 +218,26 @@ def layout_problems(m: Optional[ModelConfig], world_size: int, tensor: int = 1, 
 
 
 def load_run_config(path: str | None, overrides: list[str] | None = None) -> RunConfig:
-    return load(RunConfig, path, overrides)
+    """RunConfig from a YAML file (with its `base:` chain) and `key=value` overrides.
+
+    `model.vocab_size` follows the data: when `data.tokenizer` is set and neither the file itself
+    nor an override sets `model.vocab_size` (a `base:` preset's value does not count), it is the
+    tokenizer's size padded to a multiple of 128, as Megatron and GPT-NeoX do. An explicit value
+    smaller than the tokenizer still fails later, naming both numbers.
+    """
+    extra = parse_overrides(overrides or [])
+    tree = merge(read_yaml(path) if path else {}, extra)
+    own = merge(read_yaml(path, follow_base=False) if path else {}, extra)
+    tokenizer = (tree.get("data") or {}).get("tokenizer")
+    if tokenizer and "vocab_size" not in (own.get("model") or {}):
+        from framework.data.tokenizer import padded_vocab_size, tokenizer_vocab_size
+
+        try:
+            vocab = padded_vocab_size(tokenizer_vocab_size(tokenizer))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"config key 'data.tokenizer': {exc}") from None
+        tree["model"] = {**(tree.get("model") or {}), "vocab_size": vocab}
+    return build(RunConfig, tree)
 
 
 __all__ = ["ModelConfig", "ParallelConfig", "TrainConfig", "DataConfig", "LoggingConfig", "RunConfig", "layout_problems",

@@ -164,7 +164,9 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, follow_base: bool = True) -> dict:
+    """The mapping in a YAML config file; `base: other.yaml` merged underneath unless `follow_base`
+    is False (then only what this file itself sets)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -178,7 +180,7 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     # `base: other.yaml` composes configs (paths relative to this file); later keys win.
     base = data.pop("base", None)
-    if base:
+    if base and follow_base:
         data = merge(read_yaml(path.parent / base), data)
     return data
 

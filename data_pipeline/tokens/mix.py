@@ -21,13 +21,11 @@ from pathlib import Path
 
 import yaml
 
+from framework.data.mix import MixError, read_mix  # noqa: F401 - re-exported for `anvil data mix`
+
 DEFAULT_MAX_EPOCHS = 4.0
 WARN_FRACTION = 0.75   # warn when a source repeats more than 3/4 of max_epochs
 _SUFFIX = {"": 1, "K": 10 ** 3, "M": 10 ** 6, "B": 10 ** 9, "G": 10 ** 9, "T": 10 ** 12}
-
-
-class MixError(ValueError):
-    """A mix that cannot be planned or read; the message names the flag, source or file."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,7 @@ def parse_source(spec: str) -> Source:
         raise MixError(f"--source {spec!r}: weight {weight!r} is not a number") from None
     if not math.isfinite(value) or value <= 0:
         raise MixError(f"--source {spec!r}: weight must be positive, got {weight}")
-    from data_pipeline.tokens.shards import strip_prefix
+    from framework.data.shards import strip_prefix
 
     return Source(name.strip(), strip_prefix(prefix), value)
 
@@ -78,7 +76,7 @@ def parse_tokens(text: str) -> int:
 
 def plan_mix(sources: list[Source], total_tokens: int) -> list[Row]:
     """One row per source: its share of `total_tokens`, tokens available and drawn, epochs."""
-    from data_pipeline.tokens.shards import PrefixError, inspect_prefix
+    from framework.data.shards import PrefixError, inspect_prefix
 
     if not sources:
         raise MixError("no sources: give at least one --source NAME=PREFIX:WEIGHT")
@@ -128,27 +126,3 @@ def write_mix(rows: list[Row], total_tokens: int, output: str | Path) -> None:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n" + yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, out)
-
-
-def read_mix(path: str | Path) -> tuple[list[str], list[float]]:
-    """(paths, weights) of a mix fragment; relative paths are taken from the fragment's folder."""
-    path = Path(path)
-    where = f"{path}"
-    if not path.is_file():
-        raise MixError(f"{where}: file not found (write one with `anvil data mix`)")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise MixError(f"{where}: not valid YAML ({exc})") from None
-    data = doc.get("data") if isinstance(doc, dict) and set(doc) == {"data"} else None
-    if not isinstance(data, dict) or set(data) - {"paths", "weights"} or "paths" not in data:
-        raise MixError(f"{where}: expected {{data: {{paths: [...], weights: [...]}}}} and nothing else")
-    paths, weights = data["paths"], data.get("weights") or []
-    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
-        raise MixError(f"{where}: data.paths must be a non-empty list of tokenized prefixes")
-    if not isinstance(weights, list) or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
-                                                and w >= 0 for w in weights):
-        raise MixError(f"{where}: data.weights must be a list of numbers >= 0")
-    if weights and len(weights) != len(paths):
-        raise MixError(f"{where}: {len(weights)} data.weights for {len(paths)} data.paths")
-    return [p if os.path.isabs(p) else str(path.parent / p) for p in paths], [float(w) for w in weights]

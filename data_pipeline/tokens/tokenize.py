@@ -34,7 +34,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from data_pipeline.executors.integrity import check_files, record_files
-from data_pipeline.tokens.shards import file_sha256, write_sidecar
+from framework.data.shards import file_sha256, write_sidecar
 
 BATCH_DOCS = 256
 

@@ -15,15 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-EOD_TOKEN = "<|endoftext|>"
-PAD_TOKEN = "<|pad|>"
-SPECIAL_TOKENS = [EOD_TOKEN, PAD_TOKEN]
-VOCAB_MULTIPLE = 128
-MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
-
-
-def padded_vocab_size(n: int, multiple: int = VOCAB_MULTIPLE) -> int:
-    return -(-n // multiple) * multiple
+from framework.data.tokenizer import (EOD_TOKEN, MIN_VOCAB, PAD_TOKEN, SPECIAL_TOKENS, VOCAB_MULTIPLE,  # noqa: F401
+                                      load_tokenizer, padded_vocab_size, special_ids)
 
 
 @dataclass
@@ -84,31 +77,3 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, output: str | os.Path
         tok.save(tmp, pretty=True)
         os.replace(tmp, output)
     return tok, stats
-
-
-def load_tokenizer(path: str | os.PathLike):
-    """Load tokenizer.json; special-token strings inside documents are encoded as plain text
-    (a document quoting "<|endoftext|>" must not end early)."""
-    from tokenizers import Tokenizer
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"tokenizer {path}: file not found")
-    try:
-        tok = Tokenizer.from_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON
-        raise ValueError(f"tokenizer {path}: not a Hugging Face tokenizers file ({exc})") from exc
-    tok.encode_special_tokens = True
-    return tok
-
-
-def special_ids(tok) -> tuple[int, int | None]:
-    """(end-of-document id, padding id or None) of a loaded tokenizer."""
-    eod = tok.token_to_id(EOD_TOKEN)
-    if eod is None:
-        for name in ("</s>", "<|end_of_text|>", "<eos>"):  # tokenizers trained elsewhere
-            eod = tok.token_to_id(name)
-            if eod is not None:
-                break
-    if eod is None:
-        raise ValueError(f"tokenizer has no end-of-document token ({EOD_TOKEN!r} or </s>)")
-    return eod, tok.token_to_id(PAD_TOKEN)

@@ -1,9 +1,9 @@
 """The trainer's view of data: tokenized prefixes -> this rank's micro-batches for a given step.
 
-All sampling logic lives in `data_pipeline.tokens.datasets` (packing, blending, splitting and the
-global-index sampler); this module resolves paths (falling back to the built-in sample corpus
-when `data.paths` is empty), checks tokenizer / shards / model agree, and turns sample indices
-into tensors. The data position is one number, `consumed_samples`, so resuming at any
+All sampling logic lives in `framework.data.datasets` (packing, blending, splitting and the
+global-index sampler); this module checks tokenizer / shards / model agree and turns sample
+indices into tensors (`anvil train` fills an empty `data.paths` with the built-in sample corpus,
+`data_pipeline.tokens.builtin`, before the trainer starts). The data position is one number, `consumed_samples`, so resuming at any
 data-parallel size continues with exactly the samples an uninterrupted run would have seen.
 A run whose rollbacks skipped samples (`train.spike_action: rollback`) needs more than
 `train.steps x global_batch_size` of them: positions past the built dataset wrap to its start.
@@ -25,18 +25,15 @@ def data_cache_dir(cfg: RunConfig) -> str:
 
 class TrainingData:
     def __init__(self, cfg: RunConfig, dp_rank: int, dp_size: int):
-        from data_pipeline.tokens.datasets import build_datasets, check_compatible
-        from data_pipeline.tokens.tokenizer import load_tokenizer, special_ids
+        from framework.data.datasets import build_datasets, check_compatible
+        from framework.data.tokenizer import load_tokenizer, special_ids
 
         self.cfg, self.dp_rank, self.dp_size = cfg, dp_rank, dp_size
         self._wrapped = False  # warned that the data position passed the built samples
         cache = data_cache_dir(cfg)
         paths, tokenizer = list(cfg.data.paths), cfg.data.tokenizer
-        if not paths:
-            from data_pipeline.tokens.builtin import builtin_data
-
-            prefix, builtin_tok = builtin_data(cache, cfg.model.vocab_size)
-            paths, tokenizer = [prefix], tokenizer or builtin_tok
+        if not paths:  # `anvil train` fills them with the built-in sample corpus before training
+            raise ConfigError("config key 'data.paths': no tokenized prefixes (PREFIX.bin/.idx) given")
         self.paths, self.tokenizer_path = paths, tokenizer
         try:
             check_compatible(paths, tokenizer, cfg.model.vocab_size)
@@ -55,7 +52,7 @@ class TrainingData:
         return rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
 
     def train_micro_batches(self, consumed_samples: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        from data_pipeline.tokens.datasets import micro_batch_indices
+        from framework.data.datasets import micro_batch_indices
 
         t = self.cfg.train
         n = len(self.train)
@@ -71,7 +68,7 @@ class TrainingData:
 
     def valid_micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The same held-out samples at every evaluation (the first eval_iters global batches)."""
-        from data_pipeline.tokens.datasets import micro_batch_indices
+        from framework.data.datasets import micro_batch_indices
 
         if self.valid is None:
             return []

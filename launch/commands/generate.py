@@ -25,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         raise SystemExit("anvil generate: --max-new-tokens must be >= 0")
     if args.temperature < 0 or not 0 < args.top_p <= 1 or args.top_k < 0:
         raise SystemExit("anvil generate: expected --temperature >= 0, 0 < --top-p <= 1, --top-k >= 0")
-    from data_pipeline.tokens.tokenizer import load_tokenizer, special_ids
+    from framework.data.tokenizer import load_tokenizer, special_ids
     from framework.checkpoint.store import CheckpointError
     from framework.eval.generate import generate, load_model
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from launch.cli import Command
 
@@ -36,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
         plan_mix,
         write_mix,
     )
-    from framework.runtime import get_logger, print_table
+    from framework.runtime import print_table
 
     try:
         if not args.max_epochs > 0:
@@ -53,8 +54,8 @@ def _run(args: argparse.Namespace) -> int:
         warnings = check_epochs(rows, args.max_epochs)
     except MixError as exc:
         raise SystemExit(f"anvil data mix: {exc}; nothing written") from None
-    for warning in warnings:
-        get_logger("mix").warning("%s", warning)
+    for warning in warnings:  # on stderr directly: a CLI warning must not depend on logging set-up
+        print(f"anvil data mix: warning: {warning}", file=sys.stderr)
     write_mix(rows, total, args.output)
     print(f"mix: {args.output} (train with: anvil train CONFIG.yaml data.mix={args.output})")
     return 0

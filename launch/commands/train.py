@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     from framework.training.trainer import train
 
     setup_logging()
+    use_builtin_data(cfg)
     try:
         train(cfg)
     except (TrainingDiverged, CheckpointError) as exc:
@@ -50,12 +51,35 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def use_builtin_data(cfg) -> None:
+    """No `data.paths`: train on the built-in sample corpus (tokenized once per cache folder, under a
+    lock, so ranks started together wait for the first). Resolved here, in the launch layer, so the
+    framework never imports curation code; RUN_DIR/config.yaml then names the prefix it used."""
+    if cfg.data.paths:
+        return
+    from data_pipeline.tokens.builtin import builtin_data
+    from framework.training.data import data_cache_dir
+
+    prefix, tokenizer = builtin_data(data_cache_dir(cfg), cfg.model.vocab_size)
+    cfg.data.paths, cfg.data.tokenizer = [prefix], cfg.data.tokenizer or tokenizer
+
+
 def _shutdown() -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        from framework.parallel import topology
+
         dist.barrier()
-        dist.destroy_process_group()
+        topology.destroy()  # megatron-core's parallel state and DeepSpeed's remembered mpu
+        from deepspeed import comm
+
+        # DeepSpeed's own teardown also drops the groups it caches process-wide, so a second
+        # training in the same process (a test, a notebook) does not reuse destroyed groups.
+        if comm.is_initialized():
+            comm.destroy_process_group()
+        else:
+            dist.destroy_process_group()
 
 
 COMMANDS = [Command(("train",), "train a language model (resumes automatically from RUN_DIR/checkpoints)",

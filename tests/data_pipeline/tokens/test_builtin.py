@@ -4,8 +4,8 @@ import time
 import numpy as np
 
 from data_pipeline.tokens.builtin import builtin_data
-from data_pipeline.tokens.datasets import build_datasets, check_compatible
-from data_pipeline.tokens.shards import read_sidecar
+from framework.data.datasets import build_datasets, check_compatible
+from framework.data.shards import read_sidecar
 from data_pipeline.tokens.tokenizer import load_tokenizer
 from framework.config import ModelConfig
 

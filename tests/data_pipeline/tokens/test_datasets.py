@@ -10,9 +10,9 @@ import pytest
 import torch
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-from data_pipeline.tokens.datasets import (GlobalBatchSampler, build_datasets, check_compatible,
+from framework.data.datasets import (GlobalBatchSampler, build_datasets, check_compatible,
                                            micro_batch_indices)
-from data_pipeline.tokens.shards import PrefixError
+from framework.data.shards import PrefixError
 from tests.helpers.dist import run_distributed
 
 SEQ = 16

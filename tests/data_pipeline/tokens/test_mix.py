@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from data_pipeline.tokens.shards import inspect_prefix
+from framework.data.shards import inspect_prefix
 from framework.config import load_run_config
 from framework.configtree import ConfigError
 from launch.cli import main

@@ -7,7 +7,7 @@ import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from data_pipeline.tokens.inputs import input_sources
-from data_pipeline.tokens.shards import PrefixError, file_sha256, inspect_prefix, read_sidecar
+from framework.data.shards import PrefixError, file_sha256, inspect_prefix, read_sidecar
 from data_pipeline.tokens.tokenize import Source, rejected_path, tokenize_sources
 from data_pipeline.tokens.tokenizer import load_tokenizer
 from launch.cli import main

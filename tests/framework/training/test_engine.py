@@ -36,7 +36,7 @@ def _run_stages(stages, nan_step=None):
     """Train each ZeRO stage for STEPS steps; return per-stage global losses (and skip facts)."""
     import torch.distributed as dist
 
-    from data_pipeline.tokens.datasets import micro_batch_indices
+    from framework.data.datasets import micro_batch_indices
     from framework.distributed import init_distributed
     from framework.training.engine import Engine
     from framework.training.trainer import _all_reduce_mean, build_model

@@ -51,6 +51,7 @@ def _scenarios(base: str) -> dict:
     from framework.config import load_run_config
     from framework.training.stability import TrainingDiverged
     from framework.training.trainer import train
+    from launch.commands.train import use_builtin_data
 
     base, cache = Path(base), CACHE
     warnings: list[str] = []
@@ -63,6 +64,7 @@ def _scenarios(base: str) -> dict:
 
     def run(name: str, *extra: str):
         cfg = load_run_config(str(ROOT / "configs/train/tiny.yaml"), _overrides(base / name, cache, *extra))
+        use_builtin_data(cfg)  # what `anvil train` does before training
         warnings.clear()
         try:
             summary = train(cfg)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from data_pipeline.tokens.shards import (PrefixError, file_sha256, inspect_prefix, max_token_id,
+from framework.data.shards import (PrefixError, file_sha256, inspect_prefix, max_token_id,
                                          read_sidecar, strip_prefix)
 
 
