@@ -14,6 +14,12 @@ evaluation vocabulary. Each shard memory-maps it. A document word outside that v
 be part of a match, so the per-document work is a dict lookup per word and a vectorised rolling
 hash (h = h * M + word_value mod 2^64, word values from xxh3) over the windows of known words.
 
+Evaluation sets: each `eval_files` entry is a JSONL file (one example per line; a `.json` file
+holding a list of examples also works) or an lm-evaluation-harness task folder: every task YAML
+in it with `dataset_path: json` and local `data_files` (a path, a list, or a split -> path(s)
+mapping, relative to the YAML) contributes its files under the task's name. Nothing is downloaded;
+a task whose data is not local is reported with the path it looked for.
+
 `mode: document` drops a contaminated document (reason `decontaminate`); `mode: spans` cuts every
 matched word range out (a document with no word left is dropped). Either way stats.json gains
 `"contamination": {FILE_STEM: documents_matched}` and report.html lists examples per benchmark.
@@ -28,6 +34,7 @@ from typing import Literal
 
 import numpy as np
 import xxhash
+import yaml
 
 from data_pipeline.document import Document
 from data_pipeline.steps.base import EXAMPLES_PER_REASON, CorpusStage, register
@@ -56,33 +63,96 @@ def ngram_hashes(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return h, unknown[n:] - unknown[:m] == 0
 
 
-def example_texts(path: Path, fields: list[str]):
-    """(line number, text) for every example of a JSONL evaluation file."""
+class _TaskLoader(yaml.SafeLoader):
+    """Harness task YAMLs use tags such as `!function utils.process_docs`: read them as None."""
+
+
+_TaskLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def _task_files(yaml_path: Path) -> tuple[str, list[Path]] | None:
+    """(task name, local data files) of one harness task YAML, or None when it reads no local JSON."""
+    try:
+        task = yaml.load(yaml_path.read_text(encoding="utf-8"), Loader=_TaskLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"decontaminate.eval_files: {yaml_path}: invalid YAML ({exc})") from None
+    if not isinstance(task, dict) or task.get("dataset_path") not in ("json", "jsonl"):
+        return None
+    spec = (task.get("dataset_kwargs") or {}).get("data_files", task.get("data_files"))
+    items = spec.values() if isinstance(spec, dict) else [spec]
+    files = [yaml_path.parent / f for item in items for f in ([item] if isinstance(item, str) else item or [])]
+    if not files:
+        raise ConfigError(f"decontaminate.eval_files: {yaml_path}: task reads dataset_path json but names no "
+                          "data_files")
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise ConfigError(f"decontaminate.eval_files: task {task.get('task', yaml_path.stem)!r} ({yaml_path}): "
+                          f"data file not found: {missing[0]}")
+    return str(task.get("task") or yaml_path.stem), files
+
+
+def eval_sources(entries: list[str]) -> list[tuple[str, list[Path]]]:
+    """(benchmark name, files) per evaluation set: a JSONL/JSON file is one set named after its stem;
+    a harness task folder gives one set per task YAML that reads local JSON files."""
+    out = []
+    for i, entry in enumerate(entries):
+        path = Path(entry)
+        if path.is_file():
+            out.append((path.stem, [path]))
+        elif path.is_dir():
+            tasks = [t for y in sorted(path.rglob("*.yaml")) if (t := _task_files(y))]
+            if not tasks:
+                raise ConfigError(f"config key 'decontaminate.eval_files[{i}]': {entry} is a folder with no "
+                                  "lm-evaluation-harness task reading local files (dataset_path: json + data_files)")
+            out.extend(tasks)
+        else:
+            raise ConfigError(f"config key 'decontaminate.eval_files[{i}]': file not found: {entry}")
+    return out
+
+
+def _records(path: Path):
+    """(line number, record) of a JSONL file, or of a JSON file holding a list of records."""
     with open(path, encoding="utf-8") as fh:
+        head = fh.read(1)
+        while head.isspace():
+            head = fh.read(1)
+        fh.seek(0)
+        if head == "[":
+            try:
+                records = json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"decontaminate.eval_files: {path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+            yield from ((k + 1, r) for k, r in enumerate(records))
+            return
         for line_no, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                yield line_no, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"decontaminate.eval_files: {path}:{line_no}: invalid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise ConfigError(f"decontaminate.eval_files: {path}:{line_no}: expected a JSON object per line")
-            parts = []
-            for name in fields:
-                value = rec.get(name)
-                if isinstance(value, str):
-                    parts.append(value)
-                elif isinstance(value, list):
-                    parts.extend(v for v in value if isinstance(v, str))
-            yield line_no, " ".join(parts)
+
+
+def example_texts(path: Path, fields: list[str]):
+    """(line number, text) for every example of an evaluation file."""
+    for line_no, rec in _records(path):
+        if not isinstance(rec, dict):
+            raise ConfigError(f"decontaminate.eval_files: {path}:{line_no}: expected a JSON object per example")
+        parts = []
+        for name in fields:
+            value = rec.get(name)
+            if isinstance(value, str):
+                parts.append(value)
+            elif isinstance(value, list):
+                parts.extend(v for v in value if isinstance(v, str))
+        yield line_no, " ".join(parts)
 
 
 @register("decontaminate")
 class Decontaminate(CorpusStage):
     @dataclass
     class Params:
-        eval_files: list[str] = field(default_factory=list)    # JSONL, one evaluation example a line
+        eval_files: list[str] = field(default_factory=list)    # JSONL files or lm-eval task folders
         fields: list[str] = field(default_factory=lambda: ["question", "choices", "answer"])
         ngram: int = 13
         mode: Literal["document", "spans"] = "document"
@@ -91,15 +161,13 @@ class Decontaminate(CorpusStage):
             if not self.eval_files:
                 raise ConfigError("config key 'decontaminate.eval_files': at least one JSONL file of evaluation "
                                   "examples is required")
-            if len(self.eval_files) > _MAX_FILES:
-                raise ConfigError(f"config key 'decontaminate.eval_files': at most {_MAX_FILES} files")
-            for i, f in enumerate(self.eval_files):
-                if not Path(f).is_file():
-                    raise ConfigError(f"config key 'decontaminate.eval_files[{i}]': file not found: {f}")
-            stems = [Path(f).stem for f in self.eval_files]
-            if len(set(stems)) != len(stems):
-                raise ConfigError(f"config key 'decontaminate.eval_files': file names must differ (stats are "
-                                  f"keyed by name): {stems}")
+            names = [name for name, _ in eval_sources(self.eval_files)]
+            if len(names) > _MAX_FILES:
+                raise ConfigError(f"config key 'decontaminate.eval_files': at most {_MAX_FILES} evaluation sets, "
+                                  f"got {len(names)}")
+            if len(set(names)) != len(names):
+                raise ConfigError(f"config key 'decontaminate.eval_files': evaluation set names must differ (stats "
+                                  f"are keyed by name): {names}")
             if not self.fields:
                 raise ConfigError("config key 'decontaminate.fields': name at least one field")
             if self.ngram < 1:
@@ -107,7 +175,8 @@ class Decontaminate(CorpusStage):
 
     def __init__(self, params=None):
         super().__init__(params)
-        self.stems = [Path(f).stem for f in self.params.eval_files]
+        self.sources = eval_sources(self.params.eval_files)
+        self.stems = [name for name, _ in self.sources]
         self.stats.tallies["contamination"].update({s: 0 for s in self.stems})
 
     # --- the index: built once in the reduce ------------------------------------------------
@@ -119,8 +188,8 @@ class Decontaminate(CorpusStage):
 
         n, vocab = self.params.ngram, {}
         hashes, bits, short = [np.zeros(0, np.uint64)], [np.zeros(0, np.uint64)], 0
-        for i, path in enumerate(self.params.eval_files):
-            for _, text in example_texts(Path(path), self.params.fields):
+        for i, (_, files) in enumerate(self.sources):
+            for _, text in (item for path in files for item in example_texts(path, self.params.fields)):
                 words = words_of(text)
                 if len(words) < n:
                     short += 1

@@ -98,3 +98,26 @@ def test_bad_config_and_eval_lines(tmp_path):
     bad.write_text(json.dumps(QUESTIONS[0]) + "\n{not json\n")
     with pytest.raises(ConfigError, match=r"bad.jsonl:2: invalid JSON"):
         run_stage("decontaminate", {"eval_files": [str(bad)]}, [[]], tmp_path / "w")
+
+
+def test_harness_task_folder_reads_local_data_files(tmp_path):
+    """An lm-evaluation-harness task folder: each task YAML with `dataset_path: json` and local
+    `data_files` is one evaluation set named after the task (a JSON list works as well as JSONL)."""
+    tasks = tmp_path / "tasks"
+    (tasks / "data").mkdir(parents=True)
+    (tasks / "data" / "test.json").write_text(json.dumps(QUESTIONS))            # a JSON list of examples
+    (tasks / "data" / "dev.jsonl").write_text(json.dumps(TRIVIA[0]) + "\n")
+    (tasks / "physics_qa.yaml").write_text(
+        "task: physics_qa\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: data/test.json\n"
+        "process_docs: !function utils.process_docs\ndoc_to_text: '{{question}}'\n")
+    (tasks / "trivia_local.yaml").write_text("task: trivia_local\ndataset_path: json\n"
+                                              "dataset_kwargs:\n  data_files: [data/dev.jsonl]\n")
+    (tasks / "hub_task.yaml").write_text("task: hub_task\ndataset_path: cais/mmlu\n")  # not local: not a set
+    contaminated, clean = _cases()
+    docs = [Document(k, t) for k, (t, _) in contaminated.items()] + [Document(k, t) for k, t in clean.items()]
+    kept, stats, dropped = run_stage("decontaminate", {"eval_files": [str(tasks)]}, [docs], tmp_path / "w")
+    assert dropped == {k: "decontaminate" for k in contaminated}
+    assert stats["tallies"]["contamination"] == {"physics_qa": 5, "trivia_local": 1}
+    (tasks / "data" / "dev.jsonl").unlink()
+    with pytest.raises(ConfigError, match=r"task 'trivia_local' .*data file not found: .*dev.jsonl"):
+        run_stage("decontaminate", {"eval_files": [str(tasks)]}, [[]], tmp_path / "w2")
