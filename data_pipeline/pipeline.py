@@ -95,10 +95,15 @@ def aggregate(plan: Plan, results: list[list[dict]]) -> dict:
         lengths = [a + b for a, b in zip(lengths, r["length_hist"])]
     step_dicts = [s.to_dict() for s in steps]
     examples = {s["name"]: s.pop("examples") for s in step_dicts}
+    tallies: dict[str, Counter] = {}   # a step's named counters become top-level fields (contamination)
+    for s in step_dicts:
+        for key, counts in s.pop("tallies", {}).items():
+            tallies.setdefault(key, Counter()).update(counts)
     return {"docs_in": read.docs_in, "docs_out": steps[-1].docs_out, "steps": step_dicts,
             "bytes_in": read.bytes_in, "bytes_out": steps[-1].bytes_out, "skipped_records": dict(sorted(skipped.items())),
             "shards": len(plan.inputs), "lang": dict(lang.most_common()),
-            "length_hist": {"bin_start_chars": LENGTH_BINS, "docs": lengths}, "_examples": examples}
+            "length_hist": {"bin_start_chars": LENGTH_BINS, "docs": lengths},
+            **{k: dict(sorted(v.items())) for k, v in sorted(tallies.items())}, "_examples": examples}
 
 
 def run_recipe(recipe: RecipeConfig, workers: int = 1, strict: bool = False, execute=None) -> dict | None:

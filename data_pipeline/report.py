@@ -1,7 +1,9 @@
 """report.html: one self-contained page that explains a curation run.
 
-The funnel (documents and bytes after each step), drops by step and reason, a few example documents
-per reason, the language and length histograms of the kept documents. Charts are matplotlib SVGs
+The funnel (documents and bytes after each step, and the CPU seconds each step took, summed over
+tasks), drops by step and reason, a few example documents per reason, the language and length
+histograms of the kept documents. Timings are the only part that differs between two runs of the
+same recipe; they sit in elements of class `cpu`. Charts are matplotlib SVGs
 inlined in the page, rendered without dates or random ids so the same stats give the same bytes.
 """
 from __future__ import annotations
@@ -67,6 +69,26 @@ def _charts(stats: dict) -> dict[str, str]:
     return charts
 
 
+def _cpu_cell(seconds: float, total: float) -> str:
+    return f'<td class="cpu">{seconds:,.2f} ({seconds / total if total > 0 else 0.0:.0%})</td>'
+
+
+def _contamination(stats: dict, examples: dict) -> str:
+    """Per benchmark (evaluation file): documents that shared an n-gram with it, and examples."""
+    if "contamination" not in stats:
+        return ""
+    esc = html.escape
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{v:,}</td></tr>" for k, v in stats["contamination"].items())
+    items = []
+    for by_reason in examples.values():
+        for reason, found in sorted(by_reason.items()):
+            if reason.startswith("contamination:"):
+                items.append(f"<h3>{esc(reason.split(':', 1)[1])}</h3>")
+                items += [f"<p>{esc(str(e['id']))}: <code>{esc(e['text'])}</code></p>" for e in found]
+    return (f"<h2>Benchmark contamination</h2><table><tr><th>benchmark (file)</th><th>documents matched</th></tr>"
+            f"{rows}</table>{''.join(items)}")
+
+
 def write_report(stats: dict, examples: dict, path: str | Path) -> Path:
     charts = _charts(stats)
     esc = html.escape
@@ -83,11 +105,14 @@ def write_report(stats: dict, examples: dict, path: str | Path) -> Path:
             for item in items:
                 ex_html.append(f"<details><summary>{esc(str(item['id']))}</summary>"
                                f"<pre>{esc(item['text'])}</pre></details>")
+    cpu_total = sum(s.get("seconds", 0.0) for s in stats["steps"])
     funnel_rows = "".join(
         f"<tr><td>{esc(s['name'])}</td><td>{s['docs_in']:,}</td><td>{s['docs_out']:,}</td>"
-        f"<td>{s.get('bytes_out', 0) / 1e6:,.2f}</td><td>{esc(', '.join(f'{k}: {v:,}' for k, v in s.get('edits', {}).items()))}</td></tr>"
+        f"<td>{s.get('bytes_out', 0) / 1e6:,.2f}</td>{_cpu_cell(s.get('seconds', 0.0), cpu_total)}"
+        f"<td>{esc(', '.join(f'{k}: {v:,}' for k, v in s.get('edits', {}).items()))}</td></tr>"
         for s in stats["steps"])
     skipped = stats.get("skipped_records") or {}
+    contamination = _contamination(stats, examples)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Anvil curation report</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
@@ -98,10 +123,12 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}pre{{white-space:p
 ({stats['docs_out'] / max(stats['docs_in'], 1):.1%}), {stats.get('bytes_out', 0) / 1e6:,.2f} MB of text out,
 from {stats.get('shards', 0)} input shards.{' Skipped records (not documents): ' + esc(', '.join(f'{k}: {v:,}' for k, v in skipped.items())) if skipped else ''}</p>
 <h2>Funnel</h2>{charts['funnel']}
-<table><tr><th>step</th><th>docs in</th><th>docs out</th><th>MB out</th><th>edits</th></tr>{funnel_rows}</table>
+<table><tr><th>step</th><th>docs in</th><th>docs out</th><th>MB out</th><th>CPU seconds (share)</th><th>edits</th></tr>{funnel_rows}</table>
+<p>CPU seconds: each step's own work summed over all tasks and workers (read: parsing the input files;
+a corpus-wide step: its scans, reduce and application). Total <span class="cpu">{cpu_total:,.2f}</span> s.</p>
 <h2>Drops by reason</h2>
 <table><tr><th>step</th><th>reason</th><th>documents</th><th>of step input</th></tr>{''.join(rows)}</table>
-<h2>Languages</h2>{charts.get('lang', '<p>no language step in this recipe</p>')}
+{contamination}<h2>Languages</h2>{charts.get('lang', '<p>no language step in this recipe</p>')}
 <h2>Lengths</h2>{charts.get('length', '<p>no documents kept</p>')}
 <h2>Examples per reason</h2>{''.join(ex_html)}
 </body></html>

@@ -9,8 +9,8 @@ Stable API used across Anvil (curation, dedup, tokenizer):
         explicitly must be supported. The output folder of `anvil data run` yields only its kept
         shards (not rejected/ or report.html).
 
-    read_documents(path, on_reject=None, strict=False, *, raw_html=False, max_doc_bytes=..., skipped=None)
-        -> Iterator[Document]
+    read_documents(path, on_reject=None, strict=False, *, raw_html=False, max_doc_bytes=..., skipped=None,
+                   warc_backend="auto") -> Iterator[Document]
         One file, streamed record by record (never the whole file in memory). Every record that
         cannot be read becomes a call `on_reject({"source": str(path), "line": N | "offset": N,
         "step": "read", "reason": REASON, ...})` and is skipped; with `strict=True` the first one
@@ -24,8 +24,10 @@ Formats (see ../../../shared/CONTRACT.md): `.jsonl`, `.jsonl.gz`, `.jsonl.zst` (
 ...}`; other keys become metadata), `.parquet` (columns `id`, `text`, others as metadata),
 `.warc`/`.warc.gz` (HTTP responses with an HTML content type; revisit/request/metadata records are
 skipped and counted in `skipped`), `.wet`/`.wet.gz` (conversion records), `.html`/`.htm` (one page
-per file). HTML is turned into text by `data_pipeline.steps.extract` unless `raw_html=True`, in which
-case the document carries the HTML and `metadata["content_type"] = "text/html"` so that the
+per file). WARC/WET files are read with FastWARC, warcio taking over for what FastWARC refuses
+(`warc_backend="warcio"`: warcio only; the documents are the same, see data_pipeline/io/warc.py);
+a record cut off by the end of the file is rejected as truncated_file. HTML is turned into text by
+`data_pipeline.steps.extract` unless `raw_html=True`, in which case the document carries the HTML and `metadata["content_type"] = "text/html"` so that the
 pipeline's `extract` step (with the recipe's settings) does it.
 
 Reject reasons: truncated_file, invalid_json, not_an_object, missing_text, text_not_string,
@@ -115,7 +117,7 @@ def iter_documents(inputs, on_reject: RejectFn | None = None, strict: bool = Fal
 
 def read_documents(path: str | Path, on_reject: RejectFn | None = None, strict: bool = False, *,
                    raw_html: bool = False, max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
-                   skipped: dict[str, int] | None = None) -> Iterator[Document]:
+                   skipped: dict[str, int] | None = None, warc_backend: str = "auto") -> Iterator[Document]:
     """Stream the documents of one file (see the module docstring for formats and reasons)."""
     path = Path(path)
     reject = _Rejecter(path, on_reject, strict)
@@ -125,7 +127,7 @@ def read_documents(path: str | Path, on_reject: RejectFn | None = None, strict: 
     elif name.endswith(".parquet"):
         docs = _read_parquet(path, reject, max_doc_bytes)
     elif name.endswith(WARC_SUFFIXES):
-        docs = _read_warc(path, reject, max_doc_bytes, skipped if skipped is not None else {})
+        docs = _read_warc(path, reject, max_doc_bytes, skipped if skipped is not None else {}, warc_backend)
     elif name.endswith(HTML_SUFFIXES):
         docs = _read_html_file(path, reject, max_doc_bytes)
     else:
@@ -317,64 +319,52 @@ def decode_html(payload: bytes, content_type: str = "") -> str | None:
     return text
 
 
-def _read_warc(path: Path, reject: _Rejecter, max_doc_bytes: int,
-               skipped: dict[str, int]) -> Iterator[Document]:
-    from warcio.archiveiterator import ArchiveIterator
+def _read_warc(path: Path, reject: _Rejecter, max_doc_bytes: int, skipped: dict[str, int],
+               backend: str = "auto") -> Iterator[Document]:
+    """Records from data_pipeline.io.warc (FastWARC, warcio for what it refuses) -> Documents."""
+    from data_pipeline.io.warc import WarcError, is_html, warc_records
 
-    offset = 0
-    with open(path, "rb") as fh:
-        try:
-            it = ArchiveIterator(fh)
-            for record in it:
-                rtype = record.rec_type
-                headers = record.rec_headers
-                rec_id = (headers.get_header("WARC-Record-ID") or "").strip("<>")
-                url = headers.get_header("WARC-Target-URI") or ""
-                meta = {"url": url, "date": headers.get_header("WARC-Date") or ""}
-                if rtype == "conversion":  # WET: text already extracted
-                    payload = record.content_stream().read(max_doc_bytes + 1)
-                    offset = it.get_record_offset()  # after reading: warcio reads ahead to find it
-                    rec_id = rec_id or f"{path.name}:{offset}"
-                    if len(payload) > max_doc_bytes:
-                        reject.record({"offset": offset}, "too_large", id=rec_id)
-                        continue
-                    try:
-                        text = payload.decode("utf-8")
-                    except UnicodeDecodeError:
-                        reject.record({"offset": offset}, "invalid_utf8", id=rec_id)
-                        continue
-                    problem = _text_problem(text, max_doc_bytes)
-                    if problem:
-                        reject.record({"offset": offset}, problem, id=rec_id)
-                        continue
-                    yield Document(id=rec_id, text=text, metadata=meta, source=str(path), offset=offset)
+    try:
+        for rec in warc_records(path, max_doc_bytes + 1, backend):
+            offset, rtype = rec.offset, rec.rtype
+            if rtype != "conversion" and (rtype != "response" or not is_html(rec.ctype)):
+                key = rtype if rtype != "response" else "non_html"
+                skipped[key] = skipped.get(key, 0) + 1
+                if rec.truncated:
+                    reject.record({"offset": offset}, "truncated_file", id=rec.rec_id or f"{path.name}:{offset}")
+                continue
+            rec_id = rec.rec_id or f"{path.name}:{offset}"
+            payload = rec.payload
+            if rec.truncated:
+                reject.record({"offset": offset}, "truncated_file", id=rec_id)
+                continue
+            if len(payload) > max_doc_bytes:
+                reject.record({"offset": offset}, "too_large", id=rec_id)
+                continue
+            meta = {"url": rec.url, "date": rec.date}
+            if rtype == "conversion":  # WET: text already extracted
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    reject.record({"offset": offset}, "invalid_utf8", id=rec_id)
                     continue
-                if rtype != "response":
-                    skipped[rtype] = skipped.get(rtype, 0) + 1
+                problem = _text_problem(text, max_doc_bytes)
+                if problem:
+                    reject.record({"offset": offset}, problem, id=rec_id)
                     continue
-                ctype = (record.http_headers.get_header("Content-Type") or "") if record.http_headers else ""
-                if ctype.split(";")[0].strip().lower() not in HTML_TYPES:
-                    skipped["non_html"] = skipped.get("non_html", 0) + 1
-                    continue
-                payload = record.content_stream().read(max_doc_bytes + 1)
-                offset = it.get_record_offset()
-                rec_id = rec_id or f"{path.name}:{offset}"
-                if len(payload) > max_doc_bytes:
-                    reject.record({"offset": offset}, "too_large", id=rec_id)
-                    continue
-                html = decode_html(payload, ctype)
-                if html is None:
-                    reject.record({"offset": offset}, "binary_payload", id=rec_id)
-                    continue
-                if not html.strip():
-                    reject.record({"offset": offset}, "empty_text", id=rec_id)
-                    continue
-                meta["content_type"] = "text/html"
-                yield Document(id=rec_id, text=html, metadata=meta, source=str(path), offset=offset)
-        except ReadError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - warcio/gzip raise many kinds on truncation
-            reject.record({"offset": offset}, "truncated_file", detail=f"{type(exc).__name__}: {exc}"[:200])
+                yield Document(id=rec_id, text=text, metadata=meta, source=str(path), offset=offset)
+                continue
+            html = decode_html(payload, rec.ctype)
+            if html is None:
+                reject.record({"offset": offset}, "binary_payload", id=rec_id)
+                continue
+            if not html.strip():
+                reject.record({"offset": offset}, "empty_text", id=rec_id)
+                continue
+            meta["content_type"] = "text/html"
+            yield Document(id=rec_id, text=html, metadata=meta, source=str(path), offset=offset)
+    except WarcError as exc:
+        reject.record({"offset": exc.offset}, "truncated_file", detail=str(exc))
 
 
 def _read_html_file(path: Path, reject: _Rejecter, max_doc_bytes: int) -> Iterator[Document]:

@@ -56,9 +56,13 @@ Three kinds of steps
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import json
+import os
 import pkgutil
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator
@@ -70,6 +74,7 @@ EXAMPLES_PER_REASON = 3
 EXAMPLE_CHARS = 400
 
 DropFn = Callable[[Document, str, str, dict], None]
+_clock = time.process_time   # CPU seconds of this process: wall time on a shared machine measures the neighbours
 
 
 @dataclass
@@ -82,12 +87,19 @@ class StepStats:
     dropped: Counter = dataclasses.field(default_factory=Counter)
     edits: Counter = dataclasses.field(default_factory=Counter)
     examples: dict = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0   # CPU seconds (time.process_time) spent in this step's own code
+    # named counters a step adds to stats.json at the top level, summed over tasks and steps
+    # (decontaminate: {"contamination": {FILE_STEM: documents_matched}})
+    tallies: dict = dataclasses.field(default_factory=lambda: defaultdict(Counter))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "docs_in": self.docs_in, "docs_out": self.docs_out,
-                "dropped": dict(sorted(self.dropped.items())), "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out, "edits": dict(sorted(self.edits.items())),
-                "examples": self.examples}
+        out = {"name": self.name, "docs_in": self.docs_in, "docs_out": self.docs_out,
+               "dropped": dict(sorted(self.dropped.items())), "bytes_in": self.bytes_in,
+               "bytes_out": self.bytes_out, "edits": dict(sorted(self.edits.items())),
+               "seconds": round(self.seconds, 3), "examples": self.examples}
+        if self.tallies:
+            out["tallies"] = {k: dict(sorted(v.items())) for k, v in sorted(self.tallies.items())}
+        return out
 
     def merge(self, other: dict) -> None:
         self.docs_in += other["docs_in"]
@@ -96,6 +108,9 @@ class StepStats:
         self.bytes_out += other.get("bytes_out", 0)
         self.dropped.update(other["dropped"])
         self.edits.update(other.get("edits", {}))
+        self.seconds += other.get("seconds", 0.0)
+        for key, counts in other.get("tallies", {}).items():
+            self.tallies[key].update(counts)
         for reason, items in other.get("examples", {}).items():
             mine = self.examples.setdefault(reason, [])
             mine.extend(items[: EXAMPLES_PER_REASON - len(mine)])
@@ -130,6 +145,7 @@ class Step:
             self.position = position
             stats.docs_in += 1
             stats.bytes_in += _nbytes(doc.text)
+            start = _clock()
             try:
                 result = self.process(doc)
             except Exception as exc:  # noqa: BLE001 - one hostile document must not end a long job
@@ -141,6 +157,7 @@ class Step:
                     get_logger("data").warning("step %s failed on document %s (%s: %s); such documents are "
                                                "dropped with reason %s", self.name, doc.id, type(exc).__name__,
                                                exc, result[0])
+            stats.seconds += _clock() - start
             if result is None:
                 stats.docs_out += 1
                 stats.bytes_out += _nbytes(doc.text)
@@ -167,7 +184,19 @@ class Filter(Step):
 
 
 class CorpusStage(Step):
-    """A step that needs the whole corpus; see the module docstring for the three phases."""
+    """A step that needs the whole corpus; see the module docstring for the three phases.
+
+    The base class times every phase. `scan` and `reduce` run on other instances (often in other
+    processes) than the `run` whose counters reach stats.json, so their CPU seconds are left in the
+    stage's workdir (`cpu-scan-{shard}.json`, `cpu-reduce.json`) and `prepare` adds them to its
+    shard's counters (the reduce's to shard 0): `seconds` of a stage = scans + reduce + applying.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for phase in ("scan", "reduce", "prepare"):
+            if phase in cls.__dict__:
+                setattr(cls, phase, _timed_phase(phase, cls.__dict__[phase]))
 
     def scan(self, docs: Iterable[Document], shard: int, workdir: Path) -> None:
         raise NotImplementedError
@@ -177,6 +206,35 @@ class CorpusStage(Step):
 
     def prepare(self, shard: int, workdir: Path) -> None:
         raise NotImplementedError
+
+
+def _timed_phase(phase: str, fn):
+    @functools.wraps(fn)
+    def wrapper(self, *args):
+        if getattr(self, "_in_phase", False):   # a subclass calling super().scan(...): timed once, outside
+            return fn(self, *args)
+        self._in_phase = True
+        start = _clock()
+        try:
+            fn(self, *args)
+        finally:
+            self._in_phase = False
+        seconds = _clock() - start
+        if phase == "prepare":
+            shard, workdir = args
+            names = [f"cpu-scan-{shard:05d}.json"] + (["cpu-reduce.json"] if shard == 0 else [])
+            for name in names:
+                path = Path(workdir) / name
+                if path.is_file():
+                    seconds += json.loads(path.read_text())["seconds"]
+            self.stats.seconds += seconds
+            return
+        workdir = Path(args[-1])
+        name = f"cpu-scan-{args[1]:05d}.json" if phase == "scan" else "cpu-reduce.json"
+        tmp = workdir / (name + ".tmp")
+        tmp.write_text(json.dumps({"seconds": seconds}))
+        os.replace(tmp, workdir / name)
+    return wrapper
 
 
 STEPS: dict[str, type[Step]] = {}
@@ -234,3 +292,19 @@ def build_step(name: str, params: dict | None, path: str = "steps") -> Step:
                           f"{', '.join(sorted(registry))}")
     cls = registry[name]
     return cls(build(cls.Params, params or {}, f"{path}.{name}"))
+
+
+def timed(items: Iterable, counters: dict) -> Iterator:
+    """`items`, adding the CPU seconds spent producing each one to `counters["seconds"]` (the
+    executor's `read` step: parsing input files)."""
+    it = iter(items)
+    counters.setdefault("seconds", 0.0)
+    while True:
+        start = _clock()
+        try:
+            item = next(it)
+        except StopIteration:
+            counters["seconds"] += _clock() - start
+            return
+        counters["seconds"] += _clock() - start
+        yield item
