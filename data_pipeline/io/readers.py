@@ -27,7 +27,7 @@ skipped and counted in `skipped`), `.wet`/`.wet.gz` (conversion records), `.html
 per file). WARC/WET files are read with FastWARC, warcio taking over for what FastWARC refuses
 (`warc_backend="warcio"`: warcio only; the documents are the same, see data_pipeline/io/warc.py);
 a record cut off by the end of the file is rejected as truncated_file. HTML is turned into text by
-`data_pipeline.steps.extract` unless `raw_html=True`, in which case the document carries the HTML and `metadata["content_type"] = "text/html"` so that the
+`data_pipeline.io.html` (the `extract` step's default engine) unless `raw_html=True`, in which case the document carries the HTML and `metadata["content_type"] = "text/html"` so that the
 pipeline's `extract` step (with the recipe's settings) does it.
 
 Reject reasons: truncated_file, invalid_json, not_an_object, missing_text, text_not_string,
@@ -45,14 +45,13 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from data_pipeline.document import Document
+from data_pipeline.io.html import HTML_TYPES
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz")
 HTML_SUFFIXES = (".html", ".htm")
 SUPPORTED_SUFFIXES = JSONL_SUFFIXES + (".parquet",) + WARC_SUFFIXES + HTML_SUFFIXES
 DEFAULT_MAX_DOC_BYTES = 10 * 1024 * 1024   # a record larger than this is rejected as too_large
-HTML_TYPES = ("text/html", "application/xhtml+xml")
-
 RejectFn = Callable[[dict], None]
 
 
@@ -139,10 +138,10 @@ def read_documents(path: str | Path, on_reject: RejectFn | None = None, strict: 
     for doc in docs:
         if doc.metadata.get("content_type") in HTML_TYPES:
             if extractor is None:
-                from data_pipeline.steps.extract import Extract  # lazy: trafilatura is slow to import
+                from data_pipeline.io.html import HtmlExtractor  # lazy: trafilatura is slow to import
 
-                extractor = Extract()
-            text, reason = extractor.extract_text(doc)
+                extractor = HtmlExtractor()
+            text, reason = extractor.extract(doc.text, doc.metadata.get("url"))
             if text is None:
                 reject.record({"offset": doc.offset}, reason, id=doc.id)
                 continue

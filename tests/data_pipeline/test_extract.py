@@ -65,12 +65,12 @@ def test_engine_bad_input(engine, monkeypatch):
 
     def slow(html, url):
         time.sleep(3)
-    monkeypatch.setattr(step, "_extract", slow)
+    monkeypatch.setattr(step.extractor, "_run", slow)
     assert step.process(html_doc("slow", to_html(PROSE))) == "timeout"
 
     def broken(html, url):
         raise ValueError("parser bug")
-    monkeypatch.setattr(step, "_extract", broken)
+    monkeypatch.setattr(step.extractor, "_run", broken)
     assert step.process(html_doc("broken", to_html(PROSE))) == "extract_error"
 
 
