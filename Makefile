@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export WANDB_MODE ?= offline
 
-.PHONY: install demo test bench clean-venv
+.PHONY: install demo test lint bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
 	$(BIN)/pip install --quiet --no-build-isolation "deepspeed>=0.19,<0.20"
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --no-build-isolation -e '.[test]'
 	rm -f $(VENV)/.anvil-installed-*
 	touch $@
 
@@ -30,6 +30,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --durations=15 tests
+
+# ruff's settings live in pyproject.toml ([tool.ruff]); the same checks run as a pre-commit hook.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # -P keeps benchmarks/ off sys.path: benchmarks/tokenize.py would shadow the stdlib tokenize module.
 bench: $(STAMP)

@@ -6,6 +6,7 @@ signature-compatibility test uses); upper bounds stop at the next untested major
 Install torch first (the Makefile does), then deepspeed with --no-build-isolation because its
 setup.py imports torch.
 """
+
 from setuptools import find_packages, setup
 
 INSTALL_REQUIRES = [
@@ -30,14 +31,14 @@ INSTALL_REQUIRES = [
     "pyarrow>=26,<27",
     "zstandard>=0.25,<0.26",
     "warcio>=1.8.1,<2",
-    "resiliparse>=2.0.1,<3",    # extract: {engine: resiliparse}; 2.0.1 installed and tested on Python 3.11
-    "fastwarc>=2.0.1,<3",       # WARC/WET reading; warcio takes over for what FastWARC refuses
+    "resiliparse>=2.0.1,<3",  # extract: {engine: resiliparse}; 2.0.1 installed and tested on Python 3.11
+    "fastwarc>=2.0.1,<3",  # WARC/WET reading; warcio takes over for what FastWARC refuses
     "ray[default]>=2.60,<2.61",
     "matplotlib>=3.11,<4",
     "scikit-learn>=1.9,<2",
-    "fasttext-community>=0.11.9,<1",   # classifier step's fastText models; not fasttext-numpy2 (see steps/fasttext_model.py)
+    "fasttext-community>=0.11.9,<1",  # classifier step's fastText models; not fasttext-numpy2 (see steps/fasttext_model.py)
     "psutil>=7.2,<8",
-    "xxhash>=4.1,<5",           # 64-bit unit hashes of paragraph/sentence dedup and decontaminate; task-output checksums
+    "xxhash>=4.1,<5",  # 64-bit unit hashes of paragraph/sentence dedup and decontaminate; task-output checksums
 ]
 
 setup(
@@ -49,6 +50,6 @@ setup(
     include_package_data=True,
     package_data={"": ["*.yaml"], "framework.scaling": ["published/*.csv", "published/*.md"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=9.2,<10", "pytest-timeout>=2.4,<3"]},
+    extras_require={"test": ["pytest>=9.2,<10", "pytest-timeout>=2.4,<3", "ruff>=0.17.6,<0.18"]},
     entry_points={"console_scripts": ["anvil=launch.cli:main"]},
 )
