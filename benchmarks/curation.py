@@ -12,6 +12,7 @@ own environment, benchmarks/.venv-peers (created here on first use:
 `pip install "datatrove==0.10.*" spacy orjson regex`), never in Anvil's. Prints docs/s, MB/s, the ratio,
 and how often the two tools agree on keep/drop.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,11 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
 PEERS = HERE / ".venv-peers"
-HTML_ROOTS = ["/usr/share/doc/python3.11/html", "/usr/share/doc/python-django-doc/html",
-              "/usr/share/doc/postgresql-doc-15/html"]
+HTML_ROOTS = [
+    "/usr/share/doc/python3.11/html",
+    "/usr/share/doc/python-django-doc/html",
+    "/usr/share/doc/postgresql-doc-15/html",
+]
 FILTERS = ["gopher_repetition", "gopher_quality", "c4", "fineweb"]
 
 PEER_SCRIPT = r'''
@@ -68,13 +72,15 @@ def ensure_peers() -> Path:
     if not py.exists():
         print(f"creating {PEERS} (DataTrove 0.10 + spaCy + orjson) ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(PEERS)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "datatrove==0.10.*", "spacy", "orjson", "regex"], check=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "datatrove==0.10.*", "spacy", "orjson", "regex"], check=True
+        )
     return py
 
 
 def build_input(n_docs: int) -> Path:
     for have in sorted(HERE.glob(".cache/curation-docs-*.jsonl"), key=lambda p: int(p.stem.rsplit("-", 1)[1])):
-        if int(have.stem.rsplit("-", 1)[1]) >= n_docs:   # a larger extraction: use its first n_docs
+        if int(have.stem.rsplit("-", 1)[1]) >= n_docs:  # a larger extraction: use its first n_docs
             cache = HERE / ".cache" / f"input-{n_docs}.jsonl"
             with open(have) as src, open(cache, "w") as dst:
                 dst.writelines(line for _, line in zip(range(n_docs), src))
@@ -86,8 +92,10 @@ def build_input(n_docs: int) -> Path:
 
     pages = sorted(p for root in HTML_ROOTS if Path(root).is_dir() for p in Path(root).rglob("*.html"))
     if not pages:
-        raise SystemExit("benchmarks/curation.py: no real inputs; run `bash ../shared/bench/install_real_inputs.sh` "
-                         "(needs root and the Debian registry)")
+        raise SystemExit(
+            "benchmarks/curation.py: no real inputs; run `bash ../shared/bench/install_real_inputs.sh` "
+            "(needs root and the Debian registry)"
+        )
     step = Extract()
     cache.parent.mkdir(parents=True, exist_ok=True)
     written = 0
@@ -138,8 +146,12 @@ def main() -> None:
         dt = json.loads(peer_cache.read_text())
         print(f"DataTrove timings reused from {peer_cache} (--rerun-peer to measure again)")
     else:
-        peer = subprocess.run([str(ensure_peers()), "-c", PEER_SCRIPT, str(path), str(args.repeats)],
-                              capture_output=True, text=True, cwd=HERE.parent)
+        peer = subprocess.run(
+            [str(ensure_peers()), "-c", PEER_SCRIPT, str(path), str(args.repeats)],
+            capture_output=True,
+            text=True,
+            cwd=HERE.parent,
+        )
         if peer.returncode != 0:
             raise SystemExit(f"benchmarks/curation.py: DataTrove run failed:\n{peer.stderr[-3000:]}")
         dt = json.loads(peer.stdout.strip().splitlines()[-1])
@@ -152,13 +164,21 @@ def main() -> None:
         secs, kept = run_anvil(texts, names, args.repeats)
         peer_secs, peer_kept = dt[key]["seconds"], dt[key]["kept"]
         agree = sum(a == b for a, b in zip(kept, peer_kept)) / len(texts)
-        rows.append({"filters": "all four" if len(names) > 1 else key,
-                     "anvil docs/s": round(len(texts) / secs), "anvil MB/s": round(mb / secs, 2),
-                     "datatrove docs/s": round(len(texts) / peer_secs), "datatrove MB/s": round(mb / peer_secs, 3),
-                     "speed-up": f"{peer_secs / secs:.1f}x", "kept anvil/dt": f"{sum(kept)}/{sum(peer_kept)}",
-                     "agree": f"{agree:.1%}"})
-    print_table(rows, title=f"heuristic filters, 1 process, per CPU-second, median of {args.repeats} "
-                                  "(target: all four >= 10x)")
+        rows.append(
+            {
+                "filters": "all four" if len(names) > 1 else key,
+                "anvil docs/s": round(len(texts) / secs),
+                "anvil MB/s": round(mb / secs, 2),
+                "datatrove docs/s": round(len(texts) / peer_secs),
+                "datatrove MB/s": round(mb / peer_secs, 3),
+                "speed-up": f"{peer_secs / secs:.1f}x",
+                "kept anvil/dt": f"{sum(kept)}/{sum(peer_kept)}",
+                "agree": f"{agree:.1%}",
+            }
+        )
+    print_table(
+        rows, title=f"heuristic filters, 1 process, per CPU-second, median of {args.repeats} (target: all four >= 10x)"
+    )
 
 
 if __name__ == "__main__":

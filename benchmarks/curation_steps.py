@@ -22,6 +22,7 @@ pyahocorasick for its URLFilter, tokenizers for its dedup package and xxhash<4, 
 relies on), never in Anvil's env.
 Results are written to benchmarks/results/curation_steps.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -143,8 +144,11 @@ def make_work(texts: list[str], html_roots: list[str], peers_python: Path) -> di
     rng = random.Random(0)
     urls = real_urls(html_roots)
     probe = "from datatrove.utils._import_utils import ASSETS_PATH; print(ASSETS_PATH)"
-    assets = Path(subprocess.run([str(peers_python), "-c", probe], capture_output=True, text=True, cwd="/",
-                                 check=True).stdout.strip())
+    assets = Path(
+        subprocess.run(
+            [str(peers_python), "-c", probe], capture_output=True, text=True, cwd="/", check=True
+        ).stdout.strip()
+    )
     lists = HERE / ".cache" / "datatrove-url-lists"
     if not (lists / "domains").exists():
         lists.mkdir(parents=True, exist_ok=True)
@@ -153,7 +157,7 @@ def make_work(texts: list[str], html_roots: list[str], peers_python: Path) -> di
         blocked = [line.strip() for _, line in zip(range(5000), fh) if line.strip()]
     doc_urls = []
     for i in range(len(texts)):
-        if i % 10 == 9:   # a listed domain itself, or a subdomain of it (DataTrove: fqdn / registered domain)
+        if i % 10 == 9:  # a listed domain itself, or a subdomain of it (DataTrove: fqdn / registered domain)
             doc_urls.append(f"https://{'www.' if i % 20 == 19 else ''}{rng.choice(blocked)}/page/{i}.html")
         else:
             doc_urls.append(urls[i % len(urls)])
@@ -177,9 +181,15 @@ def make_work(texts: list[str], html_roots: list[str], peers_python: Path) -> di
     stitched = []
     for _ in range(200):
         a, b = rng.sample(texts, 2)
-        stitched.append(a[: len(a) // 2] + "\n" + b[len(b) // 2:])
-    return {"urls": doc_urls, "lists": str(lists), "assets": str(assets), "eval": evalset, "texts": texts,
-            "dedup_texts": texts + stitched}
+        stitched.append(a[: len(a) // 2] + "\n" + b[len(b) // 2 :])
+    return {
+        "urls": doc_urls,
+        "lists": str(lists),
+        "assets": str(assets),
+        "eval": evalset,
+        "texts": texts,
+        "dedup_texts": texts + stitched,
+    }
 
 
 def _median(xs):
@@ -192,9 +202,14 @@ def run_anvil(work: dict, repeats: int, tmp: Path) -> dict:
 
     out = {}
     lists, assets = Path(work["lists"]), Path(work["assets"])
-    params = {"block_domains": [str(lists / "domains")], "block_urls": [str(lists / "urls")],
-              "banned_words": [str(assets / "banned_words.txt")], "banned_subwords": [str(assets / "banned_subwords.txt")],
-              "soft_banned_words": [str(assets / "soft_banned_words.txt")], "soft_word_threshold": 2}
+    params = {
+        "block_domains": [str(lists / "domains")],
+        "block_urls": [str(lists / "urls")],
+        "banned_words": [str(assets / "banned_words.txt")],
+        "banned_subwords": [str(assets / "banned_subwords.txt")],
+        "soft_banned_words": [str(assets / "soft_banned_words.txt")],
+        "soft_word_threshold": 2,
+    }
     t = time.process_time()
     uf = build_step("url_filter", params)
     load = time.process_time() - t
@@ -221,8 +236,11 @@ def run_anvil(work: dict, repeats: int, tmp: Path) -> dict:
         t = time.process_time()
         kept_ids = {d.id for d in step.run(docs)}
         runs.append(time.process_time() - t)
-    out["decontaminate"] = {"seconds": _median(runs), "index_seconds": index_seconds,
-                            "kept": [str(i) in kept_ids for i in range(len(work["texts"]))]}
+    out["decontaminate"] = {
+        "seconds": _median(runs),
+        "index_seconds": index_seconds,
+        "kept": [str(i) in kept_ids for i in range(len(work["texts"]))],
+    }
 
     for name in ("sentence_dedup", "paragraph_dedup"):
         runs = []
@@ -237,8 +255,11 @@ def run_anvil(work: dict, repeats: int, tmp: Path) -> dict:
             step.prepare(0, wd)
             kept = {d.id: d.text for d in step.run([Document(str(i), x) for i, x in enumerate(texts)])}
             runs.append(time.process_time() - t)
-        out[name] = {"seconds": _median(runs), "kept": [str(i) in kept for i in range(len(texts))],
-                     "chars_out": sum(len(v) for v in kept.values())}
+        out[name] = {
+            "seconds": _median(runs),
+            "kept": [str(i) in kept for i in range(len(texts))],
+            "chars_out": sum(len(v) for v in kept.values()),
+        }
     return out
 
 
@@ -256,16 +277,36 @@ def main() -> None:
     if subprocess.run([str(peers), "-c", probe], cwd="/", capture_output=True, check=False).returncode:
         # extras of DataTrove's URLFilter and dedup package (its own env, never Anvil's); its n-gram
         # and sentence hashing passes str to xxhash, which xxhash 4 refuses
-        subprocess.run([str(peers), "-m", "pip", "install", "-q", "tldextract", "fasteners", "pyahocorasick",
-                        "tokenizers", "xxhash<4"], check=True)
+        subprocess.run(
+            [
+                str(peers),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "tldextract",
+                "fasteners",
+                "pyahocorasick",
+                "tokenizers",
+                "xxhash<4",
+            ],
+            check=True,
+        )
     work = make_work(texts, curation.HTML_ROOTS, peers)
-    print(f"input: {len(texts)} documents ({sum(map(len, texts)) / 1e6:.1f} M chars), {len(work['urls'])} URLs, "
-          f"{len(work['eval'])} evaluation examples, {len(work['dedup_texts'])} documents for sentence dedup")
+    print(
+        f"input: {len(texts)} documents ({sum(map(len, texts)) / 1e6:.1f} M chars), {len(work['urls'])} URLs, "
+        f"{len(work['eval'])} evaluation examples, {len(work['dedup_texts'])} documents for sentence dedup"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         work_file = Path(tmp) / "work.json"
         work_file.write_text(json.dumps(work))
-        peer = subprocess.run([str(peers), "-c", PEER_SCRIPT, str(work_file), str(args.repeats)],
-                              capture_output=True, text=True, cwd="/", check=False)
+        peer = subprocess.run(
+            [str(peers), "-c", PEER_SCRIPT, str(work_file), str(args.repeats)],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            check=False,
+        )
         if peer.returncode != 0:
             raise SystemExit(f"benchmarks/curation_steps.py: DataTrove run failed:\n{peer.stderr[-3000:]}")
         dt = json.loads(peer.stdout.strip().splitlines()[-1])
@@ -276,16 +317,27 @@ def main() -> None:
     for name in ("url_filter", "decontaminate", "sentence_dedup", "paragraph_dedup"):
         a = anvil[name]
         n = len(a["kept"])
-        row = {"step": name, "docs": n, "anvil docs/CPU-s": round(n / a["seconds"]),
-               "anvil kept": sum(a["kept"])}
+        row = {"step": name, "docs": n, "anvil docs/CPU-s": round(n / a["seconds"]), "anvil kept": sum(a["kept"])}
         res = {"docs": n, "anvil_seconds": round(a["seconds"], 4), "anvil_kept": sum(a["kept"])}
         if name in dt:
             d = dt[name]
             agree = sum(x == y for x, y in zip(a["kept"], d["kept"])) / n
-            row.update({"datatrove docs/CPU-s": round(n / d["seconds"]), "speed-up": f"{d['seconds'] / a['seconds']:.1f}x",
-                        "datatrove kept": sum(d["kept"]), "agree": f"{agree:.1%}"})
-            res.update({"datatrove_seconds": round(d["seconds"], 4), "datatrove_kept": sum(d["kept"]),
-                        "speedup": round(d["seconds"] / a["seconds"], 2), "agreement": round(agree, 4)})
+            row.update(
+                {
+                    "datatrove docs/CPU-s": round(n / d["seconds"]),
+                    "speed-up": f"{d['seconds'] / a['seconds']:.1f}x",
+                    "datatrove kept": sum(d["kept"]),
+                    "agree": f"{agree:.1%}",
+                }
+            )
+            res.update(
+                {
+                    "datatrove_seconds": round(d["seconds"], 4),
+                    "datatrove_kept": sum(d["kept"]),
+                    "speedup": round(d["seconds"] / a["seconds"], 2),
+                    "agreement": round(agree, 4),
+                }
+            )
             for extra in ("load_seconds", "index_seconds", "chars_out"):
                 if extra in d:
                     res[f"anvil_{extra}"], res[f"datatrove_{extra}"] = round(a[extra], 3), round(d[extra], 3)
@@ -293,13 +345,17 @@ def main() -> None:
             res["anvil_chars_out"] = a["chars_out"]
         rows.append(row)
         results["steps"][name] = res
-    print_table(rows, title=f"second curation layer, 1 process, per CPU-second, median of {args.repeats} "
-                            "(target: each >= DataTrove)")
+    print_table(
+        rows,
+        title=f"second curation layer, 1 process, per CPU-second, median of {args.repeats} (target: each >= DataTrove)",
+    )
     for name in ("url_filter", "decontaminate"):
         r = results["steps"][name]
         key = "load_seconds" if name == "url_filter" else "index_seconds"
-        print(f"{name}: {key.split('_')[0]} (not in the table) anvil {r['anvil_' + key]:.2f} s, "
-              f"DataTrove {r['datatrove_' + key]:.2f} s")
+        print(
+            f"{name}: {key.split('_')[0]} (not in the table) anvil {r['anvil_' + key]:.2f} s, "
+            f"DataTrove {r['datatrove_' + key]:.2f} s"
+        )
     out = HERE / "results" / "curation_steps.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")

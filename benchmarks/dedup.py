@@ -14,6 +14,7 @@ Quality: pair and document precision/recall against exact Jaccard >= 0.8 on word
 (data_pipeline/dedup/evaluate.py). Then a synthetic corpus with planted families (known edit
 rates) is deduplicated under `--budget`, reporting peak RSS and how many planted members were found.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,7 @@ def measure(cmd: list[str], env=None) -> dict:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     peak = [0]
-    cpu: dict[int, float] = {}          # last CPU seconds seen per process of the tree
+    cpu: dict[int, float] = {}  # last CPU seconds seen per process of the tree
     done = threading.Event()
 
     def poll():
@@ -110,10 +111,11 @@ def scores(ids, truth, duplicate_of=None, clusters=None) -> dict:
 
     from data_pipeline.dedup.evaluate import labels_from_duplicates, score
 
-    if clusters is not None:        # datatrove: {id: cluster id}; -1 / missing = singleton
+    if clusters is not None:  # datatrove: {id: cluster id}; -1 / missing = singleton
         names = {}
-        label = np.array([names.setdefault(clusters.get(i, -1) if clusters.get(i, -1) != -1 else ("s", i),
-                                           len(names)) for i in ids])
+        label = np.array(
+            [names.setdefault(clusters.get(i, -1) if clusters.get(i, -1) != -1 else ("s", i), len(names)) for i in ids]
+        )
         flagged = np.array([clusters.get(i, -1) != -1 for i in ids])
     else:
         label, flagged = labels_from_duplicates(ids, duplicate_of)
@@ -135,27 +137,46 @@ def real_benchmark(args, rows: list[dict]) -> None:
 
     src = real_corpus(args.real_docs)
     folder = CACHE / f"dedup-real-{args.real_docs}-split"
-    if not folder.exists():         # 4 files, so that DataTrove's tasks=2 has work for both tasks
+    if not folder.exists():  # 4 files, so that DataTrove's tasks=2 has work for both tasks
         lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
         folder.mkdir(parents=True)
         q = (len(lines) + 3) // 4
         for k in range(4):
-            (folder / f"part-{k}.jsonl").write_text("".join(lines[k * q:(k + 1) * q]), encoding="utf-8")
+            (folder / f"part-{k}.jsonl").write_text("".join(lines[k * q : (k + 1) * q]), encoding="utf-8")
     ids, texts = load_texts(folder)
     mb = sum(len(t.encode()) for t in texts) / 1e6
     t0 = time.perf_counter()
     truth, _, cand = true_pairs(texts, 0.8, 5)
-    print(f"real corpus: {len(ids)} documents, {mb:.1f} MB; {len(truth)} pairs with exact Jaccard >= 0.8 "
-          f"({cand} candidates checked in {time.perf_counter() - t0:.0f}s)", flush=True)
+    print(
+        f"real corpus: {len(ids)} documents, {mb:.1f} MB; {len(truth)} pairs with exact Jaccard >= 0.8 "
+        f"({cand} candidates checked in {time.perf_counter() - t0:.0f}s)",
+        flush=True,
+    )
     work = CACHE / "dedup-bench-out"
     anvil = str(Path(PY).parent / "anvil")
-    runs = [(f"anvil --workers {w}", [anvil, "data", "dedup", str(folder), "--output", str(work / f"anvil{w}"),
-                                      "--workers", str(w)], work / f"anvil{w}") for w in (1, 2)]
-    runs.append(("datasketch MinHash.bulk + MinHashLSH", [PY, __file__, "--datasketch-run", str(folder),
-                                                         str(work / "datasketch")], work / "datasketch"))
+    runs = [
+        (
+            f"anvil --workers {w}",
+            [anvil, "data", "dedup", str(folder), "--output", str(work / f"anvil{w}"), "--workers", str(w)],
+            work / f"anvil{w}",
+        )
+        for w in (1, 2)
+    ]
+    runs.append(
+        (
+            "datasketch MinHash.bulk + MinHashLSH",
+            [PY, __file__, "--datasketch-run", str(folder), str(work / "datasketch")],
+            work / "datasketch",
+        )
+    )
     if PEERS_PY.exists() and not args.skip_datatrove:
-        runs.append(("datatrove MinHash 4 stages (tasks=2)", [str(PEERS_PY), str(ROOT / "benchmarks" / "dedup_peers.py"),
-                                                              str(folder), str(work / "datatrove")], work / "datatrove"))
+        runs.append(
+            (
+                "datatrove MinHash 4 stages (tasks=2)",
+                [str(PEERS_PY), str(ROOT / "benchmarks" / "dedup_peers.py"), str(folder), str(work / "datatrove")],
+                work / "datatrove",
+            )
+        )
     results = {}
     for name, cmd, out in runs:
         best = None
@@ -172,11 +193,21 @@ def real_benchmark(args, rows: list[dict]) -> None:
         print(f"  {name}: {best['wall_s']:.1f}s", flush=True)
     base = results["datasketch MinHash.bulk + MinHashLSH"][0]["wall_s"]
     for name, (m, q) in results.items():
-        rows.append({"tool": name, "docs/s": round(len(ids) / m["wall_s"]), "MB/s": round(mb / m["wall_s"], 2),
-                     "x datasketch": round(base / m["wall_s"], 2), "wall s": round(m["wall_s"], 1),
-                     "CPU s": round(m["cpu_s"], 1), "peak RSS MB": round(m["peak_rss_mb"]),
-                     "pair P": q["pair_precision"], "pair R": q["pair_recall"],
-                     "doc P": q["doc_precision"], "doc R": q["doc_recall"]})
+        rows.append(
+            {
+                "tool": name,
+                "docs/s": round(len(ids) / m["wall_s"]),
+                "MB/s": round(mb / m["wall_s"], 2),
+                "x datasketch": round(base / m["wall_s"], 2),
+                "wall s": round(m["wall_s"], 1),
+                "CPU s": round(m["cpu_s"], 1),
+                "peak RSS MB": round(m["peak_rss_mb"]),
+                "pair P": q["pair_precision"],
+                "pair R": q["pair_recall"],
+                "doc P": q["doc_precision"],
+                "doc R": q["doc_recall"],
+            }
+        )
 
 
 def planted_truth(folder: Path) -> tuple[list[tuple[str, str]], list[str]]:
@@ -210,8 +241,9 @@ def synthetic_benchmark(args, rows: list[dict]) -> None:
     planted_file = folder / "planted.json"
     if not planted_file.exists():
         t0 = time.perf_counter()
-        planted = write_corpus(folder, args.synthetic, family_fraction=0.1, edit_rates=(0.0, 0.005, 0.01, 0.15),
-                               words=(40, 120), seed=11)
+        planted = write_corpus(
+            folder, args.synthetic, family_fraction=0.1, edit_rates=(0.0, 0.005, 0.01, 0.15), words=(40, 120), seed=11
+        )
         planted_file.write_text(json.dumps([[p.doc_id, p.family, p.edit_rate] for p in planted]))
         print(f"generated {args.synthetic} synthetic documents in {time.perf_counter() - t0:.0f}s", flush=True)
     planted = json.loads(planted_file.read_text())
@@ -219,23 +251,47 @@ def synthetic_benchmark(args, rows: list[dict]) -> None:
     out = CACHE / "dedup-bench-out" / "synthetic"
     shutil.rmtree(out, ignore_errors=True)
     anvil = str(Path(PY).parent / "anvil")
-    m = measure([anvil, "data", "dedup", str(folder), "--output", str(out), "--workers", str(args.workers),
-                 "--memory-budget", args.budget])
+    m = measure(
+        [
+            anvil,
+            "data",
+            "dedup",
+            str(folder),
+            "--output",
+            str(out),
+            "--workers",
+            str(args.workers),
+            "--memory-budget",
+            args.budget,
+        ]
+    )
     dups = read_dups(out / "duplicates.jsonl")
     stats = json.loads((out / "stats.json").read_text())
     near, far = planted_truth(folder)
     found = sum(1 for d, fam in near if dups.get(d, "").split("-v")[0] == fam)
     kept_far = sum(1 for d in far if d not in dups)
     unrelated_removed = sum(1 for d in dups if d.startswith("u"))
-    print(f"synthetic: {found}/{len(near)} planted members with exact Jaccard >= 0.8 to their family base found, "
-          f"{kept_far}/{len(far)} members below 0.5 kept, {unrelated_removed} unrelated documents removed; "
-          f"{stats['sorted_runs']} sorted runs; {m['wall_s']:.0f}s", flush=True)
-    rows.append({"tool": f"anvil --workers {args.workers} --memory-budget {args.budget} ({args.synthetic:,} synthetic docs)",
-                 "docs/s": round(args.synthetic / m["wall_s"]), "MB/s": round(mb / m["wall_s"], 2),
-                 "x datasketch": "", "wall s": round(m["wall_s"], 1), "CPU s": round(m["cpu_s"], 1),
-                 "peak RSS MB": round(m["peak_rss_mb"]),
-                 "pair P": "", "pair R": "", "doc P": "",
-                 "doc R": f"planted {found / max(1, len(near)):.4f}"})
+    print(
+        f"synthetic: {found}/{len(near)} planted members with exact Jaccard >= 0.8 to their family base found, "
+        f"{kept_far}/{len(far)} members below 0.5 kept, {unrelated_removed} unrelated documents removed; "
+        f"{stats['sorted_runs']} sorted runs; {m['wall_s']:.0f}s",
+        flush=True,
+    )
+    rows.append(
+        {
+            "tool": f"anvil --workers {args.workers} --memory-budget {args.budget} ({args.synthetic:,} synthetic docs)",
+            "docs/s": round(args.synthetic / m["wall_s"]),
+            "MB/s": round(mb / m["wall_s"], 2),
+            "x datasketch": "",
+            "wall s": round(m["wall_s"], 1),
+            "CPU s": round(m["cpu_s"], 1),
+            "peak RSS MB": round(m["peak_rss_mb"]),
+            "pair P": "",
+            "pair R": "",
+            "doc P": "",
+            "doc R": f"planted {found / max(1, len(near)):.4f}",
+        }
+    )
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ plus the `copyright` files of installed Debian packages (many near-identical lic
 Install them first with `bash ../shared/bench/install_real_inputs.sh`. The extracted corpus is
 cached under benchmarks/.cache/ (extraction runs at ~30 pages/s; the cache makes reruns instant).
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / ".cache"
-SOURCES = ["/usr/share/doc/debian-handbook/html", "/usr/share/doc/python3.11/html",
-           "/usr/share/doc/python-django-doc/html"]
+SOURCES = [
+    "/usr/share/doc/debian-handbook/html",
+    "/usr/share/doc/python3.11/html",
+    "/usr/share/doc/python-django-doc/html",
+]
 
 
 def real_corpus(num_docs: int = 5000) -> Path:

@@ -4,6 +4,7 @@
 
 Writes OUTPUT/clusters.json: {id: cluster id} for every document DataTrove put in a cluster.
 """
+
 import json
 import os
 import sys
@@ -14,8 +15,13 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
     sys.path.pop(0)
 
 from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                              MinhashDedupFilter, MinhashDedupSignature)
+from datatrove.pipeline.dedup.minhash import (
+    MinhashConfig,
+    MinhashDedupBuckets,
+    MinhashDedupCluster,
+    MinhashDedupFilter,
+    MinhashDedupSignature,
+)
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.hashing import HashConfig
@@ -28,17 +34,41 @@ def main(inp: str, out: str) -> None:
     cfg = MinhashConfig(hash_config=HashConfig(precision=64), n_grams=5, num_buckets=14, hashes_per_bucket=8)
     work = out / "work"
     common = dict(logging_dir=str(out / "logs"), skip_completed=False)
-    LocalPipelineExecutor([JsonlReader(inp), MinhashDedupSignature(output_folder=str(work / "sigs"), config=cfg)],
-                          tasks=TASKS, workers=TASKS, **common).run()
-    LocalPipelineExecutor([MinhashDedupBuckets(input_folder=str(work / "sigs"), output_folder=str(work / "buckets"),
-                                               config=cfg)],
-                          tasks=cfg.num_buckets, workers=TASKS, **common).run()
-    LocalPipelineExecutor([MinhashDedupCluster(input_folder=str(work / "buckets"), output_folder=str(work / "remove"),
-                                               config=cfg, save_cluster_id=True)], tasks=1, **common).run()
-    LocalPipelineExecutor([JsonlReader(inp),
-                           MinhashDedupFilter(input_folder=str(work / "remove"), load_cluster_ids=True,
-                                              exclusion_writer=JsonlWriter(str(out / "removed"))),
-                           JsonlWriter(str(out / "kept"))], tasks=TASKS, workers=TASKS, **common).run()
+    LocalPipelineExecutor(
+        [JsonlReader(inp), MinhashDedupSignature(output_folder=str(work / "sigs"), config=cfg)],
+        tasks=TASKS,
+        workers=TASKS,
+        **common,
+    ).run()
+    LocalPipelineExecutor(
+        [MinhashDedupBuckets(input_folder=str(work / "sigs"), output_folder=str(work / "buckets"), config=cfg)],
+        tasks=cfg.num_buckets,
+        workers=TASKS,
+        **common,
+    ).run()
+    LocalPipelineExecutor(
+        [
+            MinhashDedupCluster(
+                input_folder=str(work / "buckets"), output_folder=str(work / "remove"), config=cfg, save_cluster_id=True
+            )
+        ],
+        tasks=1,
+        **common,
+    ).run()
+    LocalPipelineExecutor(
+        [
+            JsonlReader(inp),
+            MinhashDedupFilter(
+                input_folder=str(work / "remove"),
+                load_cluster_ids=True,
+                exclusion_writer=JsonlWriter(str(out / "removed")),
+            ),
+            JsonlWriter(str(out / "kept")),
+        ],
+        tasks=TASKS,
+        workers=TASKS,
+        **common,
+    ).run()
     import gzip
 
     clusters = {}

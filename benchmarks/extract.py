@@ -25,6 +25,7 @@ Targets (issue 23): web recipe with Resiliparse >= 5x faster than with trafilatu
 on one worker, keeping >= 80% of trafilatura's text bytes. The machine is shared: the load average
 before and after goes into the result. Writes benchmarks/results/extract.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,16 +49,20 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
 
 HTML_ROOT = Path("/usr/share/doc/python3.11/html")
-CRAWL = Path.home() / ".cache" / "anvil-real-inputs" / "warc" / "iana.warc.gz"   # install_real_inputs.sh
+CRAWL = Path.home() / ".cache" / "anvil-real-inputs" / "warc" / "iana.warc.gz"  # install_real_inputs.sh
 CACHE = HERE / ".cache"
 RESULTS = HERE / "results" / "extract.json"
-RECIPES = {"trafilatura": ROOT / "configs" / "data" / "web.yaml",
-           "resiliparse": ROOT / "configs" / "data" / "web_fast.yaml"}
+RECIPES = {
+    "trafilatura": ROOT / "configs" / "data" / "web.yaml",
+    "resiliparse": ROOT / "configs" / "data" / "web_fast.yaml",
+}
 BOILERPLATE_SHARE = 0.05
 WORD = re.compile(r"\w+")
-TEMPLATE = ("<html><head><title>{title}</title></head><body><nav><a href='/'>Home</a> | <a href='/docs'>Docs</a>"
-            " | <a href='/about'>About</a></nav><main><h1>{title}</h1>{body}</main><footer>Copyright Example "
-            "Org. All rights reserved. Privacy policy.</footer></body></html>")
+TEMPLATE = (
+    "<html><head><title>{title}</title></head><body><nav><a href='/'>Home</a> | <a href='/docs'>Docs</a>"
+    " | <a href='/about'>About</a></nav><main><h1>{title}</h1>{body}</main><footer>Copyright Example "
+    "Org. All rights reserved. Privacy policy.</footer></body></html>"
+)
 
 
 def _write_warc(path: Path, pages: list[tuple[str, bytes]]) -> None:
@@ -69,8 +74,11 @@ def _write_warc(path: Path, pages: list[tuple[str, bytes]]) -> None:
         writer = WARCWriter(fh, gzip=True)
         for url, body in pages:
             headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")], protocol="HTTP/1.1")
-            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body),
-                                                          length=len(body), http_headers=headers))
+            writer.write_record(
+                writer.create_warc_record(
+                    url, "response", payload=io.BytesIO(body), length=len(body), http_headers=headers
+                )
+            )
     tmp.replace(path)
 
 
@@ -82,11 +90,20 @@ def build_input(limit: int | None) -> tuple[Path, str, int]:
         files = files[:limit] if limit else files
         path = CACHE / f"extract-pydocs-{len(files)}.warc.gz"
         if not path.exists():
-            _write_warc(path, [(f"https://docs.python.org/3.11/{f.relative_to(HTML_ROOT)}", f.read_bytes()) for f in files])
+            _write_warc(
+                path, [(f"https://docs.python.org/3.11/{f.relative_to(HTML_ROOT)}", f.read_bytes()) for f in files]
+            )
         size = sum(f.stat().st_size for f in files)
-        return path, f"real: Python 3.11 documentation, {len(files)} HTML pages, {size / 1e6:.1f} MB ({HTML_ROOT})", len(files)
-    print(f"{HTML_ROOT} not found (../shared/bench/install_real_inputs.sh installs it): "
-          "falling back to the sample corpus in a generic HTML template", flush=True)
+        return (
+            path,
+            f"real: Python 3.11 documentation, {len(files)} HTML pages, {size / 1e6:.1f} MB ({HTML_ROOT})",
+            len(files),
+        )
+    print(
+        f"{HTML_ROOT} not found (../shared/bench/install_real_inputs.sh installs it): "
+        "falling back to the sample corpus in a generic HTML template",
+        flush=True,
+    )
     import html
 
     from data_pipeline.sample import iter_sample_documents
@@ -94,29 +111,61 @@ def build_input(limit: int | None) -> tuple[Path, str, int]:
     docs = list(iter_sample_documents(limit or 530))
     path = CACHE / f"extract-sample-{len(docs)}.warc.gz"
     if not path.exists():
-        pages = [(f"https://example.org/{i}", TEMPLATE.format(
-            title=html.escape(d.id), body="".join(f"<p>{html.escape(p)}</p>" for p in d.text.split("\n\n"))).encode())
-            for i, d in enumerate(docs)]
+        pages = [
+            (
+                f"https://example.org/{i}",
+                TEMPLATE.format(
+                    title=html.escape(d.id), body="".join(f"<p>{html.escape(p)}</p>" for p in d.text.split("\n\n"))
+                ).encode(),
+            )
+            for i, d in enumerate(docs)
+        ]
         _write_warc(path, pages)
-    return path, f"sample (NOT real web pages): {len(docs)} sample-corpus documents in a generic HTML template", len(docs)
+    return (
+        path,
+        f"sample (NOT real web pages): {len(docs)} sample-corpus documents in a generic HTML template",
+        len(docs),
+    )
 
 
 def run_recipe(engine: str, warc: Path, out: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "launch.cli", "data", "run", str(RECIPES[engine]), f"input={warc}",
-           f"output={out}", "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "launch.cli",
+        "data",
+        "run",
+        str(RECIPES[engine]),
+        f"input={warc}",
+        f"output={out}",
+        "--workers",
+        "1",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(
+        cmd,
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     stats = json.loads((out / "stats.json").read_text())
     steps = {s["name"]: s for s in stats["steps"]}
-    return {"wall_s": wall, "cpu_s": cpu, "pages": steps["read"]["docs_out"], "docs_out": stats["docs_out"],
-            "text_bytes_kept": stats["bytes_out"], "text_bytes_extracted": steps["extract"]["bytes_out"],
-            "step_seconds": {name: s["seconds"] for name, s in steps.items()}}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "pages": steps["read"]["docs_out"],
+        "docs_out": stats["docs_out"],
+        "text_bytes_kept": stats["bytes_out"],
+        "text_bytes_extracted": steps["extract"]["bytes_out"],
+        "step_seconds": {name: s["seconds"] for name, s in steps.items()},
+    }
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -154,8 +203,10 @@ def reading(warc: Path, repeats: int) -> dict:
                         if level == "records":
                             n = sum(1 for _ in warc_records(path, 10 << 20, backend))
                         else:
-                            got = [(d.id, d.offset, d.text, d.metadata)
-                                   for d in read_documents(path, raw_html=True, warc_backend=backend)]
+                            got = [
+                                (d.id, d.offset, d.text, d.metadata)
+                                for d in read_documents(path, raw_html=True, warc_backend=backend)
+                            ]
                             n = len(got)
                     times.append(time.process_time() - start)
                 sec = statistics.median(times)
@@ -192,12 +243,15 @@ def quality(warc: Path) -> dict:
         total = sum(len(t.encode()) for t in tx)
         langs[engine] = [classify(t[:20_000]) for t in tx]
         out[engine] = {
-            "pages_with_text": sum(1 for t in tx if t.strip()), "text_bytes": total,
+            "pages_with_text": sum(1 for t in tx if t.strip()),
+            "text_bytes": total,
             "median_chars_per_page": statistics.median(len(t) for t in tx),
-            "boilerplate_lines_distinct": len(common), "boilerplate_bytes": boiler,
+            "boilerplate_lines_distinct": len(common),
+            "boilerplate_bytes": boiler,
             "boilerplate_share": boiler / max(total, 1),
             "boilerplate_examples": sorted(common, key=lambda ln: -on_pages[ln])[:8],
-            "lang_en_kept": sum(1 for lang, p in langs[engine] if lang == "en" and p >= 0.65)}
+            "lang_en_kept": sum(1 for lang, p in langs[engine] if lang == "en" and p >= 0.65),
+        }
     a, b = langs["trafilatura"], langs["resiliparse"]
     both = [i for i, (x, y) in enumerate(zip(texts["trafilatura"], texts["resiliparse"])) if x.strip() and y.strip()]
     out["lang_agreement"] = sum(1 for i in both if a[i][0] == b[i][0]) / max(len(both), 1)
@@ -207,7 +261,7 @@ def quality(warc: Path) -> dict:
         shared += sum((bag_t & bag_r).values())
         words_t += sum(bag_t.values())
         words_r += sum(bag_r.values())
-    out["trafilatura_words_also_in_resiliparse"] = shared / max(words_t, 1)   # per page, as multisets
+    out["trafilatura_words_also_in_resiliparse"] = shared / max(words_t, 1)  # per page, as multisets
     out["resiliparse_words_also_in_trafilatura"] = shared / max(words_r, 1)
     return out
 
@@ -223,49 +277,68 @@ def main() -> None:
     work = CACHE / "extract-runs"
     runs: dict[str, list] = {e: [] for e in RECIPES}
     for i in range(args.repeats):
-        for engine in (RECIPES if i % 2 == 0 else reversed(list(RECIPES))):
+        for engine in RECIPES if i % 2 == 0 else reversed(list(RECIPES)):
             runs[engine].append(run_recipe(engine, warc, work / engine))
             print(f"  {engine}: {runs[engine][-1]['wall_s']:.1f} s", flush=True)
     recipe = {e: median_run(r) for e, r in runs.items()}
     shutil.rmtree(work, ignore_errors=True)
     res, tra = recipe["resiliparse"], recipe["trafilatura"]
     result = {
-        "input": label, "warc_bytes": warc.stat().st_size, "cpus": os.cpu_count(), "repeats": args.repeats,
+        "input": label,
+        "warc_bytes": warc.stat().st_size,
+        "cpus": os.cpu_count(),
+        "repeats": args.repeats,
         "recipe": recipe,
-        "speedup_wall": tra["wall_s"] / res["wall_s"], "speedup_cpu": tra["cpu_s"] / res["cpu_s"],
+        "speedup_wall": tra["wall_s"] / res["wall_s"],
+        "speedup_cpu": tra["cpu_s"] / res["cpu_s"],
         "text_bytes_kept_ratio": res["text_bytes_kept"] / max(tra["text_bytes_kept"], 1),
         "reading": reading(warc, args.repeats),
         "quality": quality(warc),
     }
-    result["targets"] = {"speedup_5x": result["speedup_wall"] >= 5, "pages_per_s_150": res["pages_per_s"] >= 150,
-                         "text_bytes_80pct": result["text_bytes_kept_ratio"] >= 0.8}
+    result["targets"] = {
+        "speedup_5x": result["speedup_wall"] >= 5,
+        "pages_per_s_150": res["pages_per_s"] >= 150,
+        "text_bytes_80pct": result["text_bytes_kept_ratio"] >= 0.8,
+    }
     result["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
 
     print(f"\n{'web recipe, 1 worker':34} {'wall s':>8} {'CPU s':>8} {'pages/s':>8} {'pages/CPU-s':>11} {'MB kept':>8}")
     for engine, r in recipe.items():
-        print(f"{engine:34} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['pages_per_s']:8.1f} {r['pages_per_cpu_s']:11.1f} "
-              f"{r['text_bytes_kept'] / 1e6:8.2f}")
-    print(f"speed-up {result['speedup_wall']:.1f}x wall, {result['speedup_cpu']:.1f}x CPU; Resiliparse keeps "
-          f"{result['text_bytes_kept_ratio']:.0%} of trafilatura's text bytes")
+        print(
+            f"{engine:34} {r['wall_s']:8.2f} {r['cpu_s']:8.2f} {r['pages_per_s']:8.1f} {r['pages_per_cpu_s']:11.1f} "
+            f"{r['text_bytes_kept'] / 1e6:8.2f}"
+        )
+    print(
+        f"speed-up {result['speedup_wall']:.1f}x wall, {result['speedup_cpu']:.1f}x CPU; Resiliparse keeps "
+        f"{result['text_bytes_kept_ratio']:.0%} of trafilatura's text bytes"
+    )
     print("per-step CPU seconds (stats.json):")
     for name in tra["step_seconds"]:
-        print(f"  {name:20} trafilatura {tra['step_seconds'][name]:7.2f}   resiliparse {res['step_seconds'][name]:7.2f}")
+        print(
+            f"  {name:20} trafilatura {tra['step_seconds'][name]:7.2f}   resiliparse {res['step_seconds'][name]:7.2f}"
+        )
     for name, rd in result["reading"].items():
         for key, v in rd.items():
             if isinstance(v, dict):
                 print(f"read {name:16} {key:20} {v['cpu_s']:7.3f} CPU s  {v['per_cpu_s']:9.0f} per CPU-s")
         if "same_documents" in rd:
-            print(f"read {name:16} FastWARC/warcio: records {rd['speedup_records']:.1f}x, documents "
-                  f"{rd['speedup_documents']:.1f}x; same documents: {rd['same_documents']}")
+            print(
+                f"read {name:16} FastWARC/warcio: records {rd['speedup_records']:.1f}x, documents "
+                f"{rd['speedup_documents']:.1f}x; same documents: {rd['same_documents']}"
+            )
     q = result["quality"]
     for engine in RECIPES:
         e = q[engine]
-        print(f"{engine:12} text {e['text_bytes'] / 1e6:6.2f} MB, boilerplate {e['boilerplate_share']:.1%} "
-              f"({e['boilerplate_lines_distinct']} distinct lines), English >= 0.65: {e['lang_en_kept']}/{q['pages']}")
-    print(f"language agreement {q['lang_agreement']:.1%}; words of trafilatura's text also in Resiliparse's: "
-          f"{q['trafilatura_words_also_in_resiliparse']:.1%}, the reverse: {q['resiliparse_words_also_in_trafilatura']:.1%}")
+        print(
+            f"{engine:12} text {e['text_bytes'] / 1e6:6.2f} MB, boilerplate {e['boilerplate_share']:.1%} "
+            f"({e['boilerplate_lines_distinct']} distinct lines), English >= 0.65: {e['lang_en_kept']}/{q['pages']}"
+        )
+    print(
+        f"language agreement {q['lang_agreement']:.1%}; words of trafilatura's text also in Resiliparse's: "
+        f"{q['trafilatura_words_also_in_resiliparse']:.1%}, the reverse: {q['resiliparse_words_also_in_trafilatura']:.1%}"
+    )
     print(f"load average before/after: {result['load_average_before_after']}; targets: {result['targets']}")
     print(f"wrote {RESULTS.relative_to(ROOT)}")
 

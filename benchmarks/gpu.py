@@ -9,6 +9,7 @@ checkpointing, through the same `Engine.train_step` that `anvil train` uses, on 
 `framework.training.metrics` (override with --peak-tflops). Target: >= 45% MFU at 1.3B on H100/H200.
 Needs a CUDA GPU; on a machine without one it says so and exits 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,17 @@ def run_one(preset: str, zero: int, ac: bool, micro: int, steps: int, peak: floa
     from framework.training.engine import Engine
     from framework.training.trainer import build_model
 
-    cfg = load_run_config(str(PRESET_DIR / f"{preset}.yaml"),
-                          [f"parallel.zero_stage={zero}", f"parallel.activation_checkpointing={str(ac).lower()}",
-                           "train.precision=bf16", f"train.micro_batch_size={micro}",
-                           f"train.global_batch_size={micro}", "train.lr=1e-4"])
+    cfg = load_run_config(
+        str(PRESET_DIR / f"{preset}.yaml"),
+        [
+            f"parallel.zero_stage={zero}",
+            f"parallel.activation_checkpointing={str(ac).lower()}",
+            "train.precision=bf16",
+            f"train.micro_batch_size={micro}",
+            f"train.global_batch_size={micro}",
+            "train.lr=1e-4",
+        ],
+    )
     device = torch.device("cuda", torch.cuda.current_device())
     torch.cuda.reset_peak_memory_stats()
     engine = Engine(cfg, build_model(cfg), 1, device)
@@ -51,9 +59,17 @@ def run_one(preset: str, zero: int, ac: bool, micro: int, steps: int, peak: floa
     dt = (time.perf_counter() - start) / steps
     tps = micro * T / dt
     tflops = count_params(cfg.model).flops_per_token * tps / 1e12
-    row = {"preset": preset, "ZeRO": zero, "act ckpt": ac, "micro batch": micro, "step s": dt,
-           "tokens/s": tps, "TFLOP/s": tflops, "MFU %": 100 * tflops / peak if peak else float("nan"),
-           "peak mem GB": torch.cuda.max_memory_allocated() / 2**30}
+    row = {
+        "preset": preset,
+        "ZeRO": zero,
+        "act ckpt": ac,
+        "micro batch": micro,
+        "step s": dt,
+        "tokens/s": tps,
+        "TFLOP/s": tflops,
+        "MFU %": 100 * tflops / peak if peak else float("nan"),
+        "peak mem GB": torch.cuda.max_memory_allocated() / 2**30,
+    }
     del engine
     torch.cuda.empty_cache()
     return row
@@ -84,8 +100,15 @@ def main() -> int:
                 try:
                     rows.append(run_one(preset, zero, ac, int(micro.get(preset, 8)), args.steps, peak))
                 except torch.cuda.OutOfMemoryError:
-                    rows.append({"preset": preset, "ZeRO": zero, "act ckpt": ac, "micro batch": micro.get(preset),
-                                 "step s": "OOM"})
+                    rows.append(
+                        {
+                            "preset": preset,
+                            "ZeRO": zero,
+                            "act ckpt": ac,
+                            "micro batch": micro.get(preset),
+                            "step s": "OOM",
+                        }
+                    )
                     torch.cuda.empty_cache()
                 print(rows[-1], flush=True)
     print_table(rows, title="bf16 training throughput, one GPU")

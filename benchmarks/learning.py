@@ -7,6 +7,7 @@ The unigram model is fitted (add-one smoothing) on every training sample of the 
 tokens the checkpoint saw, so the baseline is never starved); both are scored on the trainer's fixed validation samples. A model that only learned token
 frequencies would match the unigram loss; "well below" means it learned context.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,10 +48,16 @@ def compare(run_dir: str) -> dict:
             uni += float(-logp[y.numpy()].sum())
             mod += float(model(x, y)) * y.numel()
             n += y.numel()
-    return {"checkpoint": ckpt.name, "model train tokens": meta["tokens"],
-            "unigram train tokens": int(counts.sum()) - V, "held-out tokens": n,
-            "unigram loss": uni / n, "model loss": mod / n, "model ppl": math.exp(mod / n),
-            "unigram ppl": math.exp(uni / n)}
+    return {
+        "checkpoint": ckpt.name,
+        "model train tokens": meta["tokens"],
+        "unigram train tokens": int(counts.sum()) - V,
+        "held-out tokens": n,
+        "unigram loss": uni / n,
+        "model loss": mod / n,
+        "model ppl": math.exp(mod / n),
+        "unigram ppl": math.exp(uni / n),
+    }
 
 
 def main() -> int:

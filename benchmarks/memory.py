@@ -36,6 +36,7 @@ on the unrounded numbers. If MemAvailable drops below 1.5 GB a run is killed and
 figures only) in columns labelled "before (REF)". Results: benchmarks/results/memory.json
 (memory-quick.json with --quick).
 """
+
 from __future__ import annotations
 
 import sys
@@ -66,8 +67,12 @@ MIN_AVAILABLE = 1.5 * GB
 POLL_S = 0.2
 MARKER = "ANVIL_MEMORY_BENCH_RUN"  # set in every run's environment
 LAYOUTS = {4: [(4, 1, 1, 1), (4, 1, 1, 3), (2, 2, 1, 1), (2, 1, 2, 1)], 8: [(2, 2, 2, 1), (8, 1, 1, 3)]}
-CROSS = [((2, 2, 2, 1), (8, 1, 1, 3)), ((2, 2, 2, 1), (1, 2, 4, 1)), ((2, 2, 2, 1), (1, 1, 1, 0)),
-         ((8, 1, 1, 3), (2, 2, 2, 1))]
+CROSS = [
+    ((2, 2, 2, 1), (8, 1, 1, 3)),
+    ((2, 2, 2, 1), (1, 2, 4, 1)),
+    ((2, 2, 2, 1), (1, 1, 1, 0)),
+    ((8, 1, 1, 3), (2, 2, 2, 1)),
+]
 QUICK_LAYOUTS = [(4, 1, 1, 3)]
 QUICK_CROSS = [((4, 1, 1, 3), (2, 1, 2, 1))]
 SINGLE = (1, 1, 1, 0)
@@ -108,6 +113,7 @@ def plan_runs(layouts: list[tuple], cross: list[tuple], steps: int) -> list[Run]
 
 # ---------------------------------------------------------------------------------------------- config
 
+
 def write_config(path: Path, tree: Path, quick: bool) -> None:
     m = QUICK_MODEL if quick else MODEL
     path.write_text(f"""# written by benchmarks/memory.py
@@ -138,8 +144,13 @@ data:
 
 def overrides(run: Run, run_dir: Path) -> list[str]:
     dp, tp, pp, zero = run.layout
-    return [f"run_dir={run_dir}", f"parallel.tensor={tp}", f"parallel.pipeline={pp}",
-            f"parallel.zero_stage={zero}", f"train.steps={run.steps}"]
+    return [
+        f"run_dir={run_dir}",
+        f"parallel.tensor={tp}",
+        f"parallel.pipeline={pp}",
+        f"parallel.zero_stage={zero}",
+        f"train.steps={run.steps}",
+    ]
 
 
 def model_size(cfg_path: Path) -> int:
@@ -170,6 +181,7 @@ def planner_figures(cfg_path: Path, run: Run, run_dir: Path) -> dict | None:
 
 # ---------------------------------------------------------------------------------------------- /proc
 
+
 def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
@@ -184,7 +196,7 @@ def ppid_map() -> dict[int, int]:
         if entry.isdigit():
             stat = _read(f"/proc/{entry}/stat")
             if stat:  # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-                out[int(entry)] = int(stat[stat.rindex(b")") + 2:].split()[1])
+                out[int(entry)] = int(stat[stat.rindex(b")") + 2 :].split()[1])
     return out
 
 
@@ -275,22 +287,38 @@ class TreeSampler:
 
 # ---------------------------------------------------------------------------------------------- runs
 
+
 class Tree:
     """One code tree to run: this checkout, or a worktree of an older commit (`--before`)."""
 
     def __init__(self, path: Path, tag: str, work: Path):
         self.path, self.tag, self.work = path, tag, work
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                                 "MASTER_PORT", "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID")}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in (
+                "RANK",
+                "WORLD_SIZE",
+                "LOCAL_RANK",
+                "LOCAL_WORLD_SIZE",
+                "MASTER_ADDR",
+                "MASTER_PORT",
+                "GROUP_RANK",
+                "ROLE_RANK",
+                "TORCHELASTIC_RUN_ID",
+            )
+        }
         # PYTHONPATH first: it wins over the .venv's editable install, so `anvil` runs this tree's code
-        self.env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(path), PYTHONUNBUFFERED="1",
-                        WANDB_MODE="offline", WANDB_SILENT="true")
+        self.env.update(
+            OMP_NUM_THREADS="1", PYTHONPATH=str(path), PYTHONUNBUFFERED="1", WANDB_MODE="offline", WANDB_SILENT="true"
+        )
         self.env.pop("ANVIL_PROGRESS", None)
 
     def python(self, code: str, timeout: float = 900) -> str:
-        res = subprocess.run([sys.executable, "-c", code], cwd=self.path, env=self.env, capture_output=True,
-                             text=True, timeout=timeout)
+        res = subprocess.run(
+            [sys.executable, "-c", code], cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         if res.returncode:
             raise RuntimeError(f"{self.tag}: {code[:80]!r} failed:\n{res.stderr[-3000:]}")
         return res.stdout
@@ -323,12 +351,14 @@ for line in open("/proc/self/status"):
 
 def prepare_data(tree: Tree, cache: Path, vocab: int) -> None:
     """Train the built-in tokenizer and tokenize the sample corpus before any measured run."""
-    code = (f"from data_pipeline.tokens.builtin import builtin_data; builtin_data({str(cache)!r}, {vocab})")
+    code = f"from data_pipeline.tokens.builtin import builtin_data; builtin_data({str(cache)!r}, {vocab})"
     try:
         tree.python(code)
     except RuntimeError as exc:  # an older tree with another API: its first run builds the data
-        print(f"[{tree.tag}] could not pre-build the built-in data ({str(exc).splitlines()[-1]}); "
-              "the first run will", flush=True)
+        print(
+            f"[{tree.tag}] could not pre-build the built-in data ({str(exc).splitlines()[-1]}); the first run will",
+            flush=True,
+        )
 
 
 def probe_baseline(tree: Tree) -> float | None:
@@ -360,8 +390,14 @@ def execute(tree: Tree, run: Run, cfg: Path, run_dir: Path, timeout: float) -> d
     with open(log_path, "w") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=tree.path, env={**tree.env, MARKER: marker}, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=tree.path,
+            env={**tree.env, MARKER: marker},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         sampler = TreeSampler(proc.pid, run.world)
         try:
             while proc.poll() is None:
@@ -384,9 +420,15 @@ def execute(tree: Tree, run: Run, cfg: Path, run_dir: Path, timeout: float) -> d
     if status != "ok":
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
         print(f"  {status}; last lines of {log_path}:\n    " + "\n    ".join(tail), flush=True)
-    return {"status": status, "wall_s": wall, "log": str(log_path), "command": cmd,
-            "external_gb": sampler.per_rank_gb(), "launcher_gb": sampler.launcher_peak / GB,
-            "memory": read_memory_line(run_dir, run.steps) if status == "ok" else None}
+    return {
+        "status": status,
+        "wall_s": wall,
+        "log": str(log_path),
+        "command": cmd,
+        "external_gb": sampler.per_rank_gb(),
+        "launcher_gb": sampler.launcher_peak / GB,
+        "memory": read_memory_line(run_dir, run.steps) if status == "ok" else None,
+    }
 
 
 def kill_marked(marker: str) -> int:
@@ -430,8 +472,15 @@ def run_all(tree: Tree, runs: list[Run], cfg: Path, keep: bool, timeout: float, 
     results = []
     for i, run in enumerate(runs):
         run_dir = runs_dir / _slug(run.dir_of)
-        row = {"name": run.name, "kind": run.kind, "layout": list(run.layout), "world": run.world,
-               "steps": run.steps, "source": run.source, "tree": tree.tag}
+        row = {
+            "name": run.name,
+            "kind": run.kind,
+            "layout": list(run.layout),
+            "world": run.world,
+            "steps": run.steps,
+            "source": run.source,
+            "tree": tree.tag,
+        }
         prereq = run.dir_of if run.kind == "resume" else run.source
         if prereq and not _ok(results, prereq):
             row.update(status=f"skipped: {prereq} did not finish")
@@ -440,14 +489,20 @@ def run_all(tree: Tree, runs: list[Run], cfg: Path, keep: bool, timeout: float, 
         if run.kind == "cross":
             shutil.rmtree(run_dir, ignore_errors=True)
             shutil.copytree(snapshots / _slug(run.source), run_dir / "checkpoints")
-        print(f"[{tree.tag}] {i + 1}/{len(runs)} {run.name} ({run.kind}, {run.steps} steps, "
-              f"{run.world} rank{'s' if run.world > 1 else ''})", flush=True)
+        print(
+            f"[{tree.tag}] {i + 1}/{len(runs)} {run.name} ({run.kind}, {run.steps} steps, "
+            f"{run.world} rank{'s' if run.world > 1 else ''})",
+            flush=True,
+        )
         row.update(execute(tree, run, cfg, run_dir, timeout))
         if planner:
             row["planner"] = planner_figures(cfg, run, run_dir)
         results.append(row)
-        print(f"  {row['status']} in {row['wall_s']:.0f} s; external peak GB per rank: "
-              f"{_gb_list(row['external_gb'])}; memory line: {'yes' if row['memory'] else 'no'}", flush=True)
+        print(
+            f"  {row['status']} in {row['wall_s']:.0f} s; external peak GB per rank: "
+            f"{_gb_list(row['external_gb'])}; memory line: {'yes' if row['memory'] else 'no'}",
+            flush=True,
+        )
         if run.kind == "fresh" and run.name in sources and row["status"] == "ok":
             shutil.copytree(run_dir / "checkpoints", snapshots / _slug(run.name), dirs_exist_ok=True)
         if not keep:
@@ -457,10 +512,10 @@ def run_all(tree: Tree, runs: list[Run], cfg: Path, keep: bool, timeout: float, 
 
 def _cleanup(runs: list[Run], done: int, runs_dir: Path, snapshots: Path) -> None:
     """Delete run dirs and snapshots that no later run needs (a 100M checkpoint is ~1.7 GB)."""
-    later = runs[done + 1:]
-    for name in {r.dir_of for r in runs[:done + 1]} - {r.dir_of for r in later}:
+    later = runs[done + 1 :]
+    for name in {r.dir_of for r in runs[: done + 1]} - {r.dir_of for r in later}:
         shutil.rmtree(runs_dir / _slug(name), ignore_errors=True)
-    for name in {r.source for r in runs[:done + 1] if r.source} | {r.name for r in runs[:done + 1]}:
+    for name in {r.source for r in runs[: done + 1] if r.source} | {r.name for r in runs[: done + 1]}:
         if name not in {r.source for r in later}:
             shutil.rmtree(snapshots / _slug(name), ignore_errors=True)
 
@@ -474,6 +529,7 @@ def _slug(name: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- analysis
+
 
 def _vals(values) -> list[float]:
     return [v for v in values or [] if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -532,17 +588,27 @@ def analyse(results: list[dict], probe_gb: float | None) -> None:
                 share = up / ref_up if up is not None and ref_up and ref_up > 0 else None
                 spr = spread(values)
                 judged = "-" if phase == "baseline" else ("reference" if one else verdict(share, spr))
-                phases[phase] = {"rank0_gb": values[0], "median_gb": statistics.median(_vals(values)),
-                                 "max_gb": max(_vals(values)), "max_over_median": spr, "max_above_baseline_gb": up,
-                                 "share_of_single": share, "verdict": judged}
+                phases[phase] = {
+                    "rank0_gb": values[0],
+                    "median_gb": statistics.median(_vals(values)),
+                    "max_gb": max(_vals(values)),
+                    "max_over_median": spr,
+                    "max_above_baseline_gb": up,
+                    "share_of_single": share,
+                    "verdict": judged,
+                }
         r["phases"] = phases
         ext = r.get("external_gb")
         up = above(ext, probe_gb) if probe_gb is not None else None
         ref_up = above(ref.get("external_gb"), probe_gb) if ref and probe_gb is not None else None
-        r["external"] = {"max_over_median": spread(ext), "max_above_baseline_gb": up,
-                         "share_of_single": up / ref_up if up is not None and ref_up and ref_up > 0 else None}
-        r["external"]["verdict"] = "reference" if one else verdict(r["external"]["share_of_single"],
-                                                                   r["external"]["max_over_median"])
+        r["external"] = {
+            "max_over_median": spread(ext),
+            "max_above_baseline_gb": up,
+            "share_of_single": up / ref_up if up is not None and ref_up and ref_up > 0 else None,
+        }
+        r["external"]["verdict"] = (
+            "reference" if one else verdict(r["external"]["share_of_single"], r["external"]["max_over_median"])
+        )
         judged = [p["verdict"] for k, p in phases.items() if k != "baseline"]
         if one:
             r["verdict"] = "reference"
@@ -555,6 +621,7 @@ def analyse(results: list[dict], probe_gb: float | None) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- tables
+
 
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
@@ -570,19 +637,38 @@ def phase_rows(results: list[dict]) -> list[dict]:
         if r.get("status") != "ok":
             continue
         if not r["phases"]:
-            rows.append({"run": r["name"], "phase": "(no memory line)", "rank0 GB": "n/a", "median GB": "n/a",
-                         "max GB": "n/a", "max/median": "n/a", "max above base GB": "n/a", "% of 1 process": "n/a",
-                         "planner GB": "n/a", "verdict": "n/a"})
+            rows.append(
+                {
+                    "run": r["name"],
+                    "phase": "(no memory line)",
+                    "rank0 GB": "n/a",
+                    "median GB": "n/a",
+                    "max GB": "n/a",
+                    "max/median": "n/a",
+                    "max above base GB": "n/a",
+                    "% of 1 process": "n/a",
+                    "planner GB": "n/a",
+                    "verdict": "n/a",
+                }
+            )
             continue
         plan = r.get("planner") or {}
         for phase, p in r["phases"].items():
             pl = plan.get(phase) if isinstance(plan.get(phase), float) else None
-            rows.append({"run": r["name"], "phase": phase, "rank0 GB": _num(p["rank0_gb"]),
-                         "median GB": _num(p["median_gb"]), "max GB": _num(p["max_gb"]),
-                         "max/median": _num(p["max_over_median"], ".3f"),
-                         "max above base GB": _num(p["max_above_baseline_gb"]),
-                         "% of 1 process": _pct(p["share_of_single"]),
-                         "planner GB": "n/a" if pl is None else f"{pl / GB:.2f}", "verdict": p["verdict"]})
+            rows.append(
+                {
+                    "run": r["name"],
+                    "phase": phase,
+                    "rank0 GB": _num(p["rank0_gb"]),
+                    "median GB": _num(p["median_gb"]),
+                    "max GB": _num(p["max_gb"]),
+                    "max/median": _num(p["max_over_median"], ".3f"),
+                    "max above base GB": _num(p["max_above_baseline_gb"]),
+                    "% of 1 process": _pct(p["share_of_single"]),
+                    "planner GB": "n/a" if pl is None else f"{pl / GB:.2f}",
+                    "verdict": p["verdict"],
+                }
+            )
     return rows
 
 
@@ -595,14 +681,19 @@ def run_rows(results: list[dict], before: list[dict], ref: str | None) -> list[d
         columns = [phases[p] for p in PHASES if p != "baseline" and phases.get(p)]
         internal = [max(_vals(col), default=None) for col in zip(*columns)] if columns else None  # over phases
         ext = r.get("external") or {}
-        row = {"run": r["name"], "status": r.get("status", "?"), "wall s": _num(r.get("wall_s"), ".0f"),
-               "internal peak GB/rank": _gb_list(internal),
-               "external peak GB/rank": _gb_list(r.get("external_gb")),
-               "ext max/median": _num(ext.get("max_over_median"), ".3f"),
-               "ext % of 1 process": _pct(ext.get("share_of_single")),
-               "save s": _num(mem.get("checkpoint_save_s")), "load s": _num(mem.get("checkpoint_load_s")),
-               "ckpt MB/rank": " ".join(f"{b / 1e6:.0f}" for b in mem.get("checkpoint_bytes") or []) or "n/a",
-               "verdict": r.get("verdict", "n/a")}
+        row = {
+            "run": r["name"],
+            "status": r.get("status", "?"),
+            "wall s": _num(r.get("wall_s"), ".0f"),
+            "internal peak GB/rank": _gb_list(internal),
+            "external peak GB/rank": _gb_list(r.get("external_gb")),
+            "ext max/median": _num(ext.get("max_over_median"), ".3f"),
+            "ext % of 1 process": _pct(ext.get("share_of_single")),
+            "save s": _num(mem.get("checkpoint_save_s")),
+            "load s": _num(mem.get("checkpoint_load_s")),
+            "ckpt MB/rank": " ".join(f"{b / 1e6:.0f}" for b in mem.get("checkpoint_bytes") or []) or "n/a",
+            "verdict": r.get("verdict", "n/a"),
+        }
         if before and results:
             b = by_name.get(r["name"], {})
             bext = b.get("external") or {}
@@ -616,6 +707,7 @@ def run_rows(results: list[dict], before: list[dict], ref: str | None) -> list[d
 
 # ---------------------------------------------------------------------------------------------- main
 
+
 def parse_layout(text: str) -> tuple:
     parts = tuple(int(x) for x in text.split(","))
     if len(parts) != 4 or min(parts[:3]) < 1 or parts[3] not in (0, 1, 2, 3):
@@ -625,14 +717,16 @@ def parse_layout(text: str) -> tuple:
 
 def make_worktree(ref: str) -> tuple[Path, bool]:
     """A detached worktree of `ref` in /tmp: (path, whether this call created it)."""
-    commit = subprocess.run(["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
     path = Path(tempfile.gettempdir()) / f"anvil-before-{commit[:12]}"
     if (path / ".git").exists():
         return path, False
     subprocess.run(["git", "worktree", "prune"], cwd=ROOT, check=True, capture_output=True)  # a stale entry
-    subprocess.run(["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(path), commit], cwd=ROOT, check=True, capture_output=True, text=True
+    )
     return path, True
 
 
@@ -642,15 +736,17 @@ def main() -> None:
     ap.add_argument("--layouts", type=parse_layout, nargs="+", help="DP,TP,PP,ZeRO each (replaces the defaults)")
     ap.add_argument("--steps", type=int, default=4, help="steps of a fresh run; resumes add 2 (default 4)")
     ap.add_argument("--no-cross", action="store_true", help="skip the cross-layout resumes")
-    ap.add_argument("--quick", action="store_true",
-                    help="1M-parameter model, DP4 Z3 and one cross resume: tests this script")
+    ap.add_argument(
+        "--quick", action="store_true", help="1M-parameter model, DP4 Z3 and one cross resume: tests this script"
+    )
     ap.add_argument("--keep", action="store_true", help="keep run dirs, logs and the worktree")
     ap.add_argument("--work-dir", type=Path, help="where runs go (default: a fresh folder in /tmp)")
     ap.add_argument("--before", metavar="GIT_REF", help="also run the same list on GIT_REF's code (external peaks)")
     ap.add_argument("--before-only", action="store_true", help="with --before: skip the current code")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run before it is killed")
-    ap.add_argument("--output", type=Path,
-                    help="default benchmarks/results/memory.json (memory-quick.json with --quick)")
+    ap.add_argument(
+        "--output", type=Path, help="default benchmarks/results/memory.json (memory-quick.json with --quick)"
+    )
     ap.add_argument("--show", type=Path, metavar="RESULTS_JSON", help="print the tables of an earlier run and exit")
     args = ap.parse_args()
     if args.show:
@@ -679,9 +775,12 @@ def main() -> None:
         trees.append(Tree(worktree, f"before {args.before}", work / "before"))
         worktree = worktree if new else None
     made += [work] if args.work_dir is None else [t.work for t in trees]
-    report = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "quick": args.quick,
-              "runs_planned": [r.name for r in runs], "targets": {"share_of_single": TARGET_SHARE,
-                                                                   "max_over_median": TARGET_SPREAD}}
+    report = {
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "quick": args.quick,
+        "runs_planned": [r.name for r in runs],
+        "targets": {"share_of_single": TARGET_SHARE, "max_over_median": TARGET_SPREAD},
+    }
     results: dict[str, list[dict]] = {}
     try:
         for tree in trees:
@@ -690,8 +789,11 @@ def main() -> None:
             cfg = tree.work / "memory.yaml"
             write_config(cfg, tree.path, args.quick)
             report.setdefault("parameters", model_size(cfg))
-            print(f"[{tree.tag}] {tree.path}: {report['parameters']:,}-parameter model, {len(runs)} runs; "
-                  f"work dir {tree.work}", flush=True)
+            print(
+                f"[{tree.tag}] {tree.path}: {report['parameters']:,}-parameter model, {len(runs)} runs; "
+                f"work dir {tree.work}",
+                flush=True,
+            )
             prepare_data(tree, tree.work / "runs" / ".data_cache", vocab)
             probe = probe_baseline(tree)
             report.setdefault("baseline_probe_gb", {})[tree.tag] = probe
@@ -715,6 +817,7 @@ def whole_run_rows(rows: list[dict]) -> list[dict]:
     """The issue's criterion: each rank's peak over the whole run (start-up, load, steps, save) above
     its baseline, the largest over ranks as a share of the single-process run's (fresh runs against
     the fresh single-process run, resumes against its resume), and max/median over ranks."""
+
     def run_peaks(r: dict) -> list[float] | None:
         mem = (r.get("memory") or {}).get("host_memory_gb") or {}
         base = mem.get("baseline")
@@ -738,12 +841,20 @@ def whole_run_rows(rows: list[dict]) -> list[dict]:
         spread = top / statistics.median(peaks) if statistics.median(peaks) > 0 else None
         mem = r["memory"]
         ok = share is not None and share <= TARGET_SHARE and spread is not None and spread <= TARGET_SPREAD
-        out.append({"run": r["name"], "rank peaks above baseline GB": " ".join(f"{x:.2f}" for x in peaks),
-                    "max GB": f"{top:.2f}", "% of 1 process": _pct(share), "max/median": _num(spread, ".3f"),
-                    "save s": _num(mem.get("checkpoint_save_s")), "load s": _num(mem.get("checkpoint_load_s")),
-                    "ckpt MB/rank max": f"{max(mem.get('checkpoint_bytes') or [0]) / 1e6:.0f}",
-                    "ckpt MB total": f"{sum(mem.get('checkpoint_bytes') or [0]) / 1e6:.0f}",
-                    "verdict": "reference" if r["world"] == 1 else ("PASS" if ok else "MISS")})
+        out.append(
+            {
+                "run": r["name"],
+                "rank peaks above baseline GB": " ".join(f"{x:.2f}" for x in peaks),
+                "max GB": f"{top:.2f}",
+                "% of 1 process": _pct(share),
+                "max/median": _num(spread, ".3f"),
+                "save s": _num(mem.get("checkpoint_save_s")),
+                "load s": _num(mem.get("checkpoint_load_s")),
+                "ckpt MB/rank max": f"{max(mem.get('checkpoint_bytes') or [0]) / 1e6:.0f}",
+                "ckpt MB total": f"{sum(mem.get('checkpoint_bytes') or [0]) / 1e6:.0f}",
+                "verdict": "reference" if r["world"] == 1 else ("PASS" if ok else "MISS"),
+            }
+        )
     return out
 
 
@@ -758,15 +869,21 @@ def show(report: dict, results: dict, before_ref: str | None) -> None:
     for tag, rows in results.items():  # code that writes the trainer's memory line
         if any(r.get("phases") for r in rows):
             print_table(phase_rows(rows), title=f"Host memory per phase, internal ({tag} code): {size}")
-    print_table(run_rows(current, before, before_ref),
-                title=f"Host memory per run: peaks per rank (rank order), checkpoints, before/after: {size}")
+    print_table(
+        run_rows(current, before, before_ref),
+        title=f"Host memory per run: peaks per rank (rank order), checkpoints, before/after: {size}",
+    )
     probes = report.get("baseline_probe_gb", {})
     print("baseline probe (imports + 1-rank group), GB: " + ", ".join(f"{k} {_num(v)}" for k, v in probes.items()))
     if report.get("quick"):
-        print("--quick: a 1M-parameter model, whose above-baseline memory is runtime overhead, not model "
-              "state; the shares and verdicts only show that the script works")
-    print(f"targets: max above-baseline <= {100 * TARGET_SHARE:.0f}% of the single-process run's, "
-          f"max/median <= {TARGET_SPREAD} (judged on unrounded figures)")
+        print(
+            "--quick: a 1M-parameter model, whose above-baseline memory is runtime overhead, not model "
+            "state; the shares and verdicts only show that the script works"
+        )
+    print(
+        f"targets: max above-baseline <= {100 * TARGET_SHARE:.0f}% of the single-process run's, "
+        f"max/median <= {TARGET_SPREAD} (judged on unrounded figures)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ model parallelism can only look slower here. Model-state bytes are the planner's
 Communication share: host time spent inside blocking torch.distributed collectives and
 point-to-point calls (timed by wrapping them in this benchmark process only) over step time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,31 @@ LAYOUTS = {
     4: [(4, 1, 1, 0), (4, 1, 1, 1), (4, 1, 1, 3), (2, 2, 1, 1), (2, 1, 2, 1), (1, 2, 2, 1), (1, 4, 1, 0)],
     8: [(8, 1, 1, 1), (4, 2, 1, 1), (4, 1, 2, 1), (2, 2, 2, 1), (1, 4, 2, 0)],
 }
-COMM = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter_tensor", "broadcast", "send", "recv",
-        "isend", "irecv", "barrier", "gather_object", "all_gather_object", "broadcast_object_list")
+COMM = (
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "reduce_scatter_tensor",
+    "broadcast",
+    "send",
+    "recv",
+    "isend",
+    "irecv",
+    "barrier",
+    "gather_object",
+    "all_gather_object",
+    "broadcast_object_list",
+)
 
 
 def _cfg(tp, pp, zero):
     from framework.config import ModelConfig, ParallelConfig, RunConfig, TrainConfig
 
-    return RunConfig(model=ModelConfig(n_layers=4, d_model=128, n_heads=4, vocab_size=512, seq_len=64),
-                     parallel=ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero),
-                     train=TrainConfig(micro_batch_size=1, global_batch_size=8, lr=1e-3))
+    return RunConfig(
+        model=ModelConfig(n_layers=4, d_model=128, n_heads=4, vocab_size=512, seq_len=64),
+        parallel=ParallelConfig(tensor=tp, pipeline=pp, zero_stage=zero),
+        train=TrainConfig(micro_batch_size=1, global_batch_size=8, lr=1e-3),
+    )
 
 
 def _bench(layouts, steps):
@@ -54,6 +70,7 @@ def _bench(layouts, steps):
                 return fn(*a, **k)
             finally:
                 comm_time[0] += time.perf_counter() - t0
+
         return wrapper
 
     for name in COMM:
@@ -84,9 +101,19 @@ def _bench(layouts, steps):
         n = planner.stage_params(cfg.model, topo.layout)[topo.pp_rank]
         states = sum(planner.model_state_bytes(n, dp, zero, "fp32").values())
         step = sorted(times)[len(times) // 2]
-        rows.append({"world": world, "DP": dp, "TP": tp, "PP": pp, "ZeRO": zero, "step ms": 1000 * step,
-                     "tokens/s": cfg.train.global_batch_size * cfg.model.seq_len / step,
-                     "model states MB/rank": states / 1e6, "comm share": sum(comms) / sum(times)})
+        rows.append(
+            {
+                "world": world,
+                "DP": dp,
+                "TP": tp,
+                "PP": pp,
+                "ZeRO": zero,
+                "step ms": 1000 * step,
+                "tokens/s": cfg.train.global_batch_size * cfg.model.seq_len / step,
+                "model states MB/rank": states / 1e6,
+                "comm share": sum(comms) / sum(times),
+            }
+        )
         del engine
         topology.destroy()
         dist.barrier()
@@ -108,7 +135,9 @@ def main() -> None:
         for i, row in enumerate(per_rank[0]):  # rank 0's timings; model states of the most loaded rank
             row["model states MB/rank"] = max(r[i]["model states MB/rank"] for r in per_rank)
             rows.append(row)
-    print_table(rows, title="Anvil parallel layouts on CPU ranks (gloo, fp32, 1.0M-param Llama, global batch 8 x 64 tokens)")
+    print_table(
+        rows, title="Anvil parallel layouts on CPU ranks (gloo, fp32, 1.0M-param Llama, global batch 8 x 64 tokens)"
+    )
 
 
 if __name__ == "__main__":

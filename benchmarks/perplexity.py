@@ -8,6 +8,7 @@ per CPU-second of this process (`time.process_time`): the machine is shared, and
 measures the neighbours. Prints docs/s and tokens/s and the largest per-document difference from
 batch size 1 (batching must not change scores).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,25 @@ def build_model(folder: Path, d_model: int, docs: list[str]) -> None:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(docs, trainers.BpeTrainer(vocab_size=2048, special_tokens=["<|endoftext|>"],
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                      show_progress=False))
+    tok.train_from_iterator(
+        docs,
+        trainers.BpeTrainer(
+            vocab_size=2048,
+            special_tokens=["<|endoftext|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        ),
+    )
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(hf_tok), hidden_size=d_model, intermediate_size=4 * d_model,
-                      num_hidden_layers=4, num_attention_heads=max(1, d_model // 64), max_position_embeddings=512)
+    cfg = LlamaConfig(
+        vocab_size=len(hf_tok),
+        hidden_size=d_model,
+        intermediate_size=4 * d_model,
+        num_hidden_layers=4,
+        num_attention_heads=max(1, d_model // 64),
+        max_position_embeddings=512,
+    )
     LlamaForCausalLM(cfg).save_pretrained(folder)
     hf_tok.save_pretrained(folder)
 
@@ -64,9 +77,17 @@ def main() -> None:
             tokens = sum(s["tokens"] for s in scores)
             reference = reference or scores
             diff = max(abs(a["loss"] - b["loss"]) for a, b in zip(scores, reference) if a["tokens"])
-            rows.append({"batch": batch, "docs": len(texts), "tokens": tokens, "cpu_s": cpu,
-                         "docs_per_cpu_s": len(texts) / cpu, "tokens_per_cpu_s": tokens / cpu,
-                         "max_loss_diff_vs_b1": diff})
+            rows.append(
+                {
+                    "batch": batch,
+                    "docs": len(texts),
+                    "tokens": tokens,
+                    "cpu_s": cpu,
+                    "docs_per_cpu_s": len(texts) / cpu,
+                    "tokens_per_cpu_s": tokens / cpu,
+                    "max_loss_diff_vs_b1": diff,
+                }
+            )
     print_table(rows, title=f"perplexity scoring, d_model={args.d_model}, 4 layers, <= {args.max_tokens} tokens/doc")
 
 

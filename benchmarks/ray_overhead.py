@@ -12,6 +12,7 @@ the faster run counts. The local executor's times include starting its
 process pool (the dedup pool spawns fresh interpreters); Ray's workers are started with the runtime. The outputs are checked to be byte-identical.
 The machine is shared: run it when it is quiet, and compare rows of the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]   # benchmarks/tokenize.py shadows stdlib
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]  # benchmarks/tokenize.py shadows stdlib
 sys.path.insert(0, str(ROOT))
 
 
 def same_tree(a: Path, b: Path) -> bool:
-    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.relative_to(a).parts[0][0] != "."
-                   and p.name != "stats.json")
+    files = sorted(
+        p.relative_to(a)
+        for p in a.rglob("*")
+        if p.is_file() and p.relative_to(a).parts[0][0] != "." and p.name != "stats.json"
+    )
     return all(filecmp.cmp(a / f, b / f, shallow=False) for f in files) and bool(files)
 
 
@@ -54,8 +58,10 @@ def main() -> None:
     cfg = DedupConfig(workers=args.cpus)
 
     def curate(out: str, execute=None):
-        recipe = load_recipe(ROOT / "configs/data/demo.yaml", [f"input={tmp / 'raw'}", f"output={tmp / out}",
-                                                                "shard_bytes=1", "report=false"])
+        recipe = load_recipe(
+            ROOT / "configs/data/demo.yaml",
+            [f"input={tmp / 'raw'}", f"output={tmp / out}", "shard_bytes=1", "report=false"],
+        )
         return run_recipe(recipe, workers=args.cpus, execute=execute)
 
     rows, times = [], {}
@@ -65,8 +71,10 @@ def main() -> None:
         fn()
         times[name] = min(times.get(name, float("inf")), time.perf_counter() - t)
 
-    local_jobs = [("curate local", lambda: curate("local")),
-                  ("dedup local", lambda: run_dedup([str(tmp / "raw")], tmp / "dlocal", cfg))]
+    local_jobs = [
+        ("curate local", lambda: curate("local")),
+        ("dedup local", lambda: run_dedup([str(tmp / "raw")], tmp / "dlocal", cfg)),
+    ]
     for name, fn in local_jobs:
         timed(name, fn)
     t = time.perf_counter()
@@ -77,16 +85,24 @@ def main() -> None:
     import ray
 
     ray.shutdown()
-    for name, fn in local_jobs:       # again, warm, after Ray is gone: the best local time counts
+    for name, fn in local_jobs:  # again, warm, after Ray is gone: the best local time counts
         shutil.rmtree(tmp / ("local" if name.startswith("curate") else "dlocal"))
         timed(name, fn)
     identical = {"curate": same_tree(tmp / "local", tmp / "ray"), "dedup": same_tree(tmp / "dlocal", tmp / "dray")}
     for job in ("curate", "dedup"):
         local, on_ray = times[f"{job} local"], times[f"{job} ray"]
-        rows.append({"job": job, "docs": n, "tasks/segment": info["shards"],
-                     "local docs/s": round(n / local), "ray docs/s": round(n / on_ray),
-                     "ray / local": round(local / on_ray, 2),
-                     "ray docs/s with start-up": round(n / (on_ray + startup)), "identical": identical[job]})
+        rows.append(
+            {
+                "job": job,
+                "docs": n,
+                "tasks/segment": info["shards"],
+                "local docs/s": round(n / local),
+                "ray docs/s": round(n / on_ray),
+                "ray / local": round(local / on_ray, 2),
+                "ray docs/s with start-up": round(n / (on_ray + startup)),
+                "identical": identical[job],
+            }
+        )
     print_table(rows, title=f"Ray vs local executor, {args.cpus} CPUs (Ray start-up {startup:.1f}s)")
 
 

@@ -12,6 +12,7 @@ Input: the no-download sample corpus written `--copies` times as JSONL shards. E
 the fastest of `--repeat` runs; "CPU s" (main process + the workers' encoding CPU time, worker start-up excluded) shows the work done, which on a
 machine shared with other jobs says more than wall time.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,8 +56,14 @@ def encode_loop(corpus: Path, tok: Path, threaded: bool, repeat: int) -> dict:
     import json
 
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "true" if threaded else "false"}
-    out = subprocess.run([sys.executable, "-c", _LOOP.format(root=str(ROOT), corpus=str(corpus), tok=str(tok), repeat=repeat)],
-                         capture_output=True, text=True, env=env, check=True, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, "-c", _LOOP.format(root=str(ROOT), corpus=str(corpus), tok=str(tok), repeat=repeat)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=1800,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -82,24 +89,39 @@ def throughput(work: Path, copies: int, vocab: int, repeat: int) -> list[dict]:
     for label, threaded in (("encode_batch loop, 1 thread", False), ("encode_batch loop, all cores", True)):
         r = encode_loop(corpus, tok, threaded, repeat)
         base = base or r["seconds"]
-        rows.append({"run": label, "tokens": r["tokens"], "seconds": r["seconds"], "CPU s": r["cpu"],
-                     "tokens/s": r["tokens"] / r["seconds"], "MB/s": mb / r["seconds"],
-                     "vs 1-thread loop": base / r["seconds"]})
+        rows.append(
+            {
+                "run": label,
+                "tokens": r["tokens"],
+                "seconds": r["seconds"],
+                "CPU s": r["cpu"],
+                "tokens/s": r["tokens"] / r["seconds"],
+                "MB/s": mb / r["seconds"],
+                "vs 1-thread loop": base / r["seconds"],
+            }
+        )
     import megatron.core.datasets.indexed_dataset  # noqa: F401 - a one-off import cost, not throughput
 
     for workers in (1, 2):
         best = None
         for _ in range(repeat):
             cpu = cpu_seconds()
-            stats = tokenize_sources(input_sources([str(corpus)]), str(tok), str(work / f"w{workers}"),
-                                     workers=workers)
+            stats = tokenize_sources(input_sources([str(corpus)]), str(tok), str(work / f"w{workers}"), workers=workers)
             cpu = cpu_seconds() - cpu + (stats.encode_cpu_s if workers > 1 else 0.0)
             if best is None or stats.seconds < best[0].seconds:
                 best = (stats, cpu)
         stats = best[0]
-        rows.append({"run": f"anvil data tokenize --workers {workers}", "tokens": stats.tokens,
-                     "seconds": stats.seconds, "CPU s": best[1], "tokens/s": stats.tokens / stats.seconds,
-                     "MB/s": mb / stats.seconds, "vs 1-thread loop": base / stats.seconds})
+        rows.append(
+            {
+                "run": f"anvil data tokenize --workers {workers}",
+                "tokens": stats.tokens,
+                "seconds": stats.seconds,
+                "CPU s": best[1],
+                "tokens/s": stats.tokens / stats.seconds,
+                "MB/s": mb / stats.seconds,
+                "vs 1-thread loop": base / stats.seconds,
+            }
+        )
     same = all((work / f"w1{e}").read_bytes() == (work / f"w2{e}").read_bytes() for e in (".bin", ".idx"))
     print(f"input: {mb:.1f} MB of text, vocabulary {vocab}; --workers 1 and 2 outputs identical: {same}")
     return rows
@@ -134,11 +156,19 @@ def index_cache(work: Path, prefixes: int, tokens_per_prefix: int, seq_len: int)
     rows = []
     for run in ("first (cold cache)", "second (cached)"):
         start = time.perf_counter()
-        train, valid = build_datasets(paths, weights, "98,2,0", seq_len, 1234, n_train, 1000,
-                                      str(work / "cache"), 50304, 0)
+        train, valid = build_datasets(
+            paths, weights, "98,2,0", seq_len, 1234, n_train, 1000, str(work / "cache"), 50304, 0
+        )
         seconds = time.perf_counter() - start
-        rows.append({"run": f"index build, {run}", "tokens": total, "seconds": seconds,
-                     "train samples": len(train), "valid samples": len(valid)})
+        rows.append(
+            {
+                "run": f"index build, {run}",
+                "tokens": total,
+                "seconds": seconds,
+                "train samples": len(train),
+                "valid samples": len(valid),
+            }
+        )
     return rows
 
 
@@ -169,8 +199,10 @@ def main() -> None:
         if not args.skip_throughput:
             print_table(throughput(work, args.copies, args.vocab, args.repeat), title="tokenization throughput")
         if not args.skip_index:
-            print_table(index_cache(work, args.prefixes, args.tokens_per_prefix, args.seq_len),
-                        title=f"index caches, blend of {args.prefixes} prefixes")
+            print_table(
+                index_cache(work, args.prefixes, args.tokens_per_prefix, args.seq_len),
+                title=f"index caches, blend of {args.prefixes} prefixes",
+            )
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -13,6 +13,7 @@ bytes per rank against the ZeRO paper's formulas.
    and (4+4+8) Psi fp32 split by stage: 0: all replicated; 1: optimizer / N; 2: + gradients / N;
    3: + parameters / N.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,9 +80,15 @@ def overhead(steps: int, blocks: int) -> list[dict]:
                 fn()
                 times[name].append(time.perf_counter() - start)
     a, b = statistics.median(times["anvil"]), statistics.median(times["bare"])
-    return [{"loop": "bare PyTorch", "median step s": b, "min step s": min(times["bare"]), "overhead %": 0.0},
-            {"loop": "Anvil (DeepSpeed ZeRO-0)", "median step s": a, "min step s": min(times["anvil"]),
-             "overhead %": 100 * (a / b - 1)}]
+    return [
+        {"loop": "bare PyTorch", "median step s": b, "min step s": min(times["bare"]), "overhead %": 0.0},
+        {
+            "loop": "Anvil (DeepSpeed ZeRO-0)",
+            "median step s": a,
+            "min step s": min(times["anvil"]),
+            "overhead %": 100 * (a / b - 1),
+        },
+    ]
 
 
 def _tensor_bytes(tensors) -> int:
@@ -124,8 +131,11 @@ def _zero_worker(precision: str) -> list[dict]:
                 masters = [p for p in z3 if id(p) not in ids]
                 grads = [p.grad for p in module_params] + [p.grad for p in masters]
             state = [v for s in inner.state.values() for v in s.values() if torch.is_tensor(v) and v.numel() > 1]
-            seen.update(params=_tensor_bytes(local), grads=_tensor_bytes(grads),
-                        optim=_tensor_bytes(state) + _tensor_bytes(masters))
+            seen.update(
+                params=_tensor_bytes(local),
+                grads=_tensor_bytes(grads),
+                optim=_tensor_bytes(state) + _tensor_bytes(masters),
+            )
             return original(*args, **kwargs)
 
         inner.step = measured_step
@@ -140,8 +150,11 @@ def _zero_worker(precision: str) -> list[dict]:
 
 def expected(stage: int, psi: int, n: int, precision: str) -> dict:
     p, g, k = (2, 2, 12) if precision == "bf16" else (4, 4, 8)
-    return {"params": p * psi / (n if stage >= 3 else 1), "grads": g * psi / (n if stage >= 2 else 1),
-            "optim": k * psi / (n if stage >= 1 else 1)}
+    return {
+        "params": p * psi / (n if stage >= 3 else 1),
+        "grads": g * psi / (n if stage >= 2 else 1),
+        "optim": k * psi / (n if stage >= 1 else 1),
+    }
 
 
 def zero_table() -> list[dict]:
@@ -153,11 +166,17 @@ def zero_table() -> list[dict]:
             for r in run_distributed(_zero_worker, world, precision, timeout=600)[0]:
                 exp = expected(r["stage"], r["psi"], world, precision)
                 measured_total = r["params"] + r["grads"] + r["optim"]
-                rows.append({"precision": precision, "DP": world, "ZeRO": r["stage"],
-                             "params MB": f"{r['params'] / 1e6:.2f} / {exp['params'] / 1e6:.2f}",
-                             "grads MB": f"{r['grads'] / 1e6:.2f} / {exp['grads'] / 1e6:.2f}",
-                             "optim MB": f"{r['optim'] / 1e6:.2f} / {exp['optim'] / 1e6:.2f}",
-                             "total measured/expected": measured_total / sum(exp.values())})
+                rows.append(
+                    {
+                        "precision": precision,
+                        "DP": world,
+                        "ZeRO": r["stage"],
+                        "params MB": f"{r['params'] / 1e6:.2f} / {exp['params'] / 1e6:.2f}",
+                        "grads MB": f"{r['grads'] / 1e6:.2f} / {exp['grads'] / 1e6:.2f}",
+                        "optim MB": f"{r['optim'] / 1e6:.2f} / {exp['optim'] / 1e6:.2f}",
+                        "total measured/expected": measured_total / sum(exp.values()),
+                    }
+                )
     return rows
 
 

@@ -4,6 +4,7 @@ Provenance is always set: `source` is the file a document came from and `offset`
 there (byte offset for WARC/WET records, line number for JSON Lines, row for Parquet), so every
 kept or dropped document can be traced back.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -4,6 +4,7 @@
 problem with the recipe (unknown step or parameter, missing input, a classifier model that is not
 there) is raised as ConfigError before any file is written.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,19 +16,19 @@ from typing import Any
 
 from data_pipeline.executors.base import LENGTH_BINS, Plan, group_inputs, split_segments, write_json_atomic
 from data_pipeline.steps.base import StepStats
-from framework.configtree import ConfigError, load, to_dict
+from framework.configtree import ConfigError, load
 
 
 @dataclass
 class RecipeConfig:
-    input: list[str] = field(default_factory=list)   # files, folders, globs
+    input: list[str] = field(default_factory=list)  # files, folders, globs
     output: str = ""
-    steps: list[Any] = field(default_factory=list)    # [name | {name: {params}}]
-    rejected_text: bool = False   # also write each dropped document's text to rejected/
+    steps: list[Any] = field(default_factory=list)  # [name | {name: {params}}]
+    rejected_text: bool = False  # also write each dropped document's text to rejected/
     max_doc_bytes: int = 10 * 1024 * 1024
-    shard_bytes: int = 256 * 1024 * 1024   # small input files are grouped into tasks of this size
+    shard_bytes: int = 256 * 1024 * 1024  # small input files are grouped into tasks of this size
     report: bool = True
-    keep_work: bool = False       # keep .anvil/ intermediates after a successful run
+    keep_work: bool = False  # keep .anvil/ intermediates after a successful run
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
@@ -54,19 +55,31 @@ def make_plan(recipe: RecipeConfig, strict: bool = False) -> Plan:
             raise ConfigError(f"config key 'output': {recipe.output} contains the input file {p}")
     if recipe.shard_bytes <= 0:
         raise ConfigError(f"config key 'shard_bytes': expected a positive size in bytes, got {recipe.shard_bytes}")
-    return Plan(inputs=group_inputs(inputs, recipe.shard_bytes), output=recipe.output, segments=segments, strict=strict,
-                rejected_text=recipe.rejected_text, max_doc_bytes=recipe.max_doc_bytes)
+    return Plan(
+        inputs=group_inputs(inputs, recipe.shard_bytes),
+        output=recipe.output,
+        segments=segments,
+        strict=strict,
+        rejected_text=recipe.rejected_text,
+        max_doc_bytes=recipe.max_doc_bytes,
+    )
 
 
 def _check_resume(plan: Plan) -> None:
     """Markers are only valid for the recipe that wrote them."""
-    ident = {"inputs": plan.inputs, "segments": plan.segments, "rejected_text": plan.rejected_text,
-             "max_doc_bytes": plan.max_doc_bytes}
+    ident = {
+        "inputs": plan.inputs,
+        "segments": plan.segments,
+        "rejected_text": plan.rejected_text,
+        "max_doc_bytes": plan.max_doc_bytes,
+    }
     path = plan.work / "recipe.json"
     if path.exists():
         if json.loads(path.read_text()) != json.loads(json.dumps(ident)):
-            raise ConfigError(f"config key 'output': {plan.output} holds a run of a different recipe or "
-                              "input; choose a new output folder or delete it")
+            raise ConfigError(
+                f"config key 'output': {plan.output} holds a run of a different recipe or "
+                "input; choose a new output folder or delete it"
+            )
     else:
         write_json_atomic(path, ident)
     for tmp in Path(plan.output).rglob("*.tmp"):
@@ -95,15 +108,23 @@ def aggregate(plan: Plan, results: list[list[dict]]) -> dict:
         lengths = [a + b for a, b in zip(lengths, r["length_hist"])]
     step_dicts = [s.to_dict() for s in steps]
     examples = {s["name"]: s.pop("examples") for s in step_dicts}
-    tallies: dict[str, Counter] = {}   # a step's named counters become top-level fields (contamination)
+    tallies: dict[str, Counter] = {}  # a step's named counters become top-level fields (contamination)
     for s in step_dicts:
         for key, counts in s.pop("tallies", {}).items():
             tallies.setdefault(key, Counter()).update(counts)
-    return {"docs_in": read.docs_in, "docs_out": steps[-1].docs_out, "steps": step_dicts,
-            "bytes_in": read.bytes_in, "bytes_out": steps[-1].bytes_out, "skipped_records": dict(sorted(skipped.items())),
-            "shards": len(plan.inputs), "lang": dict(lang.most_common()),
-            "length_hist": {"bin_start_chars": LENGTH_BINS, "docs": lengths},
-            **{k: dict(sorted(v.items())) for k, v in sorted(tallies.items())}, "_examples": examples}
+    return {
+        "docs_in": read.docs_in,
+        "docs_out": steps[-1].docs_out,
+        "steps": step_dicts,
+        "bytes_in": read.bytes_in,
+        "bytes_out": steps[-1].bytes_out,
+        "skipped_records": dict(sorted(skipped.items())),
+        "shards": len(plan.inputs),
+        "lang": dict(lang.most_common()),
+        "length_hist": {"bin_start_chars": LENGTH_BINS, "docs": lengths},
+        **{k: dict(sorted(v.items())) for k, v in sorted(tallies.items())},
+        "_examples": examples,
+    }
 
 
 def run_recipe(recipe: RecipeConfig, workers: int = 1, strict: bool = False, execute=None) -> dict | None:

@@ -29,6 +29,7 @@ the sample: the disk estimate errs on the safe side there. The dedup command's e
     est = estimate_recipe(recipe, workers=4)          # Estimate(stages=[...], disk_peak=..., ...)
     print(format_estimate(est, free=shutil.disk_usage(out).free))
 """
+
 from __future__ import annotations
 
 import gzip
@@ -41,8 +42,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SAMPLE_BYTES = 4 << 20          # the calibration sample: at most this ...
-MIN_SAMPLE_BYTES = 512 << 10    # ... and at least this, else 1/8 of the input
+SAMPLE_BYTES = 4 << 20  # the calibration sample: at most this ...
+MIN_SAMPLE_BYTES = 512 << 10  # ... and at least this, else 1/8 of the input
 
 
 JSONL = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".ndjson")
@@ -63,15 +64,15 @@ class StageEstimate:
 
 @dataclass
 class Estimate:
-    what: str                       # "curation" | "dedup"
+    what: str  # "curation" | "dedup"
     input_bytes: int
     input_files: int
     sample_bytes: int
     sample_seconds: float
     workers: int
     stages: list[StageEstimate] = field(default_factory=list)
-    disk_final: int = 0             # what stays after the run (kept + rejected)
-    already_written: int = 0        # bytes of finished tasks (a resumed run)
+    disk_final: int = 0  # what stays after the run (kept + rejected)
+    already_written: int = 0  # bytes of finished tasks (a resumed run)
 
     @property
     def scale(self) -> float:
@@ -112,7 +113,7 @@ def _cut_plain(src: Path, dest: Path, budget: int, chunks: int = 8) -> int:
             start, stop = c * size // chunks, (c + 1) * size // chunks
             fh.seek(start)
             if start:
-                fh.readline()           # the rest of a line that began before this place
+                fh.readline()  # the rest of a line that began before this place
             got = 0
             while got < budget / chunks and fh.tell() < stop:
                 line = fh.readline()
@@ -187,7 +188,7 @@ def sample_inputs(files: list[str], folder: Path, target: int = SAMPLE_BYTES, pi
 
 # ------------------------------------------------------------------------------------ measurement
 def _reset_peak() -> None:
-    try:   # Linux: reset VmHWM so the next reading is this stage's own peak
+    try:  # Linux: reset VmHWM so the next reading is this stage's own peak
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
@@ -237,8 +238,14 @@ def _run_sample(plan, files: list[str], folder: Path) -> list[_Measured]:
     """Run `plan`'s recipe on `files`, in this process, task by task; measure each stage."""
     from data_pipeline.executors.base import MapTask, Plan, group_inputs, run_map_task, run_reduce
 
-    splan = Plan(inputs=group_inputs(files, 1 << 62), output=str(folder), segments=plan.segments,
-                 strict=plan.strict, rejected_text=plan.rejected_text, max_doc_bytes=plan.max_doc_bytes)
+    splan = Plan(
+        inputs=group_inputs(files, 1 << 62),
+        output=str(folder),
+        segments=plan.segments,
+        strict=plan.strict,
+        rejected_text=plan.rejected_text,
+        max_doc_bytes=plan.max_doc_bytes,
+    )
     out: list[_Measured] = []
     for seg in range(len(plan.segments)):
         if seg > 0:
@@ -340,8 +347,15 @@ def _measure_dedup(files: list[str], out: Path, cfg) -> _DedupRun:
         stop.set()
         watcher.join()
     final = _tree_bytes(out)
-    return _DedupRun(time.process_time() + _children_cpu() - cpu, time.perf_counter() - t0, max(peak[0], final),
-                     final, base, max(_peak_rss() - base, 0), stats.get("docs_in", 0))
+    return _DedupRun(
+        time.process_time() + _children_cpu() - cpu,
+        time.perf_counter() - t0,
+        max(peak[0], final),
+        final,
+        base,
+        max(_peak_rss() - base, 0),
+        stats.get("docs_in", 0),
+    )
 
 
 def estimate_dedup(inputs: list[str], cfg, target: int | None = None) -> Estimate:
@@ -358,7 +372,7 @@ def estimate_dedup(inputs: list[str], cfg, target: int | None = None) -> Estimat
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="anvil-plan-") as tmp:
         tiny, tiny_bytes = sample_inputs(files, Path(tmp) / "tiny", max(target // 16, 1), picks=1)
-        _measure_dedup(tiny, Path(tmp) / "cold", cfg)          # pays the first run's imports and caches
+        _measure_dedup(tiny, Path(tmp) / "cold", cfg)  # pays the first run's imports and caches
         warm = _measure_dedup(tiny, Path(tmp) / "warm", cfg)
         sample, sample_bytes = sample_inputs(files, Path(tmp) / "sample", target)
         run = _measure_dedup(sample, Path(tmp) / "out", cfg)
@@ -369,9 +383,15 @@ def estimate_dedup(inputs: list[str], cfg, target: int | None = None) -> Estimat
     memory = run.base_rss + min(run.grow_rss * scale, parse_size(cfg.memory_budget) + (256 << 20))
     per_byte = max(run.cpu - warm.cpu, 0.0) / max(sample_bytes - tiny_bytes, 1)
     cpu = warm.cpu + per_byte * max(input_bytes - tiny_bytes, 0) if sample_bytes > tiny_bytes else run.cpu * scale
-    est.stages.append(StageEstimate(f"dedup (~{docs:,.0f} docs; num_perm {cfg.num_perm}: "
-                                    f"{_size(signature)} of signatures)", int(run.peak_disk * scale),
-                                    int(memory), cpu, cpu / max(1, cfg.workers)))
+    est.stages.append(
+        StageEstimate(
+            f"dedup (~{docs:,.0f} docs; num_perm {cfg.num_perm}: {_size(signature)} of signatures)",
+            int(run.peak_disk * scale),
+            int(memory),
+            cpu,
+            cpu / max(1, cfg.workers),
+        )
+    )
     est.disk_final = int(run.final_disk * scale)
     return est
 
@@ -421,27 +441,51 @@ def _table(rows: list[dict]) -> str:
     width = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
 
     def line(r: dict) -> str:
-        return "  ".join(str(r[c]).ljust(width[c]) if i == 0 else str(r[c]).rjust(width[c])
-                         for i, c in enumerate(cols)).rstrip()
+        return "  ".join(
+            str(r[c]).ljust(width[c]) if i == 0 else str(r[c]).rjust(width[c]) for i, c in enumerate(cols)
+        ).rstrip()
 
     return "\n".join([line({c: c for c in cols})] + [line(r) for r in rows])
 
 
 def format_estimate(est: Estimate, free: int | None = None) -> str:
-    rows = [{"stage": s.name, "disk": _size(s.disk_bytes), "memory": _size(s.memory_bytes),
-             "CPU time": _secs(s.cpu_seconds), "wall time": _secs(s.wall_seconds)} for s in est.stages]
-    rows.append({"stage": "total", "disk": _size(est.disk_peak), "memory": _size(max(s.memory_bytes for s in est.stages)),
-                 "CPU time": _secs(sum(s.cpu_seconds for s in est.stages)),
-                 "wall time": _secs(sum(s.wall_seconds for s in est.stages))})
-    head = (f"preflight ({est.what}): {_size(est.input_bytes)} in {est.input_files} input file(s); calibrated "
-            f"on a {_size(est.sample_bytes)} sample (x{est.scale:,.1f}) in {est.sample_seconds:.1f} s, "
-            f"workers={est.workers}")
-    lines = [head, _table(rows),
-             (f"disk: {_size(est.disk_peak)} at the peak, {_size(est.disk_final)} left after the run"
-              + (f"; {_size(est.already_written)} already written by finished tasks" if est.already_written else ""))]
+    rows = [
+        {
+            "stage": s.name,
+            "disk": _size(s.disk_bytes),
+            "memory": _size(s.memory_bytes),
+            "CPU time": _secs(s.cpu_seconds),
+            "wall time": _secs(s.wall_seconds),
+        }
+        for s in est.stages
+    ]
+    rows.append(
+        {
+            "stage": "total",
+            "disk": _size(est.disk_peak),
+            "memory": _size(max(s.memory_bytes for s in est.stages)),
+            "CPU time": _secs(sum(s.cpu_seconds for s in est.stages)),
+            "wall time": _secs(sum(s.wall_seconds for s in est.stages)),
+        }
+    )
+    head = (
+        f"preflight ({est.what}): {_size(est.input_bytes)} in {est.input_files} input file(s); calibrated "
+        f"on a {_size(est.sample_bytes)} sample (x{est.scale:,.1f}) in {est.sample_seconds:.1f} s, "
+        f"workers={est.workers}"
+    )
+    lines = [
+        head,
+        _table(rows),
+        (
+            f"disk: {_size(est.disk_peak)} at the peak, {_size(est.disk_final)} left after the run"
+            + (f"; {_size(est.already_written)} already written by finished tasks" if est.already_written else "")
+        ),
+    ]
     if free is not None:
-        lines.append(f"free disk at the output: {_size(free)}"
-                     + ("" if free >= est.disk_needed else f" - BELOW the {_size(est.disk_needed)} needed"))
+        lines.append(
+            f"free disk at the output: {_size(free)}"
+            + ("" if free >= est.disk_needed else f" - BELOW the {_size(est.disk_needed)} needed")
+        )
     return "\n".join(lines)
 
 
@@ -449,10 +493,11 @@ def check_disk(est: Estimate, output: str | Path, command: str) -> None:
     """Refuse to start (SystemExit) when the output's file system has less free space than needed."""
     free = free_disk(output)
     if free < est.disk_needed:
-        raise SystemExit(f"{command}: not enough free disk at {output}: {_size(free)} free, the preflight "
-                         f"estimates {_size(est.disk_needed)} (peak {_size(est.disk_peak)}); free space, "
-                         "choose another output, or pass --ignore-disk-estimate to start anyway\n"
-                         + format_estimate(est, free))
+        raise SystemExit(
+            f"{command}: not enough free disk at {output}: {_size(free)} free, the preflight "
+            f"estimates {_size(est.disk_needed)} (peak {_size(est.disk_peak)}); free space, "
+            "choose another output, or pass --ignore-disk-estimate to start anyway\n" + format_estimate(est, free)
+        )
 
 
 def quick_bound(input_bytes: int, n_segments: int) -> int:

@@ -6,6 +6,7 @@ histograms of the kept documents. Timings are the only part that differs between
 same recipe; they sit in elements of class `cpu`. Charts are matplotlib SVGs
 inlined in the page, rendered without dates or random ids so the same stats give the same bytes.
 """
+
 from __future__ import annotations
 
 import html
@@ -20,7 +21,7 @@ def _svg(fig) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _charts(stats: dict) -> dict[str, str]:
@@ -85,8 +86,10 @@ def _contamination(stats: dict, examples: dict) -> str:
             if reason.startswith("contamination:"):
                 items.append(f"<h3>{esc(reason.split(':', 1)[1])}</h3>")
                 items += [f"<p>{esc(str(e['id']))}: <code>{esc(e['text'])}</code></p>" for e in found]
-    return (f"<h2>Benchmark contamination</h2><table><tr><th>benchmark (file)</th><th>documents matched</th></tr>"
-            f"{rows}</table>{''.join(items)}")
+    return (
+        f"<h2>Benchmark contamination</h2><table><tr><th>benchmark (file)</th><th>documents matched</th></tr>"
+        f"{rows}</table>{''.join(items)}"
+    )
 
 
 def write_report(stats: dict, examples: dict, path: str | Path) -> Path:
@@ -96,21 +99,22 @@ def write_report(stats: dict, examples: dict, path: str | Path) -> Path:
     for s in stats["steps"]:
         for reason, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1]):
             share = n / max(s["docs_in"], 1)
-            rows.append(f"<tr><td>{esc(s['name'])}</td><td>{esc(reason)}</td><td>{n:,}</td>"
-                        f"<td>{share:.1%}</td></tr>")
+            rows.append(f"<tr><td>{esc(s['name'])}</td><td>{esc(reason)}</td><td>{n:,}</td><td>{share:.1%}</td></tr>")
     ex_html = []
     for step, by_reason in examples.items():
         for reason, items in sorted(by_reason.items()):
             ex_html.append(f"<h3>{esc(step)} / {esc(reason)}</h3>")
             for item in items:
-                ex_html.append(f"<details><summary>{esc(str(item['id']))}</summary>"
-                               f"<pre>{esc(item['text'])}</pre></details>")
+                ex_html.append(
+                    f"<details><summary>{esc(str(item['id']))}</summary><pre>{esc(item['text'])}</pre></details>"
+                )
     cpu_total = sum(s.get("seconds", 0.0) for s in stats["steps"])
     funnel_rows = "".join(
         f"<tr><td>{esc(s['name'])}</td><td>{s['docs_in']:,}</td><td>{s['docs_out']:,}</td>"
         f"<td>{s.get('bytes_out', 0) / 1e6:,.2f}</td>{_cpu_cell(s.get('seconds', 0.0), cpu_total)}"
         f"<td>{esc(', '.join(f'{k}: {v:,}' for k, v in s.get('edits', {}).items()))}</td></tr>"
-        for s in stats["steps"])
+        for s in stats["steps"]
+    )
     skipped = stats.get("skipped_records") or {}
     contamination = _contamination(stats, examples)
     page = f"""<!doctype html>

@@ -6,6 +6,7 @@ installed packages. Licences and READMEs carry natural near-duplicates (MIT/BSD/
 differ only in a copyright line), which is what dedup needs to find. Order is deterministic for a
 given installation.
 """
+
 from __future__ import annotations
 
 import email
@@ -19,8 +20,19 @@ from typing import Iterator
 
 from data_pipeline.document import Document
 
-_SKIP_MODULES = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo", "ensurepip",
-                 "lib2to3", "pydoc_data", "venv", "test"}
+_SKIP_MODULES = {
+    "antigravity",
+    "this",
+    "idlelib",
+    "tkinter",
+    "turtle",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "venv",
+    "test",
+}
 MIN_CHARS = 200
 
 
@@ -33,8 +45,12 @@ def _stdlib_sources() -> list[tuple[str, Path]]:
         parts = list(rel.with_suffix("").parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
-        if (not parts or parts[0] in _SKIP_MODULES or parts[0] not in sys.stdlib_module_names
-                or any(p.startswith("_") or p in ("test", "tests") for p in parts)):
+        if (
+            not parts
+            or parts[0] in _SKIP_MODULES
+            or parts[0] not in sys.stdlib_module_names
+            or any(p.startswith("_") or p in ("test", "tests") for p in parts)
+        ):
             continue
         found.append((".".join(parts), path))
     return found
@@ -61,8 +77,12 @@ def _stdlib_docs() -> Iterator[Document]:
         for qualname, node in nodes:
             doc = ast.get_docstring(node)
             if doc and len(doc) >= MIN_CHARS:
-                yield Document(id=f"stdlib:{qualname}", text=doc, metadata={"kind": "docstring"},
-                               source=f"python-stdlib/{path.relative_to(path.parents[len(name.split('.')) - 1])}")
+                yield Document(
+                    id=f"stdlib:{qualname}",
+                    text=doc,
+                    metadata={"kind": "docstring"},
+                    source=f"python-stdlib/{path.relative_to(path.parents[len(name.split('.')) - 1])}",
+                )
 
 
 def _package_docs() -> Iterator[Document]:
@@ -74,14 +94,19 @@ def _package_docs() -> Iterator[Document]:
                 msg = email.message_from_string(meta.read_text(errors="replace"))
                 body = msg.get_payload()
                 if isinstance(body, str) and len(body.strip()) >= MIN_CHARS:
-                    yield Document(id=f"readme:{info.name}", text=body.strip(), metadata={"kind": "readme"},
-                                   source=str(meta))
+                    yield Document(
+                        id=f"readme:{info.name}", text=body.strip(), metadata={"kind": "readme"}, source=str(meta)
+                    )
             for lic in sorted(info.rglob("*")):
                 if lic.is_file() and lic.name.upper().startswith(("LICENSE", "LICENCE", "COPYING", "NOTICE")):
                     text = lic.read_text(errors="replace").strip()
                     if len(text) >= MIN_CHARS:
-                        yield Document(id=f"license:{info.name}/{lic.relative_to(info)}", text=text,
-                                       metadata={"kind": "license"}, source=str(lic))
+                        yield Document(
+                            id=f"license:{info.name}/{lic.relative_to(info)}",
+                            text=text,
+                            metadata={"kind": "license"},
+                            source=str(lic),
+                        )
 
 
 def iter_sample_documents(limit: int | None = None) -> Iterator[Document]:

@@ -5,6 +5,7 @@ resolved tree is printed by `--print-config` and saved as `RUN_DIR/config.yaml`.
 methods check what one section can check alone; cross-section checks that need the world size
 live in `RunConfig.check_layout`, called before any process group or file is touched.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,14 +35,15 @@ class ModelConfig:
                 raise ConfigError(f"config key 'model.{name}': must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise ConfigError(
-                f"config key 'model.d_model': {self.d_model} is not divisible by model.n_heads={self.n_heads}")
+                f"config key 'model.d_model': {self.d_model} is not divisible by model.n_heads={self.n_heads}"
+            )
         kv = self.n_kv_heads or self.n_heads
         if self.n_heads % kv:
-            raise ConfigError(
-                f"config key 'model.n_kv_heads': n_heads={self.n_heads} is not divisible by {kv}")
+            raise ConfigError(f"config key 'model.n_kv_heads': n_heads={self.n_heads} is not divisible by {kv}")
         if self.arch == "llama" and (self.d_model // self.n_heads) % 2:
             raise ConfigError(
-                f"config key 'model.n_heads': rotary embeddings need an even head size, got {self.d_model // self.n_heads}")
+                f"config key 'model.n_heads': rotary embeddings need an even head size, got {self.d_model // self.n_heads}"
+            )
 
 
 @dataclass
@@ -55,7 +57,9 @@ class ParallelConfig:
 
     def validate(self) -> None:
         if self.tensor < 1 or self.pipeline < 1:
-            raise ConfigError(f"config key 'parallel': tensor and pipeline must be >= 1, got {self.tensor}, {self.pipeline}")
+            raise ConfigError(
+                f"config key 'parallel': tensor and pipeline must be >= 1, got {self.tensor}, {self.pipeline}"
+            )
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"config key 'parallel.zero_stage': expected 0, 1, 2 or 3, got {self.zero_stage}")
 
@@ -84,7 +88,9 @@ class TrainConfig:
     max_consecutive_skips: int = 5  # non-finite steps in a row that stop the run (spike_action rollback: roll back)
     spike_window: int = 50  # losses the spike z-score is computed against
     spike_zscore: float = 6.0  # a loss this many standard deviations above the window's mean is a spike
-    spike_action: Literal["log", "rollback"] = "log"  # log: flag; rollback: reload the last good checkpoint, skip data since
+    spike_action: Literal["log", "rollback"] = (
+        "log"  # log: flag; rollback: reload the last good checkpoint, skip data since
+    )
     max_rollbacks: int = 3  # spike_action rollback: rollbacks per run; the next spike stops the run
     inject_nan_at: list[int] = field(default_factory=list)  # fault injection: steps whose loss is NaN (once per run)
 
@@ -95,18 +101,21 @@ class TrainConfig:
         if self.lr <= 0:
             raise ConfigError(f"config key 'train.lr': must be positive, got {self.lr}")
         if self.warmup_steps < 0 or self.eval_interval < 0 or self.eval_iters < 0:
-            raise ConfigError("config keys 'train.warmup_steps', 'train.eval_interval', 'train.eval_iters' "
-                              "must be >= 0")
+            raise ConfigError(
+                "config keys 'train.warmup_steps', 'train.eval_interval', 'train.eval_iters' must be >= 0"
+            )
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"config key 'train.min_lr_ratio': expected a value in [0, 1], got {self.min_lr_ratio}")
         if not 0.0 < self.wsd_decay_fraction <= 1.0:
             raise ConfigError(
-                f"config key 'train.wsd_decay_fraction': expected a value in (0, 1], got {self.wsd_decay_fraction}")
+                f"config key 'train.wsd_decay_fraction': expected a value in (0, 1], got {self.wsd_decay_fraction}"
+            )
         if self.keep_checkpoints < 1:
             raise ConfigError(f"config key 'train.keep_checkpoints': must be >= 1, got {self.keep_checkpoints}")
         if self.max_consecutive_skips < 1:
             raise ConfigError(
-                f"config key 'train.max_consecutive_skips': must be >= 1, got {self.max_consecutive_skips}")
+                f"config key 'train.max_consecutive_skips': must be >= 1, got {self.max_consecutive_skips}"
+            )
         if self.max_rollbacks < 0:
             raise ConfigError(f"config key 'train.max_rollbacks': must be >= 0, got {self.max_rollbacks}")
 
@@ -125,7 +134,8 @@ class DataConfig:
             self._apply_mix()
         if self.weights and len(self.weights) != len(self.paths):
             raise ConfigError(
-                f"config key 'data.weights': {len(self.weights)} weights for {len(self.paths)} data.paths")
+                f"config key 'data.weights': {len(self.weights)} weights for {len(self.paths)} data.paths"
+            )
         if any(w < 0 for w in self.weights):
             raise ConfigError(f"config key 'data.weights': weights must be >= 0, got {self.weights}")
 
@@ -142,8 +152,10 @@ class DataConfig:
             raise ConfigError(f"config key 'data.mix': {exc}") from None
         same_paths = [os.path.abspath(p) for p in self.paths] == [os.path.abspath(p) for p in paths]
         if self.paths and not same_paths or self.weights and self.weights != weights:
-            raise ConfigError(f"config key 'data.mix': {self.mix} sets data.paths / data.weights but the config "
-                              f"also gives different ones ({self.paths}, {self.weights}); keep one of the two")
+            raise ConfigError(
+                f"config key 'data.mix': {self.mix} sets data.paths / data.weights but the config "
+                f"also gives different ones ({self.paths}, {self.weights}); keep one of the two"
+            )
         self.paths, self.weights = paths, weights
 
 
@@ -170,16 +182,31 @@ class RunConfig:
     def check_layout(self, world_size: int) -> int:
         """Validate the layout against the world size; return the data-parallel size."""
         p, t = self.parallel, self.train
-        problems = layout_problems(self.model, world_size, p.tensor, p.pipeline, p.zero_stage, p.sequence_parallel,
-                                   t.micro_batch_size, t.global_batch_size)
+        problems = layout_problems(
+            self.model,
+            world_size,
+            p.tensor,
+            p.pipeline,
+            p.zero_stage,
+            p.sequence_parallel,
+            t.micro_batch_size,
+            t.global_batch_size,
+        )
         if problems:
             raise ConfigError(problems[0])
         return world_size // (p.tensor * p.pipeline)
 
 
-def layout_problems(m: Optional[ModelConfig], world_size: int, tensor: int = 1, pipeline: int = 1, zero_stage: int = 0,
-                    sequence_parallel: bool = False, micro_batch_size: Optional[int] = None,
-                    global_batch_size: Optional[int] = None) -> list[str]:
+def layout_problems(
+    m: Optional[ModelConfig],
+    world_size: int,
+    tensor: int = 1,
+    pipeline: int = 1,
+    zero_stage: int = 0,
+    sequence_parallel: bool = False,
+    micro_batch_size: Optional[int] = None,
+    global_batch_size: Optional[int] = None,
+) -> list[str]:
     """Every reason a DP x TP x PP x ZeRO layout cannot run this model, as config-key messages with the
     numbers; empty when it can. The one copy of the rules: `RunConfig.check_layout` (training, `anvil
     launch`), `topology.validate_layout` and the planner's candidate layouts all ask it."""
@@ -188,8 +215,10 @@ def layout_problems(m: Optional[ModelConfig], world_size: int, tensor: int = 1, 
         return [f"config key 'parallel': tensor and pipeline must be >= 1, got {tensor}, {pipeline}"]
     model_par = tensor * pipeline
     if world_size % model_par:
-        return [f"config key 'parallel': world size {world_size} is not divisible by "
-                f"tensor x pipeline = {tensor} x {pipeline} = {model_par}"]
+        return [
+            f"config key 'parallel': world size {world_size} is not divisible by "
+            f"tensor x pipeline = {tensor} x {pipeline} = {model_par}"
+        ]
     dp = world_size // model_par
     if m is not None:
         if m.n_heads % tensor:
@@ -199,21 +228,31 @@ def layout_problems(m: Optional[ModelConfig], world_size: int, tensor: int = 1, 
         if m.vocab_size % tensor:
             out.append(f"config key 'parallel.tensor': model.vocab_size={m.vocab_size} is not divisible by {tensor}")
         if pipeline > m.n_layers:
-            out.append(f"config key 'parallel.pipeline': {pipeline} stages for model.n_layers={m.n_layers} "
-                       "(at least one layer per stage)")
+            out.append(
+                f"config key 'parallel.pipeline': {pipeline} stages for model.n_layers={m.n_layers} "
+                "(at least one layer per stage)"
+            )
         if sequence_parallel and tensor > 1:
             if m.arch != "llama":
-                out.append("config key 'parallel.sequence_parallel': needs model.arch=llama (learned "
-                           "positions are added to the whole sequence)")
+                out.append(
+                    "config key 'parallel.sequence_parallel': needs model.arch=llama (learned "
+                    "positions are added to the whole sequence)"
+                )
             elif m.seq_len % tensor:
-                out.append(f"config key 'parallel.sequence_parallel': model.seq_len={m.seq_len} is not "
-                           f"divisible by parallel.tensor={tensor}")
+                out.append(
+                    f"config key 'parallel.sequence_parallel': model.seq_len={m.seq_len} is not "
+                    f"divisible by parallel.tensor={tensor}"
+                )
     if pipeline > 1 and zero_stage > 1:
-        out.append(f"config key 'parallel.zero_stage': ZeRO-{zero_stage} with pipeline parallelism is not "
-                   "supported by DeepSpeed (use zero_stage 0 or 1)")
+        out.append(
+            f"config key 'parallel.zero_stage': ZeRO-{zero_stage} with pipeline parallelism is not "
+            "supported by DeepSpeed (use zero_stage 0 or 1)"
+        )
     if micro_batch_size and global_batch_size is not None and global_batch_size % (micro_batch_size * dp):
-        out.append(f"config key 'train.global_batch_size': {global_batch_size} is not divisible by "
-                   f"micro_batch_size x data-parallel size = {micro_batch_size} x {dp} = {micro_batch_size * dp}")
+        out.append(
+            f"config key 'train.global_batch_size': {global_batch_size} is not divisible by "
+            f"micro_batch_size x data-parallel size = {micro_batch_size} x {dp} = {micro_batch_size * dp}"
+        )
     return out
 
 
@@ -240,5 +279,15 @@ def load_run_config(path: str | None, overrides: list[str] | None = None) -> Run
     return build(RunConfig, tree)
 
 
-__all__ = ["ModelConfig", "ParallelConfig", "TrainConfig", "DataConfig", "LoggingConfig", "RunConfig", "layout_problems",
-           "load_run_config", "dump_yaml", "ConfigError"]
+__all__ = [
+    "ModelConfig",
+    "ParallelConfig",
+    "TrainConfig",
+    "DataConfig",
+    "LoggingConfig",
+    "RunConfig",
+    "layout_problems",
+    "load_run_config",
+    "dump_yaml",
+    "ConfigError",
+]

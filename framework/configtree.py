@@ -5,6 +5,7 @@ defaults; this module is the one place that turns YAML files and command-line ov
 dataclasses, and that rejects unknown keys and wrong types with the dotted path of the key, the
 closest valid name and the expected type. No eval: override values are parsed as YAML scalars.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -264,8 +265,17 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
             rows.extend(describe(tp, key + "."))
             continue
         default = to_dict(_default(f))
-        rows.append((key, _type_name(tp), yaml.safe_dump(default, default_flow_style=True, width=10**6).strip()
-                     .removesuffix("\n...").removesuffix("..."), helps.get(f.name, "")))
+        rows.append(
+            (
+                key,
+                _type_name(tp),
+                yaml.safe_dump(default, default_flow_style=True, width=10**6)
+                .strip()
+                .removesuffix("\n...")
+                .removesuffix("..."),
+                helps.get(f.name, ""),
+            )
+        )
     return rows
 
 

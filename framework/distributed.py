@@ -5,6 +5,7 @@ timeout, and keeps DeepSpeed from compiling its shared-memory comm op on CPU: th
 build costs about a minute per cold `TORCH_EXTENSIONS_DIR` and gloo does the same job for the small
 CPU runs Anvil does there. `ANVIL_DS_SHM_COMM=1` re-enables it (worth it for large CPU-only jobs).
 """
+
 from __future__ import annotations
 
 import os
@@ -75,8 +76,9 @@ def init_distributed(timeout_s: float = 0.0) -> tuple[int, int, torch.device]:
         with socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-                           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+        os.environ.update(
+            {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        )
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
@@ -87,6 +89,7 @@ def init_distributed(timeout_s: float = 0.0) -> tuple[int, int, torch.device]:
         backend = "gloo"
     if not dist.is_initialized():
         disable_deepspeed_cpu_builds()
-        deepspeed.init_distributed(dist_backend=backend, timeout=timedelta(seconds=default_timeout_s(timeout_s)),
-                                   verbose=False)
+        deepspeed.init_distributed(
+            dist_backend=backend, timeout=timedelta(seconds=default_timeout_s(timeout_s)), verbose=False
+        )
     return dist.get_rank(), dist.get_world_size(), device

@@ -4,6 +4,7 @@ Rank 0 speaks by default; `ANVIL_LOG_ALL_RANKS=1` (or `setup_logging(all_ranks=T
 rank log with its rank in the prefix. Progress bars are drawn by rank 0 only. `seed_everything`
 seeds Python, NumPy and torch (CPU and CUDA) so the same config and seed give the same numbers.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,7 +19,7 @@ T = TypeVar("T")
 
 
 def get_rank() -> int:
-    if "torch" not in sys.modules:   # no torch yet, so no process group: do not pay its import
+    if "torch" not in sys.modules:  # no torch yet, so no process group: do not pay its import
         return int(os.environ.get("RANK", "0"))
     try:
         import torch.distributed as dist
@@ -85,8 +86,9 @@ def seed_everything(seed: int) -> None:
         pass
 
 
-def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it",
-             enabled: bool | None = None) -> Iterator[T]:
+def progress(
+    items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it", enabled: bool | None = None
+) -> Iterator[T]:
     """Iterate with a progress bar (rank 0 only, stderr, only when it is a terminal or forced)."""
     if enabled is None:
         enabled = is_rank0() and (sys.stderr.isatty() or os.environ.get("ANVIL_PROGRESS") == "1")
@@ -95,8 +97,13 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit:
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    ]
     start = time.perf_counter()
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(desc, total=total, rate="")

@@ -5,6 +5,7 @@ entries whose `path` places them in the tree (`("data", "run")` is `anvil data r
 discovered, so adding a subcommand never edits this file. Heavy imports (torch, deepspeed) happen
 inside handlers, so `anvil --help` stays fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,13 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
             prefix = cmd.path[:depth]
             if prefix not in groups:
                 name = prefix[-1]
-                gp = groups[prefix[:-1]].add_parser(name, help=GROUP_HELP.get(name, name),
-                                                    description=GROUP_HELP.get(name))
+                gp = groups[prefix[:-1]].add_parser(
+                    name, help=GROUP_HELP.get(name, name), description=GROUP_HELP.get(name)
+                )
                 groups[prefix] = gp.add_subparsers(dest="_".join(prefix) + "_cmd", metavar="COMMAND")
                 gp.set_defaults(_group_parser=gp)
         sub = groups[cmd.path[:-1]].add_parser(
-            cmd.path[-1], help=cmd.help, description=cmd.description or cmd.help,
-            formatter_class=argparse.RawDescriptionHelpFormatter)
+            cmd.path[-1],
+            help=cmd.help,
+            description=cmd.description or cmd.help,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         cmd.configure(sub)
         sub.set_defaults(_run=cmd.run)
     return parser

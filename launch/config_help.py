@@ -5,14 +5,16 @@ each field's metadata or the comment next to its default), so the listing cannot
 the loader accepts. Like `--help`, the flag prints and exits while arguments are parsed, so it
 works without a config file.
 """
+
 from __future__ import annotations
 
 import argparse
 from typing import Callable
 
 
-def add_help_config(parser: argparse.ArgumentParser, rows: Callable[[], list[tuple[str, str, str, str]]],
-                    what: str) -> None:
+def add_help_config(
+    parser: argparse.ArgumentParser, rows: Callable[[], list[tuple[str, str, str, str]]], what: str
+) -> None:
     """Add `--help-config` to `parser`; `rows()` is called only when the flag is given."""
 
     class _Print(argparse.Action):
@@ -22,8 +24,12 @@ def add_help_config(parser: argparse.ArgumentParser, rows: Callable[[], list[tup
             print(format_help(rows()))
             parser.exit(0)
 
-    parser.add_argument("--help-config", nargs=0, action=_Print,
-                        help=f"print every {what} key (dotted), its type, default and help, and exit")
+    parser.add_argument(
+        "--help-config",
+        nargs=0,
+        action=_Print,
+        help=f"print every {what} key (dotted), its type, default and help, and exit",
+    )
 
 
 def run_config_rows() -> list[tuple[str, str, str, str]]:

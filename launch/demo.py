@@ -8,6 +8,7 @@ Every stage runs real commands and reads its key figure back from the files they
 taken from the repository. A stage that finished before (its marker under OUT/.done/) is reused.
 `python -m launch.demo --small` runs the same stages at the smallest sizes (the CI test does this).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,18 +29,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Sizes:
-    docs: int            # sample documents
-    vocab: int           # tokenizer vocabulary
-    steps: int           # training steps
-    sweep: str           # sweep config
+    docs: int  # sample documents
+    vocab: int  # tokenizer vocabulary
+    steps: int  # training steps
+    sweep: str  # sweep config
     sweep_overrides: tuple[str, ...] = ()
 
 
 FULL = Sizes(docs=2000, vocab=2048, steps=300, sweep="configs/sweeps/demo.yaml")
-SMALL = Sizes(docs=300, vocab=512, steps=20, sweep="configs/sweeps/demo.yaml",
-              # one size on each side of each budget's optimum, at D/N = 10: ~600 short steps in all
-              sweep_overrides=("grid.budgets=[1.0e10,2.0e10,4.0e10]", "grid.sizes_per_budget=2", "grid.min_steps=10",
-                               "grid.tokens_per_param=10", "grid.min_each_side=1"))
+SMALL = Sizes(
+    docs=300,
+    vocab=512,
+    steps=20,
+    sweep="configs/sweeps/demo.yaml",
+    # one size on each side of each budget's optimum, at D/N = 10: ~600 short steps in all
+    sweep_overrides=(
+        "grid.budgets=[1.0e10,2.0e10,4.0e10]",
+        "grid.sizes_per_budget=2",
+        "grid.min_steps=10",
+        "grid.tokens_per_param=10",
+        "grid.min_each_side=1",
+    ),
+)
 
 
 class Demo:
@@ -48,8 +59,13 @@ class Demo:
         self.done = out / ".done"
         self.done.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
-        self.env = dict(os.environ, WANDB_MODE=os.environ.get("WANDB_MODE", "offline"),
-                        HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+        self.env = dict(
+            os.environ,
+            WANDB_MODE=os.environ.get("WANDB_MODE", "offline"),
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            OMP_NUM_THREADS="1",
+        )
 
     def anvil(self, *args: str, log: str) -> str:
         """Run `anvil ARGS` (the installed console script), tee its output to OUT/logs/LOG."""
@@ -62,8 +78,10 @@ class Demo:
         (logs / f"{log}.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
         if proc.returncode != 0:
             tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-25:])
-            raise SystemExit(f"demo: `anvil {' '.join(map(str, args))}` failed (exit {proc.returncode}); "
-                             f"log: {logs / (log + '.log')}\n{tail}")
+            raise SystemExit(
+                f"demo: `anvil {' '.join(map(str, args))}` failed (exit {proc.returncode}); "
+                f"log: {logs / (log + '.log')}\n{tail}"
+            )
         return proc.stdout
 
     def stage(self, name: str, fn) -> None:
@@ -87,8 +105,16 @@ class Demo:
         return f"{n} real documents"
 
     def curate(self) -> str:
-        self.anvil("data", "run", "configs/data/demo.yaml", f"input={self.out / 'raw'}",
-                   f"output={self.out / 'curated'}", "--workers", "2", log="curate")
+        self.anvil(
+            "data",
+            "run",
+            "configs/data/demo.yaml",
+            f"input={self.out / 'raw'}",
+            f"output={self.out / 'curated'}",
+            "--workers",
+            "2",
+            log="curate",
+        )
         stats = json.loads((self.out / "curated" / "stats.json").read_text())
         print("  funnel:")
         for step in stats["steps"]:
@@ -113,29 +139,50 @@ class Demo:
         return f"{n_train} training / {n_held} held-out documents"
 
     def tokenizer(self) -> str:
-        self.anvil("tokenizer", "train", self.out / "train.jsonl", "--vocab-size", self.sizes.vocab,
-                   "--output", self.out / "tokenizer.json", log="tokenizer")
+        self.anvil(
+            "tokenizer",
+            "train",
+            self.out / "train.jsonl",
+            "--vocab-size",
+            self.sizes.vocab,
+            "--output",
+            self.out / "tokenizer.json",
+            log="tokenizer",
+        )
         vocab = json.loads((self.out / "tokenizer.json").read_text())["model"]["vocab"]
         return f"vocabulary {len(vocab)}"
 
     def tokenize(self) -> str:
         counts = []
         for name in ("train", "heldout"):
-            self.anvil("data", "tokenize", self.out / f"{name}.jsonl", "--tokenizer", self.out / "tokenizer.json",
-                       "--output-prefix", self.out / "tokens" / name, "--workers", "2", log=f"tokenize_{name}")
+            self.anvil(
+                "data",
+                "tokenize",
+                self.out / f"{name}.jsonl",
+                "--tokenizer",
+                self.out / "tokenizer.json",
+                "--output-prefix",
+                self.out / "tokens" / name,
+                "--workers",
+                "2",
+                log=f"tokenize_{name}",
+            )
             side = json.loads((self.out / "tokens" / f"{name}.json").read_text())
             counts.append(f"{side.get('tokens', side.get('num_tokens')):,} {name}")
         return " + ".join(counts) + " tokens"
 
     def train_overrides(self) -> list[str]:
         vocab = json.loads((self.out / "tokens" / "train.json").read_text()).get("vocab_size", self.sizes.vocab)
-        return [f"run_dir={self.out / 'run'}", f"data.paths=[{self.out / 'tokens' / 'train'}]",
-                f"data.tokenizer={self.out / 'tokenizer.json'}", f"model.vocab_size={vocab}",
-                f"train.steps={self.sizes.steps}"]
+        return [
+            f"run_dir={self.out / 'run'}",
+            f"data.paths=[{self.out / 'tokens' / 'train'}]",
+            f"data.tokenizer={self.out / 'tokenizer.json'}",
+            f"model.vocab_size={vocab}",
+            f"train.steps={self.sizes.steps}",
+        ]
 
     def train(self) -> str:
-        self.anvil("launch", "--nproc-per-node", "2", "configs/train/demo.yaml", *self.train_overrides(),
-                   log="train")
+        self.anvil("launch", "--nproc-per-node", "2", "configs/train/demo.yaml", *self.train_overrides(), log="train")
         metrics = [json.loads(l) for l in (self.out / "run" / "metrics.jsonl").open()]
         losses = [m["loss"] for m in metrics if "loss" in m]
         self.plot_curves(metrics)
@@ -143,14 +190,32 @@ class Demo:
 
     def evaluate(self) -> str:
         out = self.out / "eval.json"
-        self.anvil("eval", "--checkpoint", self.out / "run", "--data", self.out / "tokens" / "heldout",
-                   "--output", out, log="eval")
+        self.anvil(
+            "eval",
+            "--checkpoint",
+            self.out / "run",
+            "--data",
+            self.out / "tokens" / "heldout",
+            "--output",
+            out,
+            log="eval",
+        )
         result = json.loads(out.read_text())
         return f"held-out loss {result['loss']:.3f}, perplexity {result['perplexity']:.1f}"
 
     def generate(self) -> str:
-        text = self.anvil("generate", "--checkpoint", self.out / "run", "--prompt", "The module",
-                          "--max-new-tokens", "40", "--temperature", "0", log="generate")
+        text = self.anvil(
+            "generate",
+            "--checkpoint",
+            self.out / "run",
+            "--prompt",
+            "The module",
+            "--max-new-tokens",
+            "40",
+            "--temperature",
+            "0",
+            log="generate",
+        )
         (self.out / "sample.txt").write_text("The module" + text)
         return repr(("The module" + text.strip())[:60])
 
@@ -168,12 +233,29 @@ class Demo:
 
     def sweep(self) -> str:
         sweep_dir = self.out / "sweep"
-        self.anvil("sweep", "run", self.sizes.sweep, f"output_dir={sweep_dir}", *self.sizes.sweep_overrides,
-                   log="sweep_run")
-        self.anvil("sweep", "fit", sweep_dir / "results.csv", "--output", sweep_dir / "fit.json",
-                   "--plot", sweep_dir / "fit.png", log="sweep_fit")
-        self.anvil("sweep", "plot", sweep_dir / "results.csv", "--fit", sweep_dir / "fit.json",
-                   "--output", sweep_dir / "plots", log="sweep_plot")
+        self.anvil(
+            "sweep", "run", self.sizes.sweep, f"output_dir={sweep_dir}", *self.sizes.sweep_overrides, log="sweep_run"
+        )
+        self.anvil(
+            "sweep",
+            "fit",
+            sweep_dir / "results.csv",
+            "--output",
+            sweep_dir / "fit.json",
+            "--plot",
+            sweep_dir / "fit.png",
+            log="sweep_fit",
+        )
+        self.anvil(
+            "sweep",
+            "plot",
+            sweep_dir / "results.csv",
+            "--fit",
+            sweep_dir / "fit.json",
+            "--output",
+            sweep_dir / "plots",
+            log="sweep_plot",
+        )
         fit = json.loads((sweep_dir / "fit.json").read_text())
         runs = sum(1 for _ in (sweep_dir / "results.csv").open()) - 1
         f = {k: ("n/a" if fit[k] is None else f"{fit[k]:.3g}") for k in ("E", "A", "B", "alpha", "beta", "a")}
@@ -201,21 +283,28 @@ class Demo:
         plt.close(fig)
 
     def report(self) -> Path:
-        rows = "".join(f"<tr><td>{html.escape(str(r['stage']))}</td><td>{r['seconds']}</td>"
-                       f"<td>{html.escape(str(r['result']))}</td></tr>" for r in self.rows)
+        rows = "".join(
+            f"<tr><td>{html.escape(str(r['stage']))}</td><td>{r['seconds']}</td>"
+            f"<td>{html.escape(str(r['result']))}</td></tr>"
+            for r in self.rows
+        )
         links = []
         for rel, label in [("curated/report.html", "Curation report"), ("sweep/plots/report.html", "Sweep report")]:
             if (self.out / rel).exists():
                 links.append(f'<li><a href="{rel}">{label}</a></li>')
-        images = "".join(f'<h2>{label}</h2><img src="{rel}" alt="{label}" '
-                         f'onload="this.setAttribute(\'data-loaded\', this.naturalWidth)">'
-                         for rel, label in [("training_curves.png", "Training curves"),
-                                            ("sweep/fit.png", "Scaling-law fit")] if (self.out / rel).exists())
+        images = "".join(
+            f'<h2>{label}</h2><img src="{rel}" alt="{label}" '
+            f'onload="this.setAttribute(\'data-loaded\', this.naturalWidth)">'
+            for rel, label in [("training_curves.png", "Training curves"), ("sweep/fit.png", "Scaling-law fit")]
+            if (self.out / rel).exists()
+        )
         sample = (self.out / "sample.txt").read_text() if (self.out / "sample.txt").exists() else ""
-        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Anvil demo</title></head><body>"
-                f"<h1>Anvil demo</h1><table border='1'><tr><th>stage</th><th>seconds</th><th>result</th></tr>"
-                f"{rows}</table><ul>{''.join(links)}</ul>{images}<h2>Sample text</h2><pre>{html.escape(sample)}</pre>"
-                f"</body></html>")
+        page = (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>Anvil demo</title></head><body>"
+            f"<h1>Anvil demo</h1><table border='1'><tr><th>stage</th><th>seconds</th><th>result</th></tr>"
+            f"{rows}</table><ul>{''.join(links)}</ul>{images}<h2>Sample text</h2><pre>{html.escape(sample)}</pre>"
+            f"</body></html>"
+        )
         path = self.out / "report.html"
         path.write_text(page)
         return path
@@ -230,10 +319,26 @@ def check_report_in_chromium(report: Path, chromium: str | None = None) -> list[
         raise FileNotFoundError("chromium not found (Debian: apt-get install chromium)")
     with tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
-            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--allow-file-access-from-files", f"--user-data-dir={profile}", "--virtual-time-budget=10000",
-             "--dump-dom", report.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--allow-file-access-from-files",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                report.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     images = re.findall(r"<img [^>]*>", proc.stdout)
     if not images:
         return [f"no images in the rendered page (chromium exit {proc.returncode}): {proc.stderr[-300:]}"]
@@ -245,8 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="demo_output", help="demo folder (default demo_output)")
     parser.add_argument("--small", action="store_true", help="smallest sizes (what the CI test runs)")
     parser.add_argument("--fresh", action="store_true", help="redo every stage")
-    parser.add_argument("--check-report", action="store_true",
-                        help="only open OUTPUT/report.html in headless Chromium and check every image loads")
+    parser.add_argument(
+        "--check-report",
+        action="store_true",
+        help="only open OUTPUT/report.html in headless Chromium and check every image loads",
+    )
     args = parser.parse_args(argv)
     if args.check_report:
         broken = check_report_in_chromium(Path(args.output) / "report.html")
@@ -256,8 +364,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.fresh and out.exists():
         shutil.rmtree(out)
     demo = Demo(out, SMALL if args.small else FULL, args.small)
-    for name in ("sample", "curate", "split", "tokenizer", "tokenize", "train", "evaluate", "generate", "export",
-                 "sweep"):
+    for name in (
+        "sample",
+        "curate",
+        "split",
+        "tokenizer",
+        "tokenize",
+        "train",
+        "evaluate",
+        "generate",
+        "export",
+        "sweep",
+    ):
         demo.stage(name, getattr(demo, name))
     report = demo.report()
     from framework.runtime import print_table

@@ -4,6 +4,7 @@
 node's own `anvil launch` runs them locally, so "the run folder is writable" is checked from every
 node). Each check returns a message or None; `run_checks` collects all failures at once.
 """
+
 from __future__ import annotations
 
 import errno
@@ -37,7 +38,9 @@ def check_run_dir_writable(run_dir: str, node_rank: int = 0) -> Optional[str]:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        return f"run_dir '{run_dir}' is not writable from node {node_rank} ({socket.gethostname()}): {exc.strerror or exc}"
+        return (
+            f"run_dir '{run_dir}' is not writable from node {node_rank} ({socket.gethostname()}): {exc.strerror or exc}"
+        )
     return None
 
 

@@ -4,6 +4,7 @@ Schedulers act on these codes (README "Launching"): EXIT_RETRY (75) requeues, EX
 not. Pure functions of torchrun's return code and the watchdog records; split from the command
 builder (launch/launcher.py).
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
@@ -16,8 +17,18 @@ EXIT_BAD_INPUT = 2  # bad command line, config or hostfile: nothing was started
 EXIT_ENV_CHECK = 3  # a pre-launch check failed (port in use, run dir not writable, data missing)
 EXIT_INTERRUPTED = 130
 
-__all__ = ["EXIT_OK", "EXIT_BAD_INPUT", "EXIT_ENV_CHECK", "EXIT_INTERRUPTED", "EXIT_FAILED", "EXIT_RETRY",
-           "root_cause", "describe_failure", "classify_exit", "combine_exit_codes"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_BAD_INPUT",
+    "EXIT_ENV_CHECK",
+    "EXIT_INTERRUPTED",
+    "EXIT_FAILED",
+    "EXIT_RETRY",
+    "root_cause",
+    "describe_failure",
+    "classify_exit",
+    "combine_exit_codes",
+]
 
 
 def root_cause(failures: Mapping[int, Mapping]) -> Optional[dict]:
@@ -30,13 +41,17 @@ def root_cause(failures: Mapping[int, Mapping]) -> Optional[dict]:
 
 
 def describe_failure(root: Mapping, node_rank: int) -> str:
-    how = (f"was killed by {root.get('signal') or 'signal ' + str(-root['exitcode'])}" if root["exitcode"] < 0
-           else f"exited with code {root['exitcode']}")
+    how = (
+        f"was killed by {root.get('signal') or 'signal ' + str(-root['exitcode'])}"
+        if root["exitcode"] < 0
+        else f"exited with code {root['exitcode']}"
+    )
     return f"rank {root['rank']} (node {node_rank}, local rank {root.get('local_rank')}, pid {root.get('pid')}) {how}"
 
 
-def classify_exit(returncode: int, records: Sequence[Mapping], root: Optional[Mapping] = None,
-                  node_rank: int = 0) -> tuple[int, str]:
+def classify_exit(
+    returncode: int, records: Sequence[Mapping], root: Optional[Mapping] = None, node_rank: int = 0
+) -> tuple[int, str]:
     """Map torchrun's outcome and the watchdog records of this node to a scheduler exit code.
 
     A watchdog record decides when there is one (an exception in training: do not retry; a lost

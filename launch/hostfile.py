@@ -3,6 +3,7 @@
 Split from the command builder (launch/launcher.py) so the one piece that reads user files owns
 its errors (file:line, what was expected). Nothing here touches the network or starts processes.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,7 +31,8 @@ def check_host(name: str, where: str = "host") -> str:
     if not _HOST_RE.match(name) or ".." in name:
         raise ConfigError(
             f"{where}: invalid host name {name!r}; expected letters, digits, '.', '-', '_' "
-            "(optionally user@host), not starting with '-'")
+            "(optionally user@host), not starting with '-'"
+        )
     return name
 
 
@@ -46,7 +48,7 @@ def parse_hostfile(text: str, source: str = "hostfile") -> list[Host]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].startswith("slots="):
             raise ConfigError(f"{where}: expected 'HOST slots=N', got {raw.strip()!r}")
-        name, slots_text = parts[0], parts[1][len("slots="):]
+        name, slots_text = parts[0], parts[1][len("slots=") :]
         check_host(name, where)
         if not slots_text.isdigit() or int(slots_text) <= 0:
             raise ConfigError(f"{where}: slots must be a positive integer, got {slots_text!r}")
@@ -70,5 +72,6 @@ def hostfile_nproc(hosts: Sequence[Host], nproc_per_node: Optional[int], source:
     if len(slots) != 1:
         raise ConfigError(
             f"{source}: hosts have different slots {sorted(slots)}; every node runs the same number of "
-            "processes (pass --nproc-per-node to use fewer)")
+            "processes (pass --nproc-per-node to use fewer)"
+        )
     return slots.pop()

@@ -13,6 +13,7 @@ locally; the Slurm mode does the same through `srun`. Commands are argv lists, n
 where a shell string is unavoidable (the remote side of ssh, an sbatch script) every word is quoted
 with `shlex.quote`, and host names and environment variable names are validated first.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,6 +40,7 @@ _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 @dataclass
 class NodeLaunch:
     """What one node runs: the training command under torchrun."""
+
     config: str
     overrides: list[str] = field(default_factory=list)
     nnodes: int = 1
@@ -76,12 +78,14 @@ def default_rdzv_id(run_dir: str, port: int) -> str:
 
 def node_env(node: NodeLaunch, run_dir: str) -> dict[str, str]:
     """Variables the launcher adds for its workers (read by framework/training/watchdog.py)."""
-    return {"ANVIL_NODE_RANK": str(node.node_rank),
-            "ANVIL_STATUS_DIR": status_dir(run_dir, node.node_rank),
-            # torchrun's shared agent store keeps keys across restarts, and agents that restart for
-            # a membership change keep their restart count: restarted ranks then meet stale process
-            # group keys ("Connection refused" at init). A fresh store per attempt avoids both.
-            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    return {
+        "ANVIL_NODE_RANK": str(node.node_rank),
+        "ANVIL_STATUS_DIR": status_dir(run_dir, node.node_rank),
+        # torchrun's shared agent store keeps keys across restarts, and agents that restart for
+        # a membership change keep their restart count: restarted ranks then meet stale process
+        # group keys ("Connection refused" at init). A fresh store per attempt avoids both.
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+    }
 
 
 def status_dir(run_dir: str, node_rank: int) -> str:
@@ -98,7 +102,9 @@ def torchrun_argv(node: NodeLaunch, python: str, anvil_bin: str) -> list[str]:
         raise ConfigError(f"--master-port must be in 1..65535, got {node.master_port}")
     check_host(node.master_addr, "--master-addr")
     return [
-        python, "-m", "torch.distributed.run",
+        python,
+        "-m",
+        "torch.distributed.run",
         f"--nnodes={node.nnodes}",
         f"--nproc-per-node={node.nproc_per_node}",
         f"--node-rank={node.node_rank}",
@@ -109,7 +115,10 @@ def torchrun_argv(node: NodeLaunch, python: str, anvil_bin: str) -> list[str]:
         # is the same machine, where the host-name heuristic cannot tell them apart).
         f"--rdzv-conf=is_host={1 if node.node_rank == 0 else 0}",
         f"--max-restarts={node.max_restarts}",
-        anvil_bin, "train", node.config, *node.overrides,
+        anvil_bin,
+        "train",
+        node.config,
+        *node.overrides,
     ]
 
 
@@ -129,10 +138,26 @@ def forwarded_env(environ: Mapping[str, str], extra: Sequence[str] = ()) -> dict
 
 def node_launch_argv(node: NodeLaunch, anvil_bin: str, node_rank: str) -> list[str]:
     """`anvil launch` for one node of a fan-out (node_rank may be a placeholder like pdsh's %n)."""
-    return [anvil_bin, "launch", "--nnodes", str(node.nnodes), "--node-rank", node_rank,
-            "--master-addr", node.master_addr, "--master-port", str(node.master_port),
-            "--nproc-per-node", str(node.nproc_per_node), "--max-restarts", str(node.max_restarts),
-            "--rdzv-id", node.rdzv_id, node.config, *node.overrides]
+    return [
+        anvil_bin,
+        "launch",
+        "--nnodes",
+        str(node.nnodes),
+        "--node-rank",
+        node_rank,
+        "--master-addr",
+        node.master_addr,
+        "--master-port",
+        str(node.master_port),
+        "--nproc-per-node",
+        str(node.nproc_per_node),
+        "--max-restarts",
+        str(node.max_restarts),
+        "--rdzv-id",
+        node.rdzv_id,
+        node.config,
+        *node.overrides,
+    ]
 
 
 def _remote_shell(cwd: str, env: Mapping[str, str], argv: Sequence[str]) -> str:
@@ -140,8 +165,14 @@ def _remote_shell(cwd: str, env: Mapping[str, str], argv: Sequence[str]) -> str:
     return f"cd {shlex.quote(cwd)} && exec env {shlex.join([*exports, *argv])}"
 
 
-def ssh_commands(hosts: Sequence[Host], node: NodeLaunch, anvil_bin: str, cwd: str,
-                 env: Mapping[str, str], ssh_port: Optional[int] = None) -> list[list[str]]:
+def ssh_commands(
+    hosts: Sequence[Host],
+    node: NodeLaunch,
+    anvil_bin: str,
+    cwd: str,
+    env: Mapping[str, str],
+    ssh_port: Optional[int] = None,
+) -> list[list[str]]:
     """One ssh argv per host; host i runs `anvil launch --node-rank i` in `cwd` with `env`."""
     cmds = []
     for rank, host in enumerate(hosts):
@@ -152,8 +183,9 @@ def ssh_commands(hosts: Sequence[Host], node: NodeLaunch, anvil_bin: str, cwd: s
     return cmds
 
 
-def pdsh_command(hosts: Sequence[Host], node: NodeLaunch, anvil_bin: str, cwd: str,
-                 env: Mapping[str, str]) -> list[str]:
+def pdsh_command(
+    hosts: Sequence[Host], node: NodeLaunch, anvil_bin: str, cwd: str, env: Mapping[str, str]
+) -> list[str]:
     """One pdsh argv for all hosts; pdsh replaces %n by each host's position in the -w list."""
     for host in hosts:
         check_host(host.name)
@@ -165,13 +197,21 @@ def slurm_script(node: NodeLaunch, slurm: SlurmOptions, anvil_bin: str, cwd: str
     """An sbatch script: srun starts one `anvil launch` (one torchrun) per node, rendezvous on the first."""
     if slurm.nodes < 1:
         raise ConfigError(f"--nodes must be >= 1, got {slurm.nodes}")
-    for name, value in (("--time", slurm.time), ("--partition", slurm.partition), ("--account", slurm.account),
-                        ("--job-name", slurm.job_name)):
+    for name, value in (
+        ("--time", slurm.time),
+        ("--partition", slurm.partition),
+        ("--account", slurm.account),
+        ("--job-name", slurm.job_name),
+    ):
         if value is not None and not re.match(r"^[A-Za-z0-9_.:,+-]+$", value):
             raise ConfigError(f"{name}: invalid value {value!r} (letters, digits and . : , + - _ only)")
     output = slurm.output or f"{run_dir.rstrip('/')}/slurm-%j.out"
-    lines = ["#!/bin/bash", f"#SBATCH --job-name={slurm.job_name}", f"#SBATCH --nodes={slurm.nodes}",
-             "#SBATCH --ntasks-per-node=1"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={slurm.job_name}",
+        f"#SBATCH --nodes={slurm.nodes}",
+        "#SBATCH --ntasks-per-node=1",
+    ]
     if slurm.gpus_per_node:
         lines.append(f"#SBATCH --gpus-per-node={slurm.gpus_per_node}")
     if slurm.cpus_per_task:
@@ -201,8 +241,11 @@ def slurm_script(node: NodeLaunch, slurm: SlurmOptions, anvil_bin: str, cwd: str
             srun.append(f"--container-mounts={slurm.container_mounts}")
     argv = node_launch_argv(node, anvil_bin, "SLURM_NODEID_PLACEHOLDER")
     argv[argv.index("--master-addr") + 1] = "MASTER_ADDR_PLACEHOLDER"
-    inner = shlex.join(argv).replace("SLURM_NODEID_PLACEHOLDER", '"$SLURM_NODEID"') \
+    inner = (
+        shlex.join(argv)
+        .replace("SLURM_NODEID_PLACEHOLDER", '"$SLURM_NODEID"')
         .replace("MASTER_ADDR_PLACEHOLDER", '"$MASTER_ADDR"')
+    )
     # bash -c so that $SLURM_NODEID is expanded inside each task, not once in the batch script.
     lines.append(f"{shlex.join(srun)} bash -c {shlex.quote(inner)}")
     lines.append("rc=$?")
@@ -221,5 +264,3 @@ def format_command(argv: Sequence[str], env: Optional[Mapping[str, str]] = None)
     """A copy-pasteable shell line for an argv (with optional leading VAR=value assignments)."""
     assigns = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
     return " ".join([*assigns, shlex.join(argv)])
-
-

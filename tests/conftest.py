@@ -1,4 +1,5 @@
 """Test-wide settings: no network, no wandb prompts, DeepSpeed's C++ builds cached in-tree."""
+
 import os
 import sys
 from pathlib import Path

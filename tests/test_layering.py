@@ -8,6 +8,7 @@ dependency). The rules, each a wrong-way edge that fails the test:
 - framework.model never imports framework.parallel (the model knows nothing of parallelism);
 and no two modules of the project import each other, directly or around a loop.
 """
+
 from __future__ import annotations
 
 import ast
@@ -15,8 +16,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("framework", "data_pipeline", "launch")
-RULES = [("framework", "data_pipeline"), ("framework", "launch"), ("data_pipeline", "launch"),
-         ("data_pipeline.io", "data_pipeline.steps"), ("framework.model", "framework.parallel")]
+RULES = [
+    ("framework", "data_pipeline"),
+    ("framework", "launch"),
+    ("data_pipeline", "launch"),
+    ("data_pipeline.io", "data_pipeline.steps"),
+    ("framework.model", "framework.parallel"),
+]
 
 
 def _module(path: Path, root: Path) -> str:
@@ -62,8 +68,13 @@ def _under(module: str, package: str) -> bool:
 
 
 def wrong_way_edges(graph: dict[str, set[str]]) -> list[str]:
-    return sorted(f"{src} -> {dst}" for src, dsts in graph.items() for dst in dsts
-                  for low, high in RULES if _under(src, low) and _under(dst, high))
+    return sorted(
+        f"{src} -> {dst}"
+        for src, dsts in graph.items()
+        for dst in dsts
+        for low, high in RULES
+        if _under(src, low) and _under(dst, high)
+    )
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -115,19 +126,26 @@ def test_imports_flow_one_way_without_cycles():
 
 def test_a_planted_wrong_way_import_and_cycle_are_caught(tmp_path):
     for rel, text in {
-        "framework/__init__.py": "", "framework/model/__init__.py": "",
+        "framework/__init__.py": "",
+        "framework/model/__init__.py": "",
         "framework/model/net.py": "def f():\n    from framework.parallel.tp import shard  # lazy, still an edge\n",
-        "framework/parallel/__init__.py": "", "framework/parallel/tp.py": "from ..model import net\nshard = 1\n",
+        "framework/parallel/__init__.py": "",
+        "framework/parallel/tp.py": "from ..model import net\nshard = 1\n",
         "framework/train.py": "import data_pipeline.steps.base\n",
-        "data_pipeline/__init__.py": "", "data_pipeline/steps/__init__.py": "", "data_pipeline/steps/base.py": "",
-        "data_pipeline/io/__init__.py": "", "data_pipeline/io/read.py": "from data_pipeline.steps import base\n",
+        "data_pipeline/__init__.py": "",
+        "data_pipeline/steps/__init__.py": "",
+        "data_pipeline/steps/base.py": "",
+        "data_pipeline/io/__init__.py": "",
+        "data_pipeline/io/read.py": "from data_pipeline.steps import base\n",
         "launch/__init__.py": "",
     }.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     graph = import_graph(tmp_path)
-    assert wrong_way_edges(graph) == ["data_pipeline.io.read -> data_pipeline.steps",  # the package's __init__
-                                      "data_pipeline.io.read -> data_pipeline.steps.base",
-                                      "framework.model.net -> framework.parallel.tp",
-                                      "framework.train -> data_pipeline.steps.base"]
+    assert wrong_way_edges(graph) == [
+        "data_pipeline.io.read -> data_pipeline.steps",  # the package's __init__
+        "data_pipeline.io.read -> data_pipeline.steps.base",
+        "framework.model.net -> framework.parallel.tp",
+        "framework.train -> data_pipeline.steps.base",
+    ]
     assert cycles(graph) == [["framework.model.net", "framework.parallel.tp"]]

@@ -21,6 +21,7 @@ reduce's units, reduce.py) with a marker recording its files' sizes and checksum
 same command after a kill, in any phase, verifies and reuses them and writes the same bytes as an
 uninterrupted run; other inputs (sizes, mtimes) or settings start over.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,12 +35,20 @@ from typing import Sequence
 
 from data_pipeline.dedup.index import DedupConfig, scan_texts, write_shard_meta
 from data_pipeline.dedup.reduce import reduce
-from data_pipeline.dedup.resume import (Tally, atomic, fault, input_identity, read_marker, tag_of, write_json,
-                                        write_marker)
+from data_pipeline.dedup.resume import (
+    Tally,
+    atomic,
+    fault,
+    input_identity,
+    read_marker,
+    tag_of,
+    write_json,
+    write_marker,
+)
 from data_pipeline.document import Document
 from framework.runtime import get_logger, print_table, progress
 
-SHARD_MAX_CHARS = 8 << 20       # a shard is also cut after this many characters (bounds worker memory)
+SHARD_MAX_CHARS = 8 << 20  # a shard is also cut after this many characters (bounds worker memory)
 OUTPUT_SHARD_DOCS = 100_000
 
 log = get_logger("anvil.dedup")
@@ -74,8 +83,12 @@ def scan_batch(batch: list[Document], shard: Path, cfg: DedupConfig, tag: str = 
         f.write("".join(dumps_document(doc) + "\n" for doc in batch))
     scan_texts([d.text for d in batch], shard, cfg)
     fault(f"scan:{shard.name}")
-    write_marker(shard / "done.json", tag, sorted(p for p in shard.iterdir() if p.name != "done.json"
-                                                  and not p.name.endswith(".tmp")), docs=len(batch))
+    write_marker(
+        shard / "done.json",
+        tag,
+        sorted(p for p in shard.iterdir() if p.name != "done.json" and not p.name.endswith(".tmp")),
+        docs=len(batch),
+    )
 
 
 def shard_done(shard: Path, tag: str) -> bool:
@@ -106,8 +119,14 @@ def scan_file(path: Path, file_index: int, work: Path, cfg: DedupConfig) -> tupl
         shards.append(shard)
         counts["docs_in"] += len(batch)
         counts["bytes_in"] += sum(len(d.text) for d in batch)
-    write_marker(marker, tag, [s / "done.json" for s in shards], shards=[s.name for s in shards],
-                 counts={k: v for k, v in counts.items() if k != "shards_reused"}, rejects=rejects)
+    write_marker(
+        marker,
+        tag,
+        [s / "done.json" for s in shards],
+        shards=[s.name for s in shards],
+        counts={k: v for k, v in counts.items() if k != "shards_reused"},
+        rejects=rejects,
+    )
     return shards, counts, rejects
 
 
@@ -131,7 +150,7 @@ def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -
     pool = None
     if cfg.workers > 1:
         pool = ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"))
-        pool.submit(int)    # start the workers while this process sets up
+        pool.submit(int)  # start the workers while this process sets up
     cfg = cfg.resolved()
     pending: deque = deque()
     try:
@@ -178,8 +197,14 @@ class _Done:
         return self.value
 
 
-def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
-              incremental_store: str | Path | None = None, scan=None, map_bands=None) -> dict:
+def run_dedup(
+    inputs: Sequence[str],
+    output: str | Path,
+    cfg: DedupConfig,
+    incremental_store: str | Path | None = None,
+    scan=None,
+    map_bands=None,
+) -> dict:
     """`scan(inputs, work, cfg, rejected) -> (shard_dirs, counts)` replaces the local scan_inputs and
     `map_bands` the reduce's band loop (reduce.verify_bands) - the Ray and Slurm executors, executors/.
     Resumable: OUTPUT/.dedup-work keeps every finished unit with its marker until the output is
@@ -211,8 +236,15 @@ def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
         tally.add("scan", True, reused)
         tally.add("scan", False, len(shard_dirs) - reused)
         t_scan = time.perf_counter() - t0
-        result = reduce(store_dir, shard_dirs, cfg, map_bands=map_bands, work=work / "reduce", tally=tally,
-                        fresh_store=incremental_store is None)
+        result = reduce(
+            store_dir,
+            shard_dirs,
+            cfg,
+            map_bands=map_bands,
+            work=work / "reduce",
+            tally=tally,
+            fresh_store=incremental_store is None,
+        )
         t_reduce = time.perf_counter() - t0 - t_scan
         store, rep, excluded, n_old = result["store"], result["rep"], result["excluded"], result["n_old"]
 
@@ -225,28 +257,37 @@ def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
             for k, shard in enumerate(shard_dirs):
                 lines = (shard / "docs.jsonl").read_text(encoding="utf-8").splitlines()
                 span = range(idx, idx + len(lines))
-                need = [int(rep[i]) for i in span if rep[i] != i or excluded[i]] + \
-                       [i for i in span if rep[i] != i or excluded[i]]
+                need = [int(rep[i]) for i in span if rep[i] != i or excluded[i]] + [
+                    i for i in span if rep[i] != i or excluded[i]
+                ]
                 names = store.ids(need) if need else {}
                 keep_lines = []
                 for i, line in zip(span, lines):
                     if excluded[i]:
-                        rejected.write_record({"id": names[i][0], "step": "minhash_dedup",
-                                               "reason": "duplicate_id", "source": names[i][1]})
+                        rejected.write_record(
+                            {
+                                "id": names[i][0],
+                                "step": "minhash_dedup",
+                                "reason": "duplicate_id",
+                                "source": names[i][1],
+                            }
+                        )
                     elif rep[i] != i:
-                        dup.write(json.dumps({"id": names[i][0], "duplicate_of": names[int(rep[i])][0]},
-                                             ensure_ascii=False) + "\n")
+                        dup.write(
+                            json.dumps({"id": names[i][0], "duplicate_of": names[int(rep[i])][0]}, ensure_ascii=False)
+                            + "\n"
+                        )
                         removed += 1
                     else:
                         keep_lines.append(line)
-                while keep_lines:      # whole blocks of lines per write: same bytes, far fewer calls
+                while keep_lines:  # whole blocks of lines per write: same bytes, far fewer calls
                     if writer is None or in_shard >= OUTPUT_SHARD_DOCS:
                         if writer is not None:
                             writer.close()
                         writer = JsonlZstWriter(output / f"part-{kept // OUTPUT_SHARD_DOCS:05d}.jsonl.zst")
                         in_shard = 0
                     take = keep_lines[: OUTPUT_SHARD_DOCS - in_shard]
-                    keep_lines = keep_lines[len(take):]
+                    keep_lines = keep_lines[len(take) :]
                     writer.write_line("\n".join(take))
                     kept += len(take)
                     in_shard += len(take)
@@ -255,8 +296,13 @@ def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
             if changed:
                 names = store.ids(changed + [int(rep[i]) for i in changed])
                 for i in changed:
-                    dup.write(json.dumps({"id": names[i][0], "duplicate_of": names[int(rep[i])][0],
-                                          "earlier_batch": True}, ensure_ascii=False) + "\n")
+                    dup.write(
+                        json.dumps(
+                            {"id": names[i][0], "duplicate_of": names[int(rep[i])][0], "earlier_batch": True},
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
         if writer is not None:
             writer.close()
         fault("output")
@@ -268,23 +314,46 @@ def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
     s = result["stats"]
     n_new = result["n"] - n_old
     stats = {
-        "docs_in": counts["docs_in"], "docs_out": kept, "duplicates": removed,
-        "duplicate_ids": s["duplicate_ids"], "rejected_read": counts["rejected_read"],
-        "earlier_batch_changed": len(result["changed_old"]), "no_words": s["no_words"],
-        "clusters": sum(s["cluster_sizes"].values()), "cluster_sizes": s["cluster_sizes"],
-        "threshold": cfg.threshold, "num_perm": cfg.num_perm, "ngram": cfg.ngram, "bands": s["bands"],
-        "rows": s["rows"], "keep": cfg.keep, "exact_verify": cfg.exact_verify,
-        "candidate_pairs": s["candidate_pairs"], "verified_pairs": s["verified_pairs"],
-        "sorted_runs": s["sorted_runs"], "memory_budget": cfg.memory_budget, "workers": cfg.workers,
-        "store_docs": result["n"], "batch": store.batches,
-        "steps": [{"name": "minhash_dedup", "docs_in": n_new, "docs_out": kept,
-                   "dropped": {k: v for k, v in (("duplicate", removed), ("duplicate_id", s["duplicate_ids"])) if v}}],
+        "docs_in": counts["docs_in"],
+        "docs_out": kept,
+        "duplicates": removed,
+        "duplicate_ids": s["duplicate_ids"],
+        "rejected_read": counts["rejected_read"],
+        "earlier_batch_changed": len(result["changed_old"]),
+        "no_words": s["no_words"],
+        "clusters": sum(s["cluster_sizes"].values()),
+        "cluster_sizes": s["cluster_sizes"],
+        "threshold": cfg.threshold,
+        "num_perm": cfg.num_perm,
+        "ngram": cfg.ngram,
+        "bands": s["bands"],
+        "rows": s["rows"],
+        "keep": cfg.keep,
+        "exact_verify": cfg.exact_verify,
+        "candidate_pairs": s["candidate_pairs"],
+        "verified_pairs": s["verified_pairs"],
+        "sorted_runs": s["sorted_runs"],
+        "memory_budget": cfg.memory_budget,
+        "workers": cfg.workers,
+        "store_docs": result["n"],
+        "batch": store.batches,
+        "steps": [
+            {
+                "name": "minhash_dedup",
+                "docs_in": n_new,
+                "docs_out": kept,
+                "dropped": {k: v for k, v in (("duplicate", removed), ("duplicate_id", s["duplicate_ids"])) if v},
+            }
+        ],
     }
     # Wall-clock times go to their own file: stats.json is the same bytes for the same input and
     # settings, whatever the executor or the machine's load.
     write_json(output / "stats.json", stats)
-    stats["seconds"] = {"scan": round(t_scan, 3), "reduce": round(t_reduce, 3),
-                        "total": round(time.perf_counter() - t0, 3)}
+    stats["seconds"] = {
+        "scan": round(t_scan, 3),
+        "reduce": round(t_reduce, 3),
+        "total": round(time.perf_counter() - t0, 3),
+    }
     write_json(output / "timings.json", stats["seconds"])
     shutil.rmtree(work, ignore_errors=True)
     stats["resume"] = tally.as_dict()
@@ -293,10 +362,18 @@ def run_dedup(inputs: Sequence[str], output: str | Path, cfg: DedupConfig,
 
 
 def summary_rows(stats: dict) -> list[dict]:
-    return [{"docs in": stats["docs_in"], "kept": stats["docs_out"], "duplicates": stats["duplicates"],
-             "clusters": stats["clusters"], "bands x rows": f"{stats['bands']}x{stats['rows']}",
-             "pairs checked": stats["candidate_pairs"], "pairs kept": stats["verified_pairs"],
-             "seconds": stats["seconds"]["total"]}]
+    return [
+        {
+            "docs in": stats["docs_in"],
+            "kept": stats["docs_out"],
+            "duplicates": stats["duplicates"],
+            "clusters": stats["clusters"],
+            "bands x rows": f"{stats['bands']}x{stats['rows']}",
+            "pairs checked": stats["candidate_pairs"],
+            "pairs kept": stats["verified_pairs"],
+            "seconds": stats["seconds"]["total"],
+        }
+    ]
 
 
 def print_summary(stats: dict) -> None:

@@ -10,6 +10,7 @@ The representative is chosen afterwards by a rule that only looks at the documen
 `first` (smallest input index), `longest` (most characters, then first) or `field:NAME` (largest
 numeric metadata value, missing values last, then first).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,14 +59,15 @@ def parse_keep(rule: str) -> tuple[str, str | None]:
     raise ValueError(f"--keep: expected first, longest or field:NAME, got {rule!r}")
 
 
-def representatives(root: np.ndarray, rule: str, length: np.ndarray | None = None,
-                    field: np.ndarray | None = None) -> np.ndarray:
+def representatives(
+    root: np.ndarray, rule: str, length: np.ndarray | None = None, field: np.ndarray | None = None
+) -> np.ndarray:
     """rep[doc] = the document kept for doc's cluster under `rule`."""
     kind, _ = parse_keep(rule)
     n = len(root)
     idx = np.arange(n, dtype=np.int64)
     if kind == "first":
-        return root.copy()       # the root is the smallest index of its cluster
+        return root.copy()  # the root is the smallest index of its cluster
     if kind == "longest":
         order = np.lexsort((idx, -length.astype(np.int64), root))
     else:

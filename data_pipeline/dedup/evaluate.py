@@ -13,6 +13,7 @@ Scores, over the evaluated documents:
 * documents: a document is a true near-duplicate if it has a true partner; it is predicted one if
   the run removed it or kept it as the representative of removed documents.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,9 @@ from data_pipeline.dedup.minhash import MinHasher
 DEFAULT_SAMPLE = 20_000
 
 
-def true_pairs(texts: Sequence[str], threshold: float, ngram: int = 5, num_perm: int = 128,
-               seed: int = 7) -> tuple[np.ndarray, np.ndarray, int]:
+def true_pairs(
+    texts: Sequence[str], threshold: float, ngram: int = 5, num_perm: int = 128, seed: int = 7
+) -> tuple[np.ndarray, np.ndarray, int]:
     """(pairs (m, 2) with i < j, their exact Jaccard, candidate count) of all pairs >= threshold."""
     hasher = MinHasher(num_perm, ngram, seed)
     sets = [np.unique(h) for h in hasher.shingle_sets(texts)]
@@ -43,8 +45,7 @@ def true_pairs(texts: Sequence[str], threshold: float, ngram: int = 5, num_perm:
         for s, e in zip(starts[:-1], starts[1:]):
             if e - s > 1:
                 members = sorted(order[s:e].tolist())
-                cand.update((members[x], members[y]) for x in range(len(members))
-                            for y in range(x + 1, len(members)))
+                cand.update((members[x], members[y]) for x in range(len(members)) for y in range(x + 1, len(members)))
     pairs, sims = [], []
     for i, j in sorted(cand):
         a, c = sets[i], sets[j]
@@ -70,10 +71,17 @@ def score(n: int, pairs: np.ndarray, label: np.ndarray, flagged: np.ndarray) -> 
     def ratio(a: int, b: int) -> float:
         return round(a / b, 4) if b else 1.0
 
-    return {"docs": n, "true_pairs": len(pairs), "predicted_pairs": predicted,
-            "pair_precision": ratio(same, predicted), "pair_recall": ratio(same, len(pairs)),
-            "true_dup_docs": int(truth.sum()), "predicted_dup_docs": int(flagged.sum()),
-            "doc_precision": ratio(tp, int(flagged.sum())), "doc_recall": ratio(tp, int(truth.sum()))}
+    return {
+        "docs": n,
+        "true_pairs": len(pairs),
+        "predicted_pairs": predicted,
+        "pair_precision": ratio(same, predicted),
+        "pair_recall": ratio(same, len(pairs)),
+        "true_dup_docs": int(truth.sum()),
+        "predicted_dup_docs": int(flagged.sum()),
+        "doc_precision": ratio(tp, int(flagged.sum())),
+        "doc_recall": ratio(tp, int(truth.sum())),
+    }
 
 
 def labels_from_duplicates(ids: Sequence[str], duplicate_of: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -85,8 +93,9 @@ def labels_from_duplicates(ids: Sequence[str], duplicate_of: dict[str, str]) -> 
     return label, flagged
 
 
-def evaluate(inputs: Sequence[str], dedup_output: str | Path, threshold: float = 0.8, ngram: int = 5,
-             sample: int | None = None) -> dict:
+def evaluate(
+    inputs: Sequence[str], dedup_output: str | Path, threshold: float = 0.8, ngram: int = 5, sample: int | None = None
+) -> dict:
     from data_pipeline.io import iter_documents
 
     sample = sample or DEFAULT_SAMPLE
@@ -111,8 +120,16 @@ def evaluate(inputs: Sequence[str], dedup_output: str | Path, threshold: float =
 def print_report(report: dict) -> None:
     from framework.runtime import print_table
 
-    print_table([{"level": lvl, "precision": report[f"{lvl}_precision"], "recall": report[f"{lvl}_recall"],
-                  "true": report["true_pairs"] if lvl == "pair" else report["true_dup_docs"],
-                  "predicted": report["predicted_pairs"] if lvl == "pair" else report["predicted_dup_docs"]}
-                 for lvl in ("pair", "doc")],
-                title=f"dedup vs exact Jaccard >= {report['threshold']} on {report['docs']} documents")
+    print_table(
+        [
+            {
+                "level": lvl,
+                "precision": report[f"{lvl}_precision"],
+                "recall": report[f"{lvl}_recall"],
+                "true": report["true_pairs"] if lvl == "pair" else report["true_dup_docs"],
+                "predicted": report["predicted_pairs"] if lvl == "pair" else report["predicted_dup_docs"],
+            }
+            for lvl in ("pair", "doc")
+        ],
+        title=f"dedup vs exact Jaccard >= {report['threshold']} on {report['docs']} documents",
+    )

@@ -12,6 +12,7 @@ A one-shot run is a reduce into an empty store; `--incremental-store` keeps the 
 batch reduced into it gives exactly the clusters of a one-shot run on the union (old documents
 come first in input order; pairs between two old documents were verified before and are skipped).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,13 +47,13 @@ class DedupConfig:
     # against 40% for datasketch's default 9x13).
     fp_weight: float = 0.05
     fn_weight: float = 0.95
-    keep: str = "first"             # first | longest | field:NAME
-    exact_verify: bool = False      # verify candidates on exact shingle Jaccard
-    dedupe_ids: bool = False        # drop later documents with a repeated id instead of failing
+    keep: str = "first"  # first | longest | field:NAME
+    exact_verify: bool = False  # verify candidates on exact shingle Jaccard
+    dedupe_ids: bool = False  # drop later documents with a repeated id instead of failing
     memory_budget: str = "1GB"
     workers: int = 1
-    shard_docs: int = 1024          # documents per scan shard (standalone command)
-    bands: int = 0                  # 0: bands x rows from datasketch's optimiser
+    shard_docs: int = 1024  # documents per scan shard (standalone command)
+    bands: int = 0  # 0: bands x rows from datasketch's optimiser
     rows: int = 0
 
     def check(self) -> None:
@@ -61,8 +62,9 @@ class DedupConfig:
         if self.num_perm < 2 or self.ngram < 1 or self.workers < 1 or self.shard_docs < 1:
             raise ValueError("num_perm >= 2, ngram >= 1, workers >= 1 and shard_docs >= 1 are required")
         if (self.bands or self.rows) and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
-            raise ValueError(f"bands x rows must be positive and fit in num_perm={self.num_perm}, "
-                             f"got {self.bands}x{self.rows}")
+            raise ValueError(
+                f"bands x rows must be positive and fit in num_perm={self.num_perm}, got {self.bands}x{self.rows}"
+            )
         parse_keep(self.keep)
         parse_size(self.memory_budget)
 
@@ -80,8 +82,16 @@ class DedupConfig:
     def identity(self) -> dict:
         """Settings a store was built with; a later batch must use the same."""
         b, r = self.params
-        return {"num_perm": self.num_perm, "ngram": self.ngram, "seed": self.seed, "bands": b, "rows": r,
-                "threshold": self.threshold, "exact_verify": self.exact_verify, "keep": self.keep}
+        return {
+            "num_perm": self.num_perm,
+            "ngram": self.ngram,
+            "seed": self.seed,
+            "bands": b,
+            "rows": r,
+            "threshold": self.threshold,
+            "exact_verify": self.exact_verify,
+            "keep": self.keep,
+        }
 
 
 class DuplicateIdError(ValueError):
@@ -133,9 +143,12 @@ def write_shard_meta(shard_dir: Path, docs: Sequence[Document], cfg: DedupConfig
         for d in docs:
             f.write(json.dumps([d.id, where(d)], ensure_ascii=False) + "\n")
     with atomic(shard_dir / "meta.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, length=np.array([len(d.text) for d in docs], dtype=np.int64),
-                 field=np.array([field_value(d, field) for d in docs], dtype=np.float64),
-                 idhash=np.array([id_hash(d.id) for d in docs], dtype=U64))
+        np.savez(
+            f,
+            length=np.array([len(d.text) for d in docs], dtype=np.int64),
+            field=np.array([field_value(d, field) for d in docs], dtype=np.float64),
+            idhash=np.array([id_hash(d.id) for d in docs], dtype=U64),
+        )
 
 
 def scan_texts(texts: Sequence[str], shard_dir: Path, cfg: DedupConfig) -> int:
@@ -165,7 +178,7 @@ def scan_shard(docs: Sequence[Document], shard_dir: Path, cfg: DedupConfig) -> i
 
 
 # --------------------------------------------------------------------------------------- store
-APPENDED = ("signatures.u64", "ids.jsonl", "shingles.u64")     # grown in place by each batch
+APPENDED = ("signatures.u64", "ids.jsonl", "shingles.u64")  # grown in place by each batch
 
 
 class Store:
@@ -187,10 +200,12 @@ class Store:
         if state_file.exists():
             state = json.loads(state_file.read_text())
             if state["identity"] != cfg.identity():
-                diff = {k: (state["identity"].get(k), v) for k, v in cfg.identity().items()
-                        if state["identity"].get(k) != v}
-                raise ValueError(f"{self.path}: incremental store was built with other settings "
-                                 f"(stored, requested): {diff}")
+                diff = {
+                    k: (state["identity"].get(k), v) for k, v in cfg.identity().items() if state["identity"].get(k) != v
+                }
+                raise ValueError(
+                    f"{self.path}: incremental store was built with other settings (stored, requested): {diff}"
+                )
             self.n, self.batches = state["n"], state["batches"]
             self.last_batch = state.get("last_batch")
             # stores written before sizes were recorded: trust the files as they are
@@ -261,10 +276,16 @@ class Store:
     def commit(self, n: int, sizes: dict[str, int], token: str) -> None:
         """Publish the batch: everything staged in pending/, the new size and appended lengths."""
         self.pending.mkdir(exist_ok=True)
-        moves = sorted(p.name for p in self.pending.iterdir()
-                       if p.name != "commit.json" and not p.name.endswith(".tmp"))
-        state = {"n": n, "batches": self.batches + 1, "identity": self.cfg.identity(), "sizes": sizes,
-                 "last_batch": token}
+        moves = sorted(
+            p.name for p in self.pending.iterdir() if p.name != "commit.json" and not p.name.endswith(".tmp")
+        )
+        state = {
+            "n": n,
+            "batches": self.batches + 1,
+            "identity": self.cfg.identity(),
+            "sizes": sizes,
+            "last_batch": token,
+        }
         write_json(self.pending / "commit.json", {"move": moves, "state": state})
         fault("commit")
         self._apply({"move": moves, "state": state})
@@ -277,8 +298,12 @@ class Store:
         write_json(self.path / "state.json", journal["state"])
         shutil.rmtree(self.pending, ignore_errors=True)
         state = journal["state"]
-        self.n, self.batches, self.last_batch, self.sizes = state["n"], state["batches"], state["last_batch"], \
-            state["sizes"]
+        self.n, self.batches, self.last_batch, self.sizes = (
+            state["n"],
+            state["batches"],
+            state["last_batch"],
+            state["sizes"],
+        )
 
 
 def append_file(dst: Path, src: Path) -> None:
@@ -322,7 +347,7 @@ class _Verifier:
         else:
             rows, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
             got = self.store.signature_rows(rows)
-            ok = jaccard_estimate(got[inv[: len(a)]], got[inv[len(a):]]) >= self.cfg.threshold
+            ok = jaccard_estimate(got[inv[: len(a)]], got[inv[len(a) :]]) >= self.cfg.threshold
         self.stats["verified_pairs"] += int(ok.sum())
         self.uf.union_pairs(a[ok], b[ok])
 
@@ -334,12 +359,12 @@ class _Verifier:
             return np.frombuffer(os.pread(fd, int(off[x + 1] - off[x]) * 8, int(off[x]) * 8), dtype="<u8")
 
         try:
-            return np.array([exact_jaccard(read(x), read(y)) >= self.cfg.threshold
-                             for x, y in zip(a.tolist(), b.tolist())], dtype=bool)
+            return np.array(
+                [exact_jaccard(read(x), read(y)) >= self.cfg.threshold for x, y in zip(a.tolist(), b.tolist())],
+                dtype=bool,
+            )
         finally:
             os.close(fd)
-
-
 
 
 class Pairs:

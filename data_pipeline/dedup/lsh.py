@@ -9,6 +9,7 @@ candidate pairs (first document of the bucket, every other member), a star that 
 the bucket's members - never on how records were split into runs - which is why the result is the
 same for any worker count and memory budget.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,13 +20,12 @@ from typing import Iterator
 import numpy as np
 
 U64 = np.uint64
-RECORD_BYTES = 16       # uint64 key + int64 doc index
-MIN_BLOCK = 1024        # records read per run and refill during a merge
+RECORD_BYTES = 16  # uint64 key + int64 doc index
+MIN_BLOCK = 1024  # records read per run and refill during a merge
 
 
 @functools.lru_cache(maxsize=64)
-def optimal_params(threshold: float, num_perm: int, fp_weight: float = 0.5,
-                   fn_weight: float = 0.5) -> tuple[int, int]:
+def optimal_params(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
     """(bands, rows) from datasketch's optimiser (minimises weighted false-positive/negative area).
     Answers are memoised on disk: importing datasketch (scipy.integrate) costs more CPU than a
     small dedup job."""
@@ -149,7 +149,7 @@ def merge_runs(paths: list[Path], budget_bytes: int) -> Iterator[tuple[np.ndarra
             if readers[i].pos < readers[i].n:
                 last = heads[i][0][-1]
                 bound = last if bound is None else min(bound, last)
-        if bound is None:   # every run fully read
+        if bound is None:  # every run fully read
             keys = np.concatenate([heads[i][0] for i in live])
             docs = np.concatenate([heads[i][1] for i in live])
             heads = [(h[0][:0], h[1][:0]) for h in heads]
@@ -189,12 +189,12 @@ def merge_all(paths: list[Path], budget_bytes: int, scratch: Path) -> Iterator[t
     while len(paths) > fan_in:
         merged = []
         for g in range(0, len(paths), fan_in):
-            group = paths[g:g + fan_in]
+            group = paths[g : g + fan_in]
             if len(group) == 1:
                 merged.append(group[0])
                 continue
             merged.append(merge_to_run(group, scratch / f"merge{level}-{g // fan_in}", budget_bytes))
-            remove_runs([p for p in group if p.name.startswith("merge")])   # intermediates only
+            remove_runs([p for p in group if p.name.startswith("merge")])  # intermediates only
         paths, level = merged, level + 1
     yield from merge_runs(paths, budget_bytes)
     remove_runs([p for p in paths if p.name.startswith("merge")])

@@ -19,6 +19,7 @@ table in numpy rather than a regex (5-10x faster on non-ASCII text). Scripts wri
 spaces (CJK, kana, Thai, Lao, Khmer, Myanmar) are split into one token per character. A document with fewer than `n` words has one shingle (all its
 words); a document with no word at all has no shingles and an all-max signature.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,15 +36,23 @@ _MASK = (1 << 64) - 1
 POLY = 0x9E3779B97F4A7C15
 _POLY_INV = pow(POLY, -1, 1 << 64)
 _SPACE = 32
-_CHUNK_BYTES = 1 << 20          # longer documents are hashed in windows of this many bytes
-_PERM_BLOCK = 16384             # shingles per block of the (perm x shingle) matrix (fits in L2)
+_CHUNK_BYTES = 1 << 20  # longer documents are hashed in windows of this many bytes
+_PERM_BLOCK = 16384  # shingles per block of the (perm x shingle) matrix (fits in L2)
 
 # ASCII fast path: one bytes.translate does lower-casing and punctuation folding.
 _ASCII_TABLE = bytes((c + 32 if 65 <= c <= 90 else c) if chr(c).isalnum() else _SPACE for c in range(256))
 # Scripts written without spaces (Thai, Lao, Myanmar, Khmer, kana, CJK): one token per character.
-_NOSPACE = [(0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF), (0x3040, 0x30FF), (0x3400, 0x4DBF),
-            (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2FA1F)]
-_CLASS: np.ndarray | None = None     # code point -> 0 separator, 1 word character, 2 one-character token
+_NOSPACE = [
+    (0x0E00, 0x0EFF),
+    (0x1000, 0x109F),
+    (0x1780, 0x17FF),
+    (0x3040, 0x30FF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+    (0x20000, 0x2FA1F),
+]
+_CLASS: np.ndarray | None = None  # code point -> 0 separator, 1 word character, 2 one-character token
 
 
 def cache_dir() -> Path:
@@ -63,11 +72,12 @@ def _char_classes() -> np.ndarray:
         except (OSError, ValueError):
             pass
         cls = np.zeros(0x110000, dtype=np.uint8)
-        word = [cp for cp in range(0x110000)
-                if chr(cp).isalnum() or (cp > 127 and unicodedata.category(chr(cp))[0] == "M")]
+        word = [
+            cp for cp in range(0x110000) if chr(cp).isalnum() or (cp > 127 and unicodedata.category(chr(cp))[0] == "M")
+        ]
         cls[word] = 1
         for lo, hi in _NOSPACE:
-            span = cls[lo:hi + 1]
+            span = cls[lo : hi + 1]
             span[span == 1] = 2
         _CLASS = cls
         try:
@@ -88,7 +98,7 @@ def _normalize_loose(text: str) -> bytes:
     cp = np.frombuffer(t.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     cls = _char_classes()[cp]
     single = cls == 2
-    if single.any():    # c -> " c "
+    if single.any():  # c -> " c "
         reps = np.where(single, 3, 1)
         out = np.repeat(np.where(cls == 0, np.uint32(_SPACE), cp), reps)
         at = np.cumsum(reps) - reps
@@ -111,7 +121,7 @@ def shingles(text: str, n: int = 5) -> list[bytes]:
         return []
     if len(words) < n:
         return [b" ".join(words)]
-    return [b" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return [b" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def hash_shingle(data: bytes) -> int:
@@ -184,7 +194,7 @@ def batch_shingle_hashes(norms: Sequence[bytes], n: int) -> tuple[np.ndarray, np
     arr = np.frombuffer(big, dtype=np.uint8)
     space = arr == _SPACE
     sep = space | (arr == 10)
-    if (space[1:] & sep[:-1]).any():    # runs of separators -> one space (documents keep their "\n")
+    if (space[1:] & sep[:-1]).any():  # runs of separators -> one space (documents keep their "\n")
         keep = np.ones(len(arr), dtype=bool)
         keep[1:] = ~(space[1:] & sep[:-1])
         arr = arr[keep]
@@ -277,7 +287,6 @@ class MinHasher:
 
     def signatures(self, texts: Sequence[str]) -> np.ndarray:
         return self.signatures_from_flat(*self.hash_batch(texts))
-
 
 
 def jaccard_estimate(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ phase and run again with the same shards, settings and store continues from its 
 and returns the same decisions. The store itself only changes by appends that a rerun cuts back and
 by the commit at the very end (index.Store).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,10 +31,28 @@ import numpy as np
 
 from data_pipeline.dedup import lsh
 from data_pipeline.dedup.clusters import UnionFind, cluster_sizes, representatives
-from data_pipeline.dedup.index import (APPENDED, DedupConfig, DuplicateIdError, Pairs, Store, _Verifier,
-                                       append_file, merge_band, parse_size)
-from data_pipeline.dedup.resume import (Tally, atomic, digest, fault, read_marker, same_digest, tag_of,
-                                        write_json, write_marker)
+from data_pipeline.dedup.index import (
+    APPENDED,
+    DedupConfig,
+    DuplicateIdError,
+    Pairs,
+    Store,
+    _Verifier,
+    append_file,
+    merge_band,
+    parse_size,
+)
+from data_pipeline.dedup.resume import (
+    Tally,
+    atomic,
+    digest,
+    fault,
+    read_marker,
+    same_digest,
+    tag_of,
+    write_json,
+    write_marker,
+)
 from framework.runtime import get_logger, progress
 
 log = get_logger("anvil.dedup")
@@ -42,6 +61,7 @@ log = get_logger("anvil.dedup")
 @dataclass
 class _Reduce:
     """What every phase needs: the store, the settings, where units go and their tag."""
+
     store: Store
     cfg: DedupConfig
     work: Path
@@ -61,6 +81,7 @@ class _Reduce:
 @dataclass
 class ShardMeta:
     """Per-document arrays of the old and new documents, read cheaply from the shards."""
+
     counts: list[int]
     length: np.ndarray
     field: np.ndarray
@@ -69,8 +90,15 @@ class ShardMeta:
     no_words: int
 
 
-def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig, map_bands=None,
-           work: Path | None = None, tally: Tally | None = None, fresh_store: bool = False) -> dict:
+def reduce(
+    store_dir: Path,
+    shard_dirs: Sequence[Path],
+    cfg: DedupConfig,
+    map_bands=None,
+    work: Path | None = None,
+    tally: Tally | None = None,
+    fresh_store: bool = False,
+) -> dict:
     """Add the scanned shards (in order) to the store and cluster; returns the decisions and stats.
     `work` keeps the units for a rerun (default: a folder in the store, removed when done).
     `fresh_store`: the store is this run's own (one-shot), so it is emptied when the units are stale.
@@ -83,15 +111,14 @@ def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig, map_ba
     if own_work:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    store = Store(store_dir, cfg)          # finishes an interrupted commit
+    store = Store(store_dir, cfg)  # finishes an interrupted commit
     shards = [Path(s) for s in shard_dirs]
     request = {"shards": _shards_identity(shards), "cfg": dataclasses.asdict(cfg.resolved()) | {"workers": 0}}
     saved = _read_json(work / "identity.json")
     if saved and store.last_batch == saved["tag"] and tag_of({**request, "store": saved["store"]}) == saved["tag"]:
-        ctx = _Reduce(store, cfg, work, saved["tag"], saved["n_old"], tally)     # killed after the commit
+        ctx = _Reduce(store, cfg, work, saved["tag"], saved["n_old"], tally)  # killed after the commit
         return _finish(ctx, decide(ctx, None, None), t0, own_work)
-    before = None if fresh_store else [str(store.path.resolve()), store.n, store.batches, store.last_batch,
-                                       store.sizes]
+    before = None if fresh_store else [str(store.path.resolve()), store.n, store.batches, store.last_batch, store.sizes]
     tag = tag_of({**request, "store": before})
     if saved is None or saved["tag"] != tag:
         if saved is not None:
@@ -107,11 +134,12 @@ def reduce(store_dir: Path, shard_dirs: Sequence[Path], cfg: DedupConfig, map_ba
     meta = shard_meta(ctx, shards)
     band_runs, id_runs, sizes = append_shards(ctx, shards, meta.counts)
     excluded = find_duplicate_ids(ctx, id_runs, meta)
-    if cfg.exact_verify:       # the verifier reads the new documents' shingle counts from pending/
+    if cfg.exact_verify:  # the verifier reads the new documents' shingle counts from pending/
         store.stage("shingles.len", meta.shingle_lens)
     verify_bands(ctx, band_runs, map_bands)
-    return _finish(ctx, decide(ctx, meta, sizes, sorted_runs=(ctx.bands + 1) * len(id_runs),
-                               excluded=excluded), t0, own_work)
+    return _finish(
+        ctx, decide(ctx, meta, sizes, sorted_runs=(ctx.bands + 1) * len(id_runs), excluded=excluded), t0, own_work
+    )
 
 
 def _finish(ctx: _Reduce, result: dict, t0: float, own_work: bool) -> dict:
@@ -160,8 +188,14 @@ def shard_meta(ctx: _Reduce, shards: list[Path]) -> ShardMeta:
         if exact:
             sh_lens.append(np.load(shard / "shingles.len.npy"))
         counts.append(m)
-    return ShardMeta(counts, np.concatenate(length), np.concatenate(field), np.concatenate(ids_off),
-                     np.concatenate(sh_lens) if exact else None, no_words)
+    return ShardMeta(
+        counts,
+        np.concatenate(length),
+        np.concatenate(field),
+        np.concatenate(ids_off),
+        np.concatenate(sh_lens) if exact else None,
+        no_words,
+    )
 
 
 # ------------------------------------------------------------------- 1. append shards, sorted runs
@@ -196,13 +230,12 @@ def append_shards(ctx: _Reduce, shards: list[Path], counts: list[int]):
             sizes = {n: end for n, (_, end, _) in rec["store"].items()}
             ctx.tally.add("append", True)
         else:
-            redo = True                  # appends are sequential: every later group is redone too
+            redo = True  # appends are sequential: every later group is redone too
             marker.unlink(missing_ok=True)
             ctx.store.truncate(sizes)
             ranges = _append_group(ctx, [shards[i] for i in members], first, runs, sizes)
             fault(f"append:{g}")
-            write_marker(marker, ctx.tag, [Path(f"{r}{s}") for r in runs for s in (".keys", ".docs")],
-                         store=ranges)
+            write_marker(marker, ctx.tag, [Path(f"{r}{s}") for r in runs for s in (".keys", ".docs")], store=ranges)
             sizes = {n: end for n, (_, end, _) in ranges.items()}
             ctx.tally.add("append", False)
         for j in range(b):
@@ -274,7 +307,8 @@ def find_duplicate_ids(ctx: _Reduce, id_runs: list[Path], meta: ShardMeta) -> np
             if not ctx.cfg.dedupe_ids:
                 raise DuplicateIdError(
                     f"duplicate id {names[later][0]!r}: {names[first][1]} and {names[later][1]} "
-                    f"(pass --dedupe-ids to keep the first and drop the others)")
+                    f"(pass --dedupe-ids to keep the first and drop the others)"
+                )
             excluded[later] = True
     with atomic(out) as tmp, open(tmp, "wb") as f:
         np.save(f, excluded)
@@ -289,6 +323,7 @@ def find_duplicate_ids(ctx: _Reduce, id_runs: list[Path], meta: ShardMeta) -> np
 class BandTask:
     """One LSH band of phase 3, picklable (executors/ray.py runs one per Ray task): merge its runs,
     bucket them, verify the candidate pairs, keep them in WORK/pairs-J.npy; marker last."""
+
     store_path: str
     cfg: DedupConfig
     work: str
@@ -306,11 +341,12 @@ class BandTask:
         pairs, counts = Pairs(), {"candidate_pairs": 0, "verified_pairs": 0}
         verifier = _Verifier(store, pairs, self.cfg, budget, counts)
         scratch = work / "scratch" / f"band{j}"
-        for keys, docs in merge_band(store, f"band{j}", [Path(r) for r in self.runs[j]],
-                                     max(budget // 4, 1 << 15), scratch):
+        for keys, docs in merge_band(
+            store, f"band{j}", [Path(r) for r in self.runs[j]], max(budget // 4, 1 << 15), scratch
+        ):
             alive = ~excluded[docs]
             a, c = lsh.bucket_pairs(keys[alive], docs[alive])
-            new = c >= self.n_old           # a < c, so a pair of two old documents has c < n_old
+            new = c >= self.n_old  # a < c, so a pair of two old documents has c < n_old
             verifier.add(a[new], c[new])
         verifier.flush()
         out = work / f"pairs-{j:03d}.npy"
@@ -319,16 +355,26 @@ class BandTask:
         fault(f"band:{j}")
         if before_marker is not None:
             before_marker()
-        write_marker(self.marker(j), self.tag, [out, store.pending / f"band{j}.keys",
-                                                store.pending / f"band{j}.docs"], counts=counts)
+        write_marker(
+            self.marker(j),
+            self.tag,
+            [out, store.pending / f"band{j}.keys", store.pending / f"band{j}.docs"],
+            counts=counts,
+        )
         shutil.rmtree(scratch, ignore_errors=True)
         return counts
 
 
 def verify_bands(ctx: _Reduce, band_runs: list[list[Path]], map_bands=None) -> None:
     """Phase 3: every band without a valid marker, here or through `map_bands`."""
-    task = BandTask(str(ctx.store.path), ctx.cfg.resolved(), str(ctx.work), ctx.tag, ctx.n_old,
-                    {j: [str(r) for r in runs] for j, runs in enumerate(band_runs)})
+    task = BandTask(
+        str(ctx.store.path),
+        ctx.cfg.resolved(),
+        str(ctx.work),
+        ctx.tag,
+        ctx.n_old,
+        {j: [str(r) for r in runs] for j, runs in enumerate(band_runs)},
+    )
     todo = [j for j in range(ctx.bands) if read_marker(task.marker(j), ctx.tag, f"band {j}") is None]
     ctx.tally.add("bands", True, ctx.bands - len(todo))
     ctx.tally.add("bands", False, len(todo))
@@ -341,16 +387,19 @@ def verify_bands(ctx: _Reduce, band_runs: list[list[Path]], map_bands=None) -> N
 
 
 # ----------------------------------------------------------------------------------- 4. decide
-def decide(ctx: _Reduce, meta: ShardMeta | None, sizes: dict | None, sorted_runs: int = 0,
-           excluded: np.ndarray | None = None) -> dict:
+def decide(
+    ctx: _Reduce, meta: ShardMeta | None, sizes: dict | None, sorted_runs: int = 0, excluded: np.ndarray | None = None
+) -> dict:
     """Phase 4: the partition from every band's pairs, representatives, the store's commit.
     With `meta` None the commit already happened: only the kept decisions are read back."""
     store, work = ctx.store, ctx.work
     marker = work / "decide.json"
     rec = read_marker(marker, ctx.tag, "the decisions")
     if rec is None and meta is None:
-        raise RuntimeError(f"{store.path}: this batch was committed to the store, but its decisions in "
-                           f"{work} are missing or damaged; restore the store from a backup")
+        raise RuntimeError(
+            f"{store.path}: this batch was committed to the store, but its decisions in "
+            f"{work} are missing or damaged; restore the store from a backup"
+        )
     if rec is None:
         rec = _union_and_choose(ctx, meta, excluded, sorted_runs)
         ctx.tally.add("decide", False)
@@ -358,15 +407,28 @@ def decide(ctx: _Reduce, meta: ShardMeta | None, sizes: dict | None, sorted_runs
         ctx.tally.add("decide", True)
     got = np.load(work / "decisions.npz")
     root, rep, changed, excluded = got["root"], got["rep"], got["changed"], got["excluded"]
-    if meta is not None:       # the commit: stage the new arrays (band runs are staged already)
-        for name, arr in (("root", root), ("rep", rep), ("excluded", excluded), ("length", meta.length),
-                          ("field", meta.field), ("ids.off", meta.ids_off)):
+    if meta is not None:  # the commit: stage the new arrays (band runs are staged already)
+        for name, arr in (
+            ("root", root),
+            ("rep", rep),
+            ("excluded", excluded),
+            ("length", meta.length),
+            ("field", meta.field),
+            ("ids.off", meta.ids_off),
+        ):
             store.stage(name, arr)
         if ctx.cfg.exact_verify:
             store.stage("shingles.len", meta.shingle_lens)
         store.commit(len(rep), {**store.sizes, **sizes}, ctx.tag)
-    return {"n_old": rec["n_old"], "n": len(rep), "rep": rep, "excluded": excluded, "changed_old": changed,
-            "stats": dict(rec["stats"]), "store": store}
+    return {
+        "n_old": rec["n_old"],
+        "n": len(rep),
+        "rep": rep,
+        "excluded": excluded,
+        "changed_old": changed,
+        "stats": dict(rec["stats"]),
+        "store": store,
+    }
 
 
 def _union_and_choose(ctx: _Reduce, meta: ShardMeta, excluded: np.ndarray, sorted_runs: int) -> dict:
@@ -374,8 +436,15 @@ def _union_and_choose(ctx: _Reduce, meta: ShardMeta, excluded: np.ndarray, sorte
     n = len(meta.length)
     uf = UnionFind(n_old, store.load("root", np.int64))
     uf.grow(n)
-    stats = {"bands": b, "rows": ctx.cfg.params[1], "candidate_pairs": 0, "verified_pairs": 0,
-             "sorted_runs": sorted_runs, "no_words": meta.no_words, "duplicate_ids": int(excluded[n_old:].sum())}
+    stats = {
+        "bands": b,
+        "rows": ctx.cfg.params[1],
+        "candidate_pairs": 0,
+        "verified_pairs": 0,
+        "sorted_runs": sorted_runs,
+        "no_words": meta.no_words,
+        "duplicate_ids": int(excluded[n_old:].sum()),
+    }
     for j in range(b):
         pairs = np.load(work / f"pairs-{j:03d}.npy")
         uf.union_pairs(pairs[0], pairs[1])
@@ -391,4 +460,3 @@ def _union_and_choose(ctx: _Reduce, meta: ShardMeta, excluded: np.ndarray, sorte
         np.savez(f, root=root, rep=rep, changed=changed, excluded=excluded)
     fault("decide")
     return write_marker(work / "decide.json", ctx.tag, [out], stats=stats, n_old=n_old)
-

@@ -15,6 +15,7 @@ process on the spot as a node loss or OOM kill would. Points: `scan:SHARD_DIR_NA
 `append:GROUP`, `ids`, `band:J`, `decide`, `commit`, `output`. Tests only; unset, it costs one
 dictionary lookup per unit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,8 @@ def fault(point: str) -> None:
 
 
 try:
-    import xxhash as _xxhash         # ~10x faster than blake2b; optional
-except ImportError:                  # pragma: no cover - exercised by forcing ALGO in a test
+    import xxhash as _xxhash  # ~10x faster than blake2b; optional
+except ImportError:  # pragma: no cover - exercised by forcing ALGO in a test
     _xxhash = None
 ALGO = "xxh3_128" if _xxhash is not None else "blake2b_128"
 
@@ -66,7 +67,7 @@ def _hasher(algo: str):
 
 
 def digest(path: Path, start: int = 0, end: int | None = None, algo: str | None = None) -> str:
-    """"ALGO:HEX" checksum of the file's bytes [start, end) (xxh3_128 when the xxhash package is
+    """ "ALGO:HEX" checksum of the file's bytes [start, end) (xxh3_128 when the xxhash package is
     importable, else blake2b_128); `check(digest_string, ...)` recomputes it with the same algorithm."""
     algo = algo or ALGO
     h = _hasher(algo)
@@ -189,6 +190,10 @@ class Tally:
 
     def log(self) -> None:
         if self.reused:
-            log.info("dedup: resumed; reused units: %s", ", ".join(
-                f"{p} {self.reused.get(p, 0)}/{self.reused.get(p, 0) + self.done.get(p, 0)}"
-                for p in sorted(set(self.reused) | set(self.done))))
+            log.info(
+                "dedup: resumed; reused units: %s",
+                ", ".join(
+                    f"{p} {self.reused.get(p, 0)}/{self.reused.get(p, 0) + self.done.get(p, 0)}"
+                    for p in sorted(set(self.reused) | set(self.done))
+                ),
+            )

@@ -8,6 +8,7 @@ inside the memory budget and writes, per shard, the positions to drop and the id
     steps:
       - minhash_dedup: {threshold: 0.8, num_perm: 128, ngram: 5, memory_budget: 1GB}
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,7 +56,7 @@ class MinhashDedup(CorpusStage):
         workdir = Path(workdir)
         shards = [workdir / f"scan-{s:05d}" for s in range(num_shards)]
         store = workdir / "store"
-        if store.exists():      # a reduce that crashed half-way is redone from the scans
+        if store.exists():  # a reduce that crashed half-way is redone from the scans
             import shutil
 
             shutil.rmtree(store)
@@ -67,8 +68,10 @@ class MinhashDedup(CorpusStage):
             idx = np.arange(start, start + m)
             drop = idx[(rep[idx] != idx) | excluded[idx]]
             names = store_obj.ids([int(rep[i]) for i in drop]) if len(drop) else {}
-            decisions = {int(i - start): (["duplicate_id", None] if excluded[i] else
-                                          ["duplicate", names[int(rep[i])][0]]) for i in drop}
+            decisions = {
+                int(i - start): (["duplicate_id", None] if excluded[i] else ["duplicate", names[int(rep[i])][0]])
+                for i in drop
+            }
             tmp = workdir / f"drop-{s:05d}.json.tmp"
             tmp.write_text(json.dumps(decisions, sort_keys=True))
             tmp.replace(workdir / f"drop-{s:05d}.json")

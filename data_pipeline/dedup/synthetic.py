@@ -5,6 +5,7 @@ substituting a fraction `edit_rate` of the base's word positions; with word 5-gr
 shares about (1 - e)^5 of the base's shingles, so e = 0.01 gives Jaccard ~0.90 and e = 0.08 about
 0.49. Unrelated documents share essentially no 5-gram. Generation is deterministic in `seed`.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,15 @@ def _vocab(size: int, rng: np.random.Generator) -> list[str]:
     return sorted({"".join(rng.choice(letters, n)) for n in lengths})
 
 
-def generate(num_docs: int, family_fraction: float = 0.2, family_size: tuple[int, int] = (2, 6),
-             edit_rates: tuple[float, ...] = (0.0, 0.01, 0.02), words: tuple[int, int] = (80, 200),
-             seed: int = 0, vocab_size: int = 20000) -> Iterator[tuple[dict, Planted | None]]:
+def generate(
+    num_docs: int,
+    family_fraction: float = 0.2,
+    family_size: tuple[int, int] = (2, 6),
+    edit_rates: tuple[float, ...] = (0.0, 0.01, 0.02),
+    words: tuple[int, int] = (80, 200),
+    seed: int = 0,
+    vocab_size: int = 20000,
+) -> Iterator[tuple[dict, Planted | None]]:
     """Yield ({"id", "text"}, Planted or None) in corpus order; families are interleaved."""
     rng = np.random.default_rng(seed)
     vocab = np.array(_vocab(vocab_size, rng), dtype=object)

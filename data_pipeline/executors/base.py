@@ -31,6 +31,7 @@ truncated or changed, saying so in the log. A write that fails (disk full, I/O e
 TaskIOError naming the task and the file; the task leaves no marker and no file under its final
 name.
 """
+
 from __future__ import annotations
 
 import errno
@@ -61,9 +62,10 @@ class MapTask:
 @dataclass
 class Plan:
     """Everything a worker needs, as plain data (picklable, JSON-able)."""
-    inputs: list[list[str]]       # one task per entry: a file, or a group of small files
+
+    inputs: list[list[str]]  # one task per entry: a file, or a group of small files
     output: str
-    segments: list[list]          # step specs per segment; segment k>0 starts with its stage
+    segments: list[list]  # step specs per segment; segment k>0 starts with its stage
     strict: bool = False
     rejected_text: bool = False
     max_doc_bytes: int = 10 * 1024 * 1024
@@ -162,8 +164,11 @@ class TaskIOError(OSError):
 def _io_error(task: str, exc: OSError) -> TaskIOError:
     where = exc.filename or "?"
     why = exc.strerror or str(exc)
-    hint = "; free disk space and rerun the same command to resume" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else \
-        "; fix the storage and rerun the same command to resume"
+    hint = (
+        "; free disk space and rerun the same command to resume"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "; fix the storage and rerun the same command to resume"
+    )
     return TaskIOError(exc.errno or errno.EIO, f"task {task} failed on {where}: {why}{hint}")
 
 
@@ -198,8 +203,17 @@ def _run_map_task(plan: Plan, task: MapTask) -> dict:
     steps = build_steps(specs)
     rejected_path = Path(plan.output) / "rejected" / f"seg{seg}-{shard:05d}.jsonl.zst"
     rejected = RejectedWriter(rejected_path, include_text=plan.rejected_text)
-    read_stats = {"name": "read", "docs_in": 0, "docs_out": 0, "dropped": Counter(), "bytes_in": 0,
-                  "bytes_out": 0, "edits": {}, "examples": {}, "skipped": {}}
+    read_stats = {
+        "name": "read",
+        "docs_in": 0,
+        "docs_out": 0,
+        "dropped": Counter(),
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "edits": {},
+        "examples": {},
+        "skipped": {},
+    }
 
     def on_read_reject(rec: dict) -> None:
         read_stats["dropped"][rec["reason"]] += 1
@@ -211,13 +225,24 @@ def _run_map_task(plan: Plan, task: MapTask) -> dict:
 
     try:
         if seg == 0:
+
             def counted(files):
                 for source in files:
-                    for doc in timed(read_documents(source, on_read_reject, plan.strict, raw_html=True, max_doc_bytes=plan.max_doc_bytes,
-                                                    skipped=read_stats["skipped"]), read_stats):
+                    for doc in timed(
+                        read_documents(
+                            source,
+                            on_read_reject,
+                            plan.strict,
+                            raw_html=True,
+                            max_doc_bytes=plan.max_doc_bytes,
+                            skipped=read_stats["skipped"],
+                        ),
+                        read_stats,
+                    ):
                         read_stats["docs_in"] += 1
                         read_stats["docs_out"] += 1
                         yield doc
+
             docs = counted(plan.inputs[shard])
         else:
             stage = steps[0]
@@ -257,8 +282,12 @@ def _run_map_task(plan: Plan, task: MapTask) -> dict:
         private.mkdir(parents=True)
         stage.scan(_read_internal(out_path), shard, private)
         produced += _publish_scan(private, workdir)
-    result = {"segment": seg, "shard": shard, "steps": [s.stats.to_dict() for s in steps],
-              "files": record_files(produced, Path(plan.output))}
+    result = {
+        "segment": seg,
+        "shard": shard,
+        "steps": [s.stats.to_dict() for s in steps],
+        "files": record_files(produced, Path(plan.output)),
+    }
     if seg == 0:
         read_stats["dropped"] = dict(sorted(read_stats["dropped"].items()))
         read_stats["skipped"] = dict(sorted(read_stats["skipped"].items()))
@@ -283,8 +312,10 @@ def run_reduce(plan: Plan, stage_index: int, num_shards: int) -> None:
         before = _snapshot(workdir)
         stage.reduce(num_shards, workdir)
         written = [f for f, meta in _snapshot(workdir).items() if before.get(f) != meta]
-        write_json_atomic(plan.reduce_marker(stage_index), {"stage": stage_index, "shards": num_shards,
-                                                            "files": record_files(written, Path(plan.output))})
+        write_json_atomic(
+            plan.reduce_marker(stage_index),
+            {"stage": stage_index, "shards": num_shards, "files": record_files(written, Path(plan.output))},
+        )
     except TaskIOError:
         raise
     except OSError as exc:
@@ -296,6 +327,7 @@ def run_reduce(plan: Plan, stage_index: int, num_shards: int) -> None:
 class Todo:
     """What a (re)run must still do: map tasks per segment and the stages whose reduce must run;
     `problems` lists (task, file problem) of finished tasks found damaged, in the order found."""
+
     tasks: list[list[MapTask]]
     reduces: set
     problems: list[tuple[str, str]]
@@ -307,7 +339,7 @@ def _load_marker(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except FileNotFoundError:
         return None
-    except ValueError:      # not valid JSON (markers are written atomically: damage): not done
+    except ValueError:  # not valid JSON (markers are written atomically: damage): not done
         return None
 
 
@@ -326,8 +358,8 @@ def pending_work(plan: Plan, fix: bool = True, log=None) -> Todo:
     broken: list[set] = [set() for _ in range(n_seg)]
     reduces: set = set()
     problems: list[tuple[str, str]] = []
-    need_output: set = set()     # shards whose segment-k output a later task reads
-    need_scans = False           # the next stage's reduce reruns: it reads every shard's scan
+    need_output: set = set()  # shards whose segment-k output a later task reads
+    need_scans = False  # the next stage's reduce reruns: it reads every shard's scan
     finished = 0
 
     def damaged(name: str, marker_path: Path, problem: str) -> None:
@@ -349,9 +381,13 @@ def pending_work(plan: Plan, fix: bool = True, log=None) -> Todo:
             finished += 1
 
             scans, output = need_scans, shard in need_output
-            problem = check_files(marker.get("files", {}), root,
-                                  lambda rel, scans=scans, output=output, sp=stage_prefix, op=seg_prefix: (
-                                      scans if rel.startswith(sp) else output if rel.startswith(op) else True))
+            problem = check_files(
+                marker.get("files", {}),
+                root,
+                lambda rel, scans=scans, output=output, sp=stage_prefix, op=seg_prefix: (
+                    scans if rel.startswith(sp) else output if rel.startswith(op) else True
+                ),
+            )
             if problem:
                 damaged(f"seg{seg}-{shard:05d}", plan.marker(task), problem)
                 tasks[seg].add(shard)

@@ -10,6 +10,7 @@ record names its algorithm, so markers written with either verify anywhere that 
     files = record_files([path, ...], root)      # -> {"part-00000.jsonl.zst": {"size": .., "xxh3_64": ..}}
     problem = check_files(files, root)           # None, or "part-00000.jsonl.zst: truncated (...)"
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,7 @@ BLOCK = 1 << 22
 
 try:
     import xxhash as _xxhash
-except ImportError:   # pragma: no cover - the fallback is exercised by a test that forces it
+except ImportError:  # pragma: no cover - the fallback is exercised by a test that forces it
     _xxhash = None
 
 

@@ -4,6 +4,7 @@ verify are skipped (base.pending_work), so a rerun after a crash, Ctrl-C or a fu
 only what is missing or damaged. Progress (rank 0, stderr) shows
 documents per second.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -54,8 +55,9 @@ def run_local(plan: Plan, workers: int = 1) -> list[list[dict]]:
             if seg in todo.reduces:
                 t0 = time.perf_counter()
                 run_reduce(plan, seg, n_shards)
-                get_logger("data").info("stage %d (%s) barrier: %.1fs", seg,
-                                        next(iter(plan.segments[seg][0])), time.perf_counter() - t0)
+                get_logger("data").info(
+                    "stage %d (%s) barrier: %.1fs", seg, next(iter(plan.segments[seg][0])), time.perf_counter() - t0
+                )
             tasks = [MapTask(seg, s) for s in range(n_shards)]
             pending = todo.tasks[seg]
             progress = _Progress(f"segment {seg + 1}/{len(plan.segments)}", len(pending))

@@ -21,6 +21,7 @@ where it was.
 The output folder must be on storage every node sees (NFS, Lustre, ...): workers write their
 shard outputs and markers there directly, nothing bulky goes through the object store.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,14 @@ from data_pipeline.executors.base import MapTask, Plan, pending_work, run_map_ta
 from framework.runtime import get_logger
 
 log = get_logger("data")
-CRASH_ENV = "ANVIL_TEST_CRASH_DIR"   # tests only: see _maybe_crash
+CRASH_ENV = "ANVIL_TEST_CRASH_DIR"  # tests only: see _maybe_crash
 
 
 @dataclass
 class RayOptions:
-    address: str | None = None     # None: start a local runtime; "auto" or "HOST:PORT": join a cluster
-    retries: int = 2               # resubmissions of a failed task before the job stops
-    num_cpus: int | None = None    # local runtime only (default: this machine's CPUs)
+    address: str | None = None  # None: start a local runtime; "auto" or "HOST:PORT": join a cluster
+    retries: int = 2  # resubmissions of a failed task before the job stops
+    num_cpus: int | None = None  # local runtime only (default: this machine's CPUs)
 
 
 class TaskFailed(RuntimeError):
@@ -62,7 +63,7 @@ def init_ray(opts: RayOptions) -> bool:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise SystemExit(f"anvil: --ray-address {opts.address}: cannot connect to a Ray cluster ({exc})") from None
     else:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")     # a private runtime: no token set-up
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private runtime: no token set-up
         ray.init(num_cpus=opts.num_cpus or os.cpu_count() or 1, **common)
     return True
 
@@ -73,12 +74,14 @@ def _check_reachable(address: str) -> None:
 
     host, sep, port = address.removeprefix("ray://").rpartition(":")
     if not sep or not port.isdigit():
-        return          # "auto" and friends: Ray resolves those itself
+        return  # "auto" and friends: Ray resolves those itself
     try:
         socket.create_connection((host, int(port)), timeout=10).close()
     except OSError as exc:
-        raise SystemExit(f"anvil: --ray-address {address}: no Ray head answers there ({exc}); start one with "
-                         "`ray start --head` or pass the right HOST:PORT") from None
+        raise SystemExit(
+            f"anvil: --ray-address {address}: no Ray head answers there ({exc}); start one with "
+            "`ray start --head` or pass the right HOST:PORT"
+        ) from None
 
 
 def memory_request(nbytes: int, what: str) -> int | None:
@@ -90,8 +93,10 @@ def memory_request(nbytes: int, what: str) -> int | None:
         return None
     largest = max((n["Resources"].get("memory", 0) for n in ray.nodes() if n.get("Alive")), default=0)
     if nbytes > largest:
-        raise ValueError(f"{what} needs {nbytes / 2**30:.1f} GiB, more than the largest Ray node offers "
-                         f"({largest / 2**30:.1f} GiB); lower the memory budget")
+        raise ValueError(
+            f"{what} needs {nbytes / 2**30:.1f} GiB, more than the largest Ray node offers "
+            f"({largest / 2**30:.1f} GiB); lower the memory budget"
+        )
     return nbytes
 
 
@@ -153,8 +158,11 @@ def _traceback(exc: BaseException) -> str:
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
-    return f"Traceback (most recent call last), on the worker:\n{text}" if "File \"" in text else \
-        f"{type(exc).__name__}: {text}"
+    return (
+        f"Traceback (most recent call last), on the worker:\n{text}"
+        if "File \"" in text
+        else f"{type(exc).__name__}: {text}"
+    )
 
 
 def _short(exc: BaseException) -> str:
@@ -177,15 +185,21 @@ def run_tasks(submit: Callable, keys: list, describe: Callable[[object], str], r
                 result = ray.get(ready[0])
             except RayError as exc:
                 if attempt < retries:
-                    log.warning("%s failed (attempt %d of %d): %s; retrying", describe(key), attempt + 1,
-                                retries + 1, _short(exc))
+                    log.warning(
+                        "%s failed (attempt %d of %d): %s; retrying",
+                        describe(key),
+                        attempt + 1,
+                        retries + 1,
+                        _short(exc),
+                    )
                     pending[submit(key)] = (key, attempt + 1)
                     continue
-                raise TaskFailed(f"{describe(key)} failed {attempt + 1} time(s); last error:\n"
-                                 f"{_traceback(exc)}") from None
+                raise TaskFailed(
+                    f"{describe(key)} failed {attempt + 1} time(s); last error:\n{_traceback(exc)}"
+                ) from None
             yield key, result
     finally:
-        if pending:      # stopping: kill the other tasks and wait until they no longer write
+        if pending:  # stopping: kill the other tasks and wait until they no longer write
             for ref in pending:
                 ray.cancel(ref, force=True)
             ray.wait(list(pending), num_returns=len(pending), timeout=60)
@@ -228,8 +242,12 @@ def run_ray(plan: Plan, opts: RayOptions | None = None) -> list[list[dict]]:
                 t0 = time.perf_counter()
                 what = f"reduce of stage {seg} ({next(iter(plan.segments[seg][0]))})"
                 mem = memory_request(stage_memory(plan, seg), f"the {what}")
-                for _ in run_tasks(lambda k: reduce_fn.options(memory=mem).remote(plan_ref, k, n_shards), [seg],
-                                   lambda k: what, opts.retries):
+                for _ in run_tasks(
+                    lambda k: reduce_fn.options(memory=mem).remote(plan_ref, k, n_shards),
+                    [seg],
+                    lambda k: what,
+                    opts.retries,
+                ):
                     pass
                 log.info("%s (barrier): %.1fs", what, time.perf_counter() - t0)
             tasks = [MapTask(seg, s) for s in range(n_shards)]
@@ -264,8 +282,14 @@ def map_bands_ray(opts: RayOptions):
         task_ref = ray.put(task)
         mem = memory_request(parse_size(task.cfg.memory_budget), "a dedup band task (--memory-budget)")
         t0 = time.perf_counter()
-        for k, (j, _) in enumerate(run_tasks(lambda j: band_fn.options(memory=mem).remote(task_ref, j), bands,
-                                             lambda j: f"dedup band {j}", opts.retries)):
+        for k, (j, _) in enumerate(
+            run_tasks(
+                lambda j: band_fn.options(memory=mem).remote(task_ref, j),
+                bands,
+                lambda j: f"dedup band {j}",
+                opts.retries,
+            )
+        ):
             if k + 1 == len(bands) or time.perf_counter() - t0 > 5:
                 log.info("dedup: bands (ray) %d/%d", k + 1, len(bands))
             yield j
@@ -287,13 +311,23 @@ def scan_inputs_ray(opts: RayOptions):
         rcfg = cfg.resolved()
         done: dict[int, tuple] = {}
         t0 = time.perf_counter()
-        for k, (i, result) in enumerate(run_tasks(lambda i: scan_fn.remote(files[i], i, str(work), rcfg),
-                                                  list(range(len(files))),
-                                                  lambda i: f"dedup scan of input {files[i]}", opts.retries)):
+        for k, (i, result) in enumerate(
+            run_tasks(
+                lambda i: scan_fn.remote(files[i], i, str(work), rcfg),
+                list(range(len(files))),
+                lambda i: f"dedup scan of input {files[i]}",
+                opts.retries,
+            )
+        ):
             done[i] = result
             docs = sum(r[1]["docs_in"] for r in done.values())
-            log.info("dedup: scan (ray) %d/%d files, %d docs, %.0f docs/s", k + 1, len(files), docs,
-                     docs / max(time.perf_counter() - t0, 1e-9))
+            log.info(
+                "dedup: scan (ray) %d/%d files, %d docs, %.0f docs/s",
+                k + 1,
+                len(files),
+                docs,
+                docs / max(time.perf_counter() - t0, 1e-9),
+            )
         shard_dirs = []
         for i in range(len(files)):
             shards, c, rejects = done[i]
@@ -318,8 +352,14 @@ def run_dedup_ray(inputs, output, cfg, incremental_store=None, opts: RayOptions 
         raise ValueError(f"--retries must be >= 0, got {opts.retries}")
     started = init_ray(opts)
     try:
-        return run_dedup(inputs, output, cfg, incremental_store=incremental_store, scan=scan_inputs_ray(opts),
-                         map_bands=map_bands_ray(opts))
+        return run_dedup(
+            inputs,
+            output,
+            cfg,
+            incremental_store=incremental_store,
+            scan=scan_inputs_ray(opts),
+            map_bands=map_bands_ray(opts),
+        )
     finally:
         if started:
             import ray

@@ -19,6 +19,7 @@ command `retries` times before failing its array element (which holds back the n
 `--dry-run` prints the scripts and the sbatch commands and writes nothing. The scripts run
 `python -m data_pipeline.executors.slurm {map,reduce,dedup-scan,dedup-finish} ...` (main below).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,11 +39,11 @@ MODULE = "data_pipeline.executors.slurm"
 
 @dataclass
 class SlurmOptions:
-    retries: int = 0                  # reruns of a failed array element inside its allocation
+    retries: int = 0  # reruns of a failed array element inside its allocation
     partition: str | None = None
-    time: str | None = None           # e.g. 04:00:00
+    time: str | None = None  # e.g. 04:00:00
     cpus_per_task: int = 1
-    max_parallel: int = 0             # array throttle (%N); 0: no limit
+    max_parallel: int = 0  # array throttle (%N); 0: no limit
     python: str = sys.executable
     chdir: str = field(default_factory=os.getcwd)
 
@@ -50,8 +51,8 @@ class SlurmOptions:
 @dataclass
 class Job:
     name: str
-    command: str              # shell-quoted; array jobs append "$SLURM_ARRAY_TASK_ID"
-    array: int = 0            # number of array elements; 0: a single task
+    command: str  # shell-quoted; array jobs append "$SLURM_ARRAY_TASK_ID"
+    array: int = 0  # number of array elements; 0: a single task
     after: str | None = None  # name of the job this one waits for (afterok)
     mem_mb: int = 0
     comment: str = ""
@@ -70,22 +71,47 @@ def curation_jobs(plan: Plan, plan_path: Path, finish: list[str], opts: SlurmOpt
     for seg in range(len(plan.segments)):
         if seg > 0:
             stage = next(iter(plan.segments[seg][0]))
-            jobs.append(Job(f"reduce{seg}", _py(opts, "reduce", str(plan_path), str(seg)), after=prev,
-                            mem_mb=stage_memory(plan, seg) >> 20, comment=f"barrier of stage {seg} ({stage})"))
+            jobs.append(
+                Job(
+                    f"reduce{seg}",
+                    _py(opts, "reduce", str(plan_path), str(seg)),
+                    after=prev,
+                    mem_mb=stage_memory(plan, seg) >> 20,
+                    comment=f"barrier of stage {seg} ({stage})",
+                )
+            )
             prev = jobs[-1].name
         steps = ", ".join(next(iter(s)) for s in plan.segments[seg])
-        jobs.append(Job(f"seg{seg}", _py(opts, "map", str(plan_path), str(seg)) + ' "$SLURM_ARRAY_TASK_ID"',
-                        array=n, after=prev, comment=f"segment {seg}: {steps}, one task per input shard"))
+        jobs.append(
+            Job(
+                f"seg{seg}",
+                _py(opts, "map", str(plan_path), str(seg)) + ' "$SLURM_ARRAY_TASK_ID"',
+                array=n,
+                after=prev,
+                comment=f"segment {seg}: {steps}, one task per input shard",
+            )
+        )
         prev = jobs[-1].name
     jobs.append(Job("finish", shlex.join(finish), after=prev, comment="stats.json and report.html from the markers"))
     return jobs
 
 
 def dedup_jobs(spec_path: Path, n_files: int, mem_mb: int, opts: SlurmOptions) -> list[Job]:
-    return [Job("scan", _py(opts, "dedup-scan", str(spec_path)) + ' "$SLURM_ARRAY_TASK_ID"', array=n_files,
-                comment="signatures and band keys, one task per input file"),
-            Job("finish", _py(opts, "dedup-finish", str(spec_path)), after="scan", mem_mb=mem_mb,
-                comment="band buckets, candidate pairs, union-find and final filter")]
+    return [
+        Job(
+            "scan",
+            _py(opts, "dedup-scan", str(spec_path)) + ' "$SLURM_ARRAY_TASK_ID"',
+            array=n_files,
+            comment="signatures and band keys, one task per input file",
+        ),
+        Job(
+            "finish",
+            _py(opts, "dedup-finish", str(spec_path)),
+            after="scan",
+            mem_mb=mem_mb,
+            comment="band buckets, candidate pairs, union-find and final filter",
+        ),
+    ]
 
 
 def render(job: Job, folder: Path, opts: SlurmOptions, prefix: str) -> str:
@@ -99,15 +125,18 @@ def render(job: Job, folder: Path, opts: SlurmOptions, prefix: str) -> str:
         lines.append(f"#SBATCH --partition={opts.partition}")
     if opts.time:
         lines.append(f"#SBATCH --time={opts.time}")
-    lines += [f"#SBATCH --chdir={opts.chdir}",
-              f"#SBATCH --output={folder}/logs/{job.name}-" + ("%A_%a.out" if job.array else "%j.out"),
-              f"# {job.comment}" + (f"; after {job.after} succeeded" if job.after else ""),
-              "set -uo pipefail",
-              f"for attempt in $(seq 1 {opts.retries + 1}); do",
-              f"  {job.command} && exit 0",
-              f'  echo "anvil: attempt $attempt of {opts.retries + 1} failed on $(hostname)" >&2',
-              "done",
-              "exit 1", ""]
+    lines += [
+        f"#SBATCH --chdir={opts.chdir}",
+        f"#SBATCH --output={folder}/logs/{job.name}-" + ("%A_%a.out" if job.array else "%j.out"),
+        f"# {job.comment}" + (f"; after {job.after} succeeded" if job.after else ""),
+        "set -uo pipefail",
+        f"for attempt in $(seq 1 {opts.retries + 1}); do",
+        f"  {job.command} && exit 0",
+        f'  echo "anvil: attempt $attempt of {opts.retries + 1} failed on $(hostname)" >&2',
+        "done",
+        "exit 1",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -124,8 +153,10 @@ def submit(jobs: list[Job], folder: Path, opts: SlurmOptions, prefix: str, dry_r
     for job in jobs:
         (folder / f"{job.name}.sbatch").write_text(scripts[job.name])
     if shutil.which("sbatch") is None:
-        raise SystemExit(f"sbatch not found: the scripts are in {folder}; submit them in this order with "
-                         "--dependency=afterok on the previous one: " + ", ".join(j.name for j in jobs))
+        raise SystemExit(
+            f"sbatch not found: the scripts are in {folder}; submit them in this order with "
+            "--dependency=afterok on the previous one: " + ", ".join(j.name for j in jobs)
+        )
     ids: dict[str, str] = {}
     for job in jobs:
         cmd = ["sbatch", "--parsable"] + ([f"--dependency=afterok:{ids[job.after]}"] if job.after else [])
@@ -137,8 +168,9 @@ def submit(jobs: list[Job], folder: Path, opts: SlurmOptions, prefix: str, dry_r
     return ids
 
 
-def submit_curation(recipe, config: str, overrides: list[str], strict: bool, opts: SlurmOptions,
-                    dry_run: bool = False) -> None:
+def submit_curation(
+    recipe, config: str, overrides: list[str], strict: bool, opts: SlurmOptions, dry_run: bool = False
+) -> None:
     """`anvil data run CONFIG --executor slurm`: plan, then submit (or print) the chain of jobs."""
     from data_pipeline.pipeline import make_plan, run_recipe
 
@@ -151,26 +183,31 @@ def submit_curation(recipe, config: str, overrides: list[str], strict: bool, opt
         if not dry_run:
             from framework.runtime import get_logger
 
-            pending_work(plan, fix=True, log=get_logger("data"))   # damaged tasks lose their marker
+            pending_work(plan, fix=True, log=get_logger("data"))  # damaged tasks lose their marker
             write_json_atomic(plan_path, asdict(plan))
         submit(curation_jobs(plan, plan_path, finish, opts), folder, opts, "anvil-curate", dry_run)
         return None
 
-    if dry_run:     # nothing written: plan only
+    if dry_run:  # nothing written: plan only
         execute(make_plan(recipe, strict))
     else:
         run_recipe(recipe, strict=strict, execute=execute)
 
 
-def submit_dedup(inputs: list[str], output: str, cfg, incremental_store: str | None, opts: SlurmOptions,
-                 dry_run: bool = False) -> None:
+def submit_dedup(
+    inputs: list[str], output: str, cfg, incremental_store: str | None, opts: SlurmOptions, dry_run: bool = False
+) -> None:
     from data_pipeline.dedup.index import parse_size
     from data_pipeline.io import expand_inputs
 
     files = [str(Path(p).resolve()) for p in expand_inputs(list(inputs))]
     folder = Path(output).resolve() / ".dedup-slurm"
-    spec = {"inputs": files, "output": str(Path(output).resolve()), "cfg": asdict(cfg),
-            "incremental_store": str(Path(incremental_store).resolve()) if incremental_store else None}
+    spec = {
+        "inputs": files,
+        "output": str(Path(output).resolve()),
+        "cfg": asdict(cfg),
+        "incremental_store": str(Path(incremental_store).resolve()) if incremental_store else None,
+    }
     if not dry_run:
         write_json_atomic(folder / "spec.json", spec)
     mem_mb = (parse_size(cfg.memory_budget) + (512 << 20)) >> 20
@@ -213,8 +250,13 @@ def _dedup_finish(spec: dict) -> None:
                 rejected.write_record(rec)
         return shard_dirs, counts
 
-    stats = run_dedup(spec["inputs"], spec["output"], DedupConfig(**spec["cfg"]),
-                      incremental_store=spec["incremental_store"], scan=collect)
+    stats = run_dedup(
+        spec["inputs"],
+        spec["output"],
+        DedupConfig(**spec["cfg"]),
+        incremental_store=spec["incremental_store"],
+        scan=collect,
+    )
     shutil.rmtree(folder / "scan", ignore_errors=True)
     shutil.rmtree(folder / "markers", ignore_errors=True)
     print_summary(stats)

@@ -8,6 +8,7 @@ and the finished parts are checked the same way.
 
     report = verify_output("clean/")     # -> VerifyReport(problems=[(task, "clean/part-00003.jsonl.zst: truncated ...")], ...)
 """
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,11 @@ from data_pipeline.executors.integrity import check_files
 
 @dataclass
 class VerifyReport:
-    kind: str                       # "curation" | "tokens"
-    finished: int = 0               # finished tasks (or parts) whose files were checked
+    kind: str  # "curation" | "tokens"
+    finished: int = 0  # finished tasks (or parts) whose files were checked
     unfinished: int = 0
-    files: int = 0                  # files recorded by the finished tasks
-    problems: list = field(default_factory=list)   # (task, problem), first found first
+    files: int = 0  # files recorded by the finished tasks
+    problems: list = field(default_factory=list)  # (task, problem), first found first
 
 
 def verify_output(output: str | Path) -> VerifyReport:
@@ -36,21 +37,28 @@ def verify_output(output: str | Path) -> VerifyReport:
         prefix = prefix.removesuffix(ext)
     if Path(prefix + ".json").is_file() or Path(prefix + ".parts").is_dir():
         return _verify_tokens(prefix)
-    raise FileNotFoundError(f"{output}: not an `anvil data run` output (no .anvil/recipe.json) nor a tokenized "
-                            "prefix (no PREFIX.json or PREFIX.parts/)")
+    raise FileNotFoundError(
+        f"{output}: not an `anvil data run` output (no .anvil/recipe.json) nor a tokenized "
+        "prefix (no PREFIX.json or PREFIX.parts/)"
+    )
 
 
 def _verify_curation(output: Path) -> VerifyReport:
     from data_pipeline.executors.base import MapTask, Plan, pending_work
 
     ident = json.loads((output / ".anvil" / "recipe.json").read_text())
-    plan = Plan(inputs=ident["inputs"], output=str(output), segments=ident["segments"],
-                rejected_text=ident.get("rejected_text", False),
-                max_doc_bytes=ident.get("max_doc_bytes", 10 * 1024 * 1024))
+    plan = Plan(
+        inputs=ident["inputs"],
+        output=str(output),
+        segments=ident["segments"],
+        rejected_text=ident.get("rejected_text", False),
+        max_doc_bytes=ident.get("max_doc_bytes", 10 * 1024 * 1024),
+    )
     todo = pending_work(plan, fix=False)
     report = VerifyReport("curation", finished=todo.finished, problems=todo.problems)
-    report.unfinished = sum(not plan.marker(MapTask(k, i)).exists()
-                            for k in range(len(plan.segments)) for i in range(len(plan.inputs)))
+    report.unfinished = sum(
+        not plan.marker(MapTask(k, i)).exists() for k in range(len(plan.segments)) for i in range(len(plan.inputs))
+    )
     for marker in (output / ".anvil" / "markers").glob("*.json"):
         try:
             report.files += len(json.loads(marker.read_text()).get("files", {}))
@@ -72,7 +80,7 @@ def _verify_tokens(prefix: str) -> VerifyReport:
     report = VerifyReport("tokens")
     sidecar = Path(prefix + ".json")
     if sidecar.is_file():
-        recorded = json.loads(sidecar.read_text()).get("files", {})     # {".bin": record, ".idx": record}
+        recorded = json.loads(sidecar.read_text()).get("files", {})  # {".bin": record, ".idx": record}
         files = {Path(prefix).name + ext: rec for ext, rec in recorded.items()}
         report.finished += 1
         report.files += len(files)

@@ -16,6 +16,7 @@ there); elsewhere pages run without it. Like any signal in Python it fires betwe
 page stuck inside one C call (lxml, Resiliparse) is stopped when that call returns. lxml refuses
 deep nesting (lxml stops at its depth limit); for Resiliparse see MAX_NESTING.
 """
+
 from __future__ import annotations
 
 import re
@@ -47,9 +48,16 @@ def _trafilatura(p) -> Callable[[str, str | None], str | None]:
     import trafilatura
 
     def run(html: str, url: str | None) -> str | None:
-        return trafilatura.extract(html, url=url, fast=p.fast, favor_precision=p.favor_precision,
-                                   include_comments=p.include_comments, include_tables=p.include_tables,
-                                   deduplicate=p.deduplicate)
+        return trafilatura.extract(
+            html,
+            url=url,
+            fast=p.fast,
+            favor_precision=p.favor_precision,
+            include_comments=p.include_comments,
+            include_tables=p.include_tables,
+            deduplicate=p.deduplicate,
+        )
+
     return run
 
 
@@ -72,28 +80,32 @@ def _resiliparse(p, edits: Counter) -> Callable[[str, str | None], str | None]:
     except ImportError as exc:  # pragma: no cover - resiliparse is in install_requires
         from framework.configtree import ConfigError
 
-        raise ConfigError(f"config key 'extract.engine': resiliparse is not installed ({exc}); "
-                          "pip install 'resiliparse>=2.0.1' or use engine: trafilatura") from None
+        raise ConfigError(
+            f"config key 'extract.engine': resiliparse is not installed ({exc}); "
+            "pip install 'resiliparse>=2.0.1' or use engine: trafilatura"
+        ) from None
 
     def run(html: str, url: str | None) -> str | None:
         main = nesting_bound(html) <= MAX_NESTING
         if not main:
             edits["deep_html_full_text"] += 1
         return extract_plain_text(html, main_content=main, comments=p.include_comments)
+
     return run
 
 
 @dataclass
 class ExtractSettings:
     """The `extract` step's parameters (its `Params`)."""
+
     engine: Literal["trafilatura", "resiliparse"] = "trafilatura"  # resiliparse: ~10x faster (DCLM's choice)
-    timeout_s: float = 5.0           # per page; 0 disables
-    max_html_chars: int = 2_000_000   # larger pages are cut to this before parsing
-    favor_precision: bool = True      # trafilatura only
-    include_comments: bool = False    # keep comment sections of a page
-    include_tables: bool = False      # trafilatura only
-    fast: bool = True                 # trafilatura only: no fallback extractors (justext/readability)
-    deduplicate: bool = True          # trafilatura only: in-page repeated-segment removal
+    timeout_s: float = 5.0  # per page; 0 disables
+    max_html_chars: int = 2_000_000  # larger pages are cut to this before parsing
+    favor_precision: bool = True  # trafilatura only
+    include_comments: bool = False  # keep comment sections of a page
+    include_tables: bool = False  # trafilatura only
+    fast: bool = True  # trafilatura only: no fallback extractors (justext/readability)
+    deduplicate: bool = True  # trafilatura only: in-page repeated-segment removal
 
 
 class HtmlExtractor:
@@ -127,6 +139,6 @@ class HtmlExtractor:
             if use_alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, old)
-        if not text or not _WORD.search(text):   # nothing, or only whitespace/control characters/punctuation
+        if not text or not _WORD.search(text):  # nothing, or only whitespace/control characters/punctuation
             return None, "no_text"
         return text, None

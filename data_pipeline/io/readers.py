@@ -34,6 +34,7 @@ Reject reasons: truncated_file, invalid_json, not_an_object, missing_text, text_
 invalid_utf8, empty_text, too_large, binary_payload, unreadable_file, missing_text_column.
 Documents without an id get `"<file name>:<line|offset|row>"`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -51,7 +52,7 @@ JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 WARC_SUFFIXES = (".warc", ".warc.gz", ".wet", ".wet.gz")
 HTML_SUFFIXES = (".html", ".htm")
 SUPPORTED_SUFFIXES = JSONL_SUFFIXES + (".parquet",) + WARC_SUFFIXES + HTML_SUFFIXES
-DEFAULT_MAX_DOC_BYTES = 10 * 1024 * 1024   # a record larger than this is rejected as too_large
+DEFAULT_MAX_DOC_BYTES = 10 * 1024 * 1024  # a record larger than this is rejected as too_large
 RejectFn = Callable[[dict], None]
 
 
@@ -79,8 +80,7 @@ def expand_inputs(inputs: list[str] | str | Path | list[Path]) -> list[Path]:
             matches = _folder_files(path)
         elif path.is_file():
             if not is_supported(path):
-                raise ValueError(f"{path}: unsupported input format; expected one of "
-                                 f"{', '.join(SUPPORTED_SUFFIXES)}")
+                raise ValueError(f"{path}: unsupported input format; expected one of {', '.join(SUPPORTED_SUFFIXES)}")
             matches = [path]
         elif glob.has_magic(text):
             matches = []
@@ -104,19 +104,28 @@ def _folder_files(folder: Path) -> list[Path]:
     input of the next command as is."""
     if (folder / "stats.json").is_file() and (folder / "rejected").is_dir():
         return sorted(p for p in folder.glob("*.jsonl.zst") if p.is_file())
-    return [p for p in folder.rglob("*") if p.is_file() and is_supported(p)
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return [
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and is_supported(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ]
 
 
-def iter_documents(inputs, on_reject: RejectFn | None = None, strict: bool = False,
-                   **kwargs) -> Iterator[Document]:
+def iter_documents(inputs, on_reject: RejectFn | None = None, strict: bool = False, **kwargs) -> Iterator[Document]:
     for path in expand_inputs(inputs):
         yield from read_documents(path, on_reject, strict, **kwargs)
 
 
-def read_documents(path: str | Path, on_reject: RejectFn | None = None, strict: bool = False, *,
-                   raw_html: bool = False, max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
-                   skipped: dict[str, int] | None = None, warc_backend: str = "auto") -> Iterator[Document]:
+def read_documents(
+    path: str | Path,
+    on_reject: RejectFn | None = None,
+    strict: bool = False,
+    *,
+    raw_html: bool = False,
+    max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
+    skipped: dict[str, int] | None = None,
+    warc_backend: str = "auto",
+) -> Iterator[Document]:
     """Stream the documents of one file (see the module docstring for formats and reasons)."""
     path = Path(path)
     reject = _Rejecter(path, on_reject, strict)
@@ -257,7 +266,7 @@ def _read_jsonl(path: Path, reject: _Rejecter, max_doc_bytes: int) -> Iterator[D
         raise
     except (EOFError, OSError, zlib.error) as exc:
         reject.record({"line": line_no + 1}, "truncated_file", detail=str(exc)[:200])
-    except Exception as exc:  # noqa: BLE001 - zstd raises its own ZstdError
+    except Exception as exc:
         if type(exc).__name__ != "ZstdError":
             raise
         reject.record({"line": line_no + 1}, "truncated_file", detail=str(exc)[:200])
@@ -318,8 +327,9 @@ def decode_html(payload: bytes, content_type: str = "") -> str | None:
     return text
 
 
-def _read_warc(path: Path, reject: _Rejecter, max_doc_bytes: int, skipped: dict[str, int],
-               backend: str = "auto") -> Iterator[Document]:
+def _read_warc(
+    path: Path, reject: _Rejecter, max_doc_bytes: int, skipped: dict[str, int], backend: str = "auto"
+) -> Iterator[Document]:
     """Records from data_pipeline.io.warc (FastWARC, warcio for what it refuses) -> Documents."""
     from data_pipeline.io.warc import WarcError, is_html, warc_records
 
@@ -377,5 +387,4 @@ def _read_html_file(path: Path, reject: _Rejecter, max_doc_bytes: int) -> Iterat
     elif not html.strip():
         reject.record({"offset": 0}, "empty_text", id=str(path))
     else:
-        yield Document(id=str(path), text=html, metadata={"content_type": "text/html"},
-                       source=str(path), offset=0)
+        yield Document(id=str(path), text=html, metadata={"content_type": "text/html"}, source=str(path), offset=0)

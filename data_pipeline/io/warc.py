@@ -22,6 +22,7 @@ A record shorter than its Content-Length (a file cut off in the middle of it) co
 `truncated=True` from both libraries; warcio's own errors (garbage, a header cut off) raise
 `WarcError` with the offset where reading stopped.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
-HTTP_SCHEMES = ("http:", "https:")   # as warcio: only these records carry HTTP headers
+HTTP_SCHEMES = ("http:", "https:")  # as warcio: only these records carry HTTP headers
 
 
 @dataclass(slots=True)
@@ -39,8 +40,8 @@ class WarcRecord:
     rec_id: str
     url: str
     date: str
-    ctype: str = ""                # HTTP Content-Type of a response ('' when none)
-    payload: bytes | None = None   # conversion records and HTML responses only
+    ctype: str = ""  # HTTP Content-Type of a response ('' when none)
+    payload: bytes | None = None  # conversion records and HTML responses only
     truncated: bool = False
 
 
@@ -80,7 +81,9 @@ def warc_records(path: str | Path, limit: int, backend: str = "auto") -> Iterato
             from framework.runtime import get_logger
 
             done = state["done"]
-            get_logger("data").debug("%s: FastWARC stopped after offset %d (%s); warcio reads the rest", path, done, exc)
+            get_logger("data").debug(
+                "%s: FastWARC stopped after offset %d (%s); warcio reads the rest", path, done, exc
+            )
     yield from _warcio(Path(path), limit, after=done)
 
 
@@ -125,8 +128,13 @@ def _fastwarc(path: Path, limit: int, state: dict) -> Iterator[WarcRecord]:
             rtype = headers.get("WARC-Type")
             if rtype is None or headers.get("Content-Length") is None:
                 raise _FastWarcRefused("record without WARC-Type or Content-Length")
-            rec = WarcRecord(rtype, r.stream_pos, (headers.get("WARC-Record-ID") or "").strip("<>"),
-                             headers.get("WARC-Target-URI") or "", headers.get("WARC-Date") or "")
+            rec = WarcRecord(
+                rtype,
+                r.stream_pos,
+                (headers.get("WARC-Record-ID") or "").strip("<>"),
+                headers.get("WARC-Target-URI") or "",
+                headers.get("WARC-Date") or "",
+            )
             if rtype == "conversion":
                 rec.payload = r.reader.read(limit)
             elif rtype == "response" and r.content_length > 0 and rec.url.startswith(HTTP_SCHEMES):
@@ -154,8 +162,13 @@ def _warcio(path: Path, limit: int, after: int = -1) -> Iterator[WarcRecord]:
         try:
             for record in it:
                 headers = record.rec_headers
-                rec = WarcRecord(record.rec_type, -1, (headers.get_header("WARC-Record-ID") or "").strip("<>"),
-                                 headers.get_header("WARC-Target-URI") or "", headers.get_header("WARC-Date") or "")
+                rec = WarcRecord(
+                    record.rec_type,
+                    -1,
+                    (headers.get_header("WARC-Record-ID") or "").strip("<>"),
+                    headers.get_header("WARC-Target-URI") or "",
+                    headers.get_header("WARC-Date") or "",
+                )
                 if rec.rtype == "conversion":
                     rec.payload = record.content_stream().read(limit)
                 elif rec.rtype == "response":
@@ -163,8 +176,8 @@ def _warcio(path: Path, limit: int, after: int = -1) -> Iterator[WarcRecord]:
                     rec.ctype = (http.get_header("Content-Type") or "") if http else ""
                     if is_html(rec.ctype):
                         rec.payload = _decoded(record.raw_stream, http.get_header, limit)
-                rec.offset = it.get_record_offset()   # reads the rest of the record: warcio needs it for the offset
-                position = max(0, rec.offset + it.get_record_length())   # warcio's offsets in a one-stream gzip are < 0
+                rec.offset = it.get_record_offset()  # reads the rest of the record: warcio needs it for the offset
+                position = max(0, rec.offset + it.get_record_length())  # warcio's offsets in a one-stream gzip are < 0
                 rec.truncated = getattr(record.raw_stream, "limit", 0) > 0
                 if rec.offset > after:
                     yield rec

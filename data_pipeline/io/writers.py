@@ -12,6 +12,7 @@ appears atomically: it is written as `NAME.tmp` and renamed on `close()`; a cras
     with JsonlZstWriter(path) as w: w.write(doc)   # one file
     with RejectedWriter(path, include_text=False) as r: r.write_drop(doc, step, reason); r.write_record(dict)
 """
+
 from __future__ import annotations
 
 import json
@@ -64,7 +65,7 @@ class _AtomicZstLines(_CommitOnSuccess):
         data = line.encode("utf-8") + b"\n"
         try:
             self._out.write(data)
-        except OSError as exc:      # disk full, I/O error: name the file (the caller aborts)
+        except OSError as exc:  # disk full, I/O error: name the file (the caller aborts)
             exc.filename = exc.filename or str(self.path)
             raise
         self.count += 1
@@ -151,4 +152,3 @@ class ShardedWriter(_CommitOnSuccess):
         if self._cur is not None:
             self._cur.abort()
             self._cur = None
-

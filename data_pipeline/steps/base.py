@@ -53,6 +53,7 @@ Three kinds of steps
   Modules are found by `load_registry()`: every module of data_pipeline/steps/ plus
   `data_pipeline.dedup.step` when it exists.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -74,7 +75,7 @@ EXAMPLES_PER_REASON = 3
 EXAMPLE_CHARS = 400
 
 DropFn = Callable[[Document, str, str, dict], None]
-_clock = time.process_time   # CPU seconds of this process: wall time on a shared machine measures the neighbours
+_clock = time.process_time  # CPU seconds of this process: wall time on a shared machine measures the neighbours
 
 
 @dataclass
@@ -87,16 +88,23 @@ class StepStats:
     dropped: Counter = dataclasses.field(default_factory=Counter)
     edits: Counter = dataclasses.field(default_factory=Counter)
     examples: dict = dataclasses.field(default_factory=dict)
-    seconds: float = 0.0   # CPU seconds (time.process_time) spent in this step's own code
+    seconds: float = 0.0  # CPU seconds (time.process_time) spent in this step's own code
     # named counters a step adds to stats.json at the top level, summed over tasks and steps
     # (decontaminate: {"contamination": {FILE_STEM: documents_matched}})
     tallies: dict = dataclasses.field(default_factory=lambda: defaultdict(Counter))
 
     def to_dict(self) -> dict:
-        out = {"name": self.name, "docs_in": self.docs_in, "docs_out": self.docs_out,
-               "dropped": dict(sorted(self.dropped.items())), "bytes_in": self.bytes_in,
-               "bytes_out": self.bytes_out, "edits": dict(sorted(self.edits.items())),
-               "seconds": round(self.seconds, 3), "examples": self.examples}
+        out = {
+            "name": self.name,
+            "docs_in": self.docs_in,
+            "docs_out": self.docs_out,
+            "dropped": dict(sorted(self.dropped.items())),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "edits": dict(sorted(self.edits.items())),
+            "seconds": round(self.seconds, 3),
+            "examples": self.examples,
+        }
         if self.tallies:
             out["tallies"] = {k: dict(sorted(v.items())) for k, v in sorted(self.tallies.items())}
         return out
@@ -154,9 +162,14 @@ class Step:
                     self._warned = True
                     from framework.runtime import get_logger
 
-                    get_logger("data").warning("step %s failed on document %s (%s: %s); such documents are "
-                                               "dropped with reason %s", self.name, doc.id, type(exc).__name__,
-                                               exc, result[0])
+                    get_logger("data").warning(
+                        "step %s failed on document %s (%s: %s); such documents are dropped with reason %s",
+                        self.name,
+                        doc.id,
+                        type(exc).__name__,
+                        exc,
+                        result[0],
+                    )
             stats.seconds += _clock() - start
             if result is None:
                 stats.docs_out += 1
@@ -211,7 +224,7 @@ class CorpusStage(Step):
 def _timed_phase(phase: str, fn):
     @functools.wraps(fn)
     def wrapper(self, *args):
-        if getattr(self, "_in_phase", False):   # a subclass calling super().scan(...): timed once, outside
+        if getattr(self, "_in_phase", False):  # a subclass calling super().scan(...): timed once, outside
             return fn(self, *args)
         self._in_phase = True
         start = _clock()
@@ -234,6 +247,7 @@ def _timed_phase(phase: str, fn):
         tmp = workdir / (name + ".tmp")
         tmp.write_text(json.dumps({"seconds": seconds}))
         os.replace(tmp, workdir / name)
+
     return wrapper
 
 
@@ -248,6 +262,7 @@ def register(name: str):
         cls.name = name
         STEPS[name] = cls
         return cls
+
     return wrap
 
 
@@ -272,7 +287,7 @@ def parse_step_spec(spec: Any, path: str) -> tuple[str, dict]:
     if isinstance(spec, str):
         return spec, {}
     if isinstance(spec, dict) and len(spec) == 1:
-        (name, params), = spec.items()
+        ((name, params),) = spec.items()
         if params is None:
             params = {}
         if not isinstance(params, dict):
@@ -288,8 +303,9 @@ def build_step(name: str, params: dict | None, path: str = "steps") -> Step:
 
         close = difflib.get_close_matches(name, list(registry), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"config key '{path}': unknown step '{name}'{hint}; known steps: "
-                          f"{', '.join(sorted(registry))}")
+        raise ConfigError(
+            f"config key '{path}': unknown step '{name}'{hint}; known steps: {', '.join(sorted(registry))}"
+        )
     cls = registry[name]
     return cls(build(cls.Params, params or {}, f"{path}.{name}"))
 

@@ -11,9 +11,9 @@ The step also loads fastText supervised `.bin` models (DCLM / FineWeb-Edu qualit
 fastText language id; see `fasttext_model.py`), told apart from `.npz` models by the file's magic
 bytes; their score is the probability of `label` (default `__label__hq`).
 """
+
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from dataclasses import dataclass
@@ -32,13 +32,28 @@ FORMAT = "anvil-hashed-logreg-v1"
 def _vectorizer(cfg: dict):
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    return HashingVectorizer(n_features=cfg["n_features"], ngram_range=(1, cfg["ngram_max"]),
-                             alternate_sign=False, norm="l2", lowercase=True, dtype=np.float32)
+    return HashingVectorizer(
+        n_features=cfg["n_features"],
+        ngram_range=(1, cfg["ngram_max"]),
+        alternate_sign=False,
+        norm="l2",
+        lowercase=True,
+        dtype=np.float32,
+    )
 
 
-def train_classifier(positive: list[str], negative: list[str], output: str | Path, *,
-                     n_features: int = 2 ** 20, ngram_max: int = 2, C: float = 4.0,
-                     max_chars: int = 20_000, holdout: float = 0.1, max_docs: int | None = None) -> dict:
+def train_classifier(
+    positive: list[str],
+    negative: list[str],
+    output: str | Path,
+    *,
+    n_features: int = 2**20,
+    ngram_max: int = 2,
+    C: float = 4.0,
+    max_chars: int = 20_000,
+    holdout: float = 0.1,
+    max_docs: int | None = None,
+) -> dict:
     """Train on the documents of `positive` / `negative` inputs (any reader format); return metrics."""
     from sklearn.linear_model import LogisticRegression
 
@@ -62,11 +77,19 @@ def train_classifier(positive: list[str], negative: list[str], output: str | Pat
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, coef=model.coef_[0].astype(np.float32), intercept=np.float32(model.intercept_[0]),
-             config=np.array(json.dumps(cfg)))
+    np.savez(
+        tmp,
+        coef=model.coef_[0].astype(np.float32),
+        intercept=np.float32(model.intercept_[0]),
+        config=np.array(json.dumps(cfg)),
+    )
     tmp.replace(out)
-    metrics = {"docs": int(len(y)), "positive": int(y.sum()), "negative": int((1 - y).sum()),
-               "train_accuracy": float(model.score(X[~held], y[~held]))}
+    metrics = {
+        "docs": int(len(y)),
+        "positive": int(y.sum()),
+        "negative": int((1 - y).sum()),
+        "train_accuracy": float(model.score(X[~held], y[~held])),
+    }
     if held.any():
         metrics["holdout_docs"] = int(held.sum())
         metrics["holdout_accuracy"] = float(model.score(X[held], y[held]))
@@ -92,15 +115,16 @@ class QualityModel:
 class QualityClassifier(Filter):
     @dataclass
     class Params:
-        model: str = ""                    # .npz (train-classifier) or fastText .bin
-        threshold: float = 0.5             # keep documents whose score is >= this
-        label: str = "__label__hq"         # fastText only: the label whose probability is the score
+        model: str = ""  # .npz (train-classifier) or fastText .bin
+        threshold: float = 0.5  # keep documents whose score is >= this
+        label: str = "__label__hq"  # fastText only: the label whose probability is the score
         score_field: str = "quality_score"  # metadata key the score is written to
 
         def validate(self) -> None:
             if not self.model:
-                raise ConfigError("classifier.model: a model file is required "
-                                  "(train one with `anvil data train-classifier`)")
+                raise ConfigError(
+                    "classifier.model: a model file is required (train one with `anvil data train-classifier`)"
+                )
             if not Path(self.model).is_file():
                 raise ConfigError(f"classifier.model: file not found: {self.model}")
             if not self.score_field:
@@ -130,11 +154,13 @@ def load_model(path: str, label: str = "__label__hq"):
     expected = "expected an Anvil .npz model (anvil data train-classifier) or a fastText .bin/.ftz model"
     with open(path, "rb") as fh:
         head = fh.read(4)
-    if head != b"PK\x03\x04":   # .npz files are zip archives
-        raise ConfigError(f"classifier.model: {path}: not a model the classifier can load: {expected} "
-                          f"(the file starts with {head!r})")
+    if head != b"PK\x03\x04":  # .npz files are zip archives
+        raise ConfigError(
+            f"classifier.model: {path}: not a model the classifier can load: {expected} (the file starts with {head!r})"
+        )
     try:
         return QualityModel(path)
     except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise ConfigError(f"classifier.model: {path}: not a model the classifier can load: {expected} "
-                          f"({exc})") from None
+        raise ConfigError(
+            f"classifier.model: {path}: not a model the classifier can load: {expected} ({exc})"
+        ) from None

@@ -24,6 +24,7 @@ a task whose data is not local is reported with the path it looked for.
 matched word range out (a document with no word left is dropped). Either way stats.json gains
 `"contamination": {FILE_STEM: documents_matched}` and report.html lists examples per benchmark.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,8 @@ from data_pipeline.steps.base import EXAMPLES_PER_REASON, CorpusStage, register
 from framework.configtree import ConfigError
 
 _WORD = re.compile(r"[^\W_]+")
-_MULT = np.uint64(0x9E3779B97F4A7C15)   # odd: rolling hash multiplier
-_MAX_FILES = 64                         # one bit per evaluation file
+_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd: rolling hash multiplier
+_MAX_FILES = 64  # one bit per evaluation file
 
 
 def words_of(text: str) -> list[str]:
@@ -50,7 +51,9 @@ def words_of(text: str) -> list[str]:
 
 
 def word_value(word: str) -> int:
-    return xxhash.xxh3_64_intdigest(word.encode("utf-8", "surrogatepass")) or 1     # 0 marks "not in the evaluation vocabulary"
+    return (
+        xxhash.xxh3_64_intdigest(word.encode("utf-8", "surrogatepass")) or 1
+    )  # 0 marks "not in the evaluation vocabulary"
 
 
 def ngram_hashes(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -58,7 +61,7 @@ def ngram_hashes(values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     m = len(values) - n + 1
     h = np.zeros(m, dtype=np.uint64)
     for k in range(n):
-        h = h * _MULT + values[k:k + m]
+        h = h * _MULT + values[k : k + m]
     unknown = np.concatenate([[0], np.cumsum(values == 0)])
     return h, unknown[n:] - unknown[:m] == 0
 
@@ -82,12 +85,15 @@ def _task_files(yaml_path: Path) -> tuple[str, list[Path]] | None:
     items = spec.values() if isinstance(spec, dict) else [spec]
     files = [yaml_path.parent / f for item in items for f in ([item] if isinstance(item, str) else item or [])]
     if not files:
-        raise ConfigError(f"decontaminate.eval_files: {yaml_path}: task reads dataset_path json but names no "
-                          "data_files")
+        raise ConfigError(
+            f"decontaminate.eval_files: {yaml_path}: task reads dataset_path json but names no data_files"
+        )
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise ConfigError(f"decontaminate.eval_files: task {task.get('task', yaml_path.stem)!r} ({yaml_path}): "
-                          f"data file not found: {missing[0]}")
+        raise ConfigError(
+            f"decontaminate.eval_files: task {task.get('task', yaml_path.stem)!r} ({yaml_path}): "
+            f"data file not found: {missing[0]}"
+        )
     return str(task.get("task") or yaml_path.stem), files
 
 
@@ -102,8 +108,10 @@ def eval_sources(entries: list[str]) -> list[tuple[str, list[Path]]]:
         elif path.is_dir():
             tasks = [t for y in sorted(path.rglob("*.yaml")) if (t := _task_files(y))]
             if not tasks:
-                raise ConfigError(f"config key 'decontaminate.eval_files[{i}]': {entry} is a folder with no "
-                                  "lm-evaluation-harness task reading local files (dataset_path: json + data_files)")
+                raise ConfigError(
+                    f"config key 'decontaminate.eval_files[{i}]': {entry} is a folder with no "
+                    "lm-evaluation-harness task reading local files (dataset_path: json + data_files)"
+                )
             out.extend(tasks)
         else:
             raise ConfigError(f"config key 'decontaminate.eval_files[{i}]': file not found: {entry}")
@@ -152,22 +160,26 @@ def example_texts(path: Path, fields: list[str]):
 class Decontaminate(CorpusStage):
     @dataclass
     class Params:
-        eval_files: list[str] = field(default_factory=list)    # JSONL files or lm-eval task folders
+        eval_files: list[str] = field(default_factory=list)  # JSONL files or lm-eval task folders
         fields: list[str] = field(default_factory=lambda: ["question", "choices", "answer"])
         ngram: int = 13
         mode: Literal["document", "spans"] = "document"
 
         def validate(self) -> None:
             if not self.eval_files:
-                raise ConfigError("config key 'decontaminate.eval_files': at least one JSONL file of evaluation "
-                                  "examples is required")
+                raise ConfigError(
+                    "config key 'decontaminate.eval_files': at least one JSONL file of evaluation examples is required"
+                )
             names = [name for name, _ in eval_sources(self.eval_files)]
             if len(names) > _MAX_FILES:
-                raise ConfigError(f"config key 'decontaminate.eval_files': at most {_MAX_FILES} evaluation sets, "
-                                  f"got {len(names)}")
+                raise ConfigError(
+                    f"config key 'decontaminate.eval_files': at most {_MAX_FILES} evaluation sets, got {len(names)}"
+                )
             if len(set(names)) != len(names):
-                raise ConfigError(f"config key 'decontaminate.eval_files': evaluation set names must differ (stats "
-                                  f"are keyed by name): {names}")
+                raise ConfigError(
+                    f"config key 'decontaminate.eval_files': evaluation set names must differ (stats "
+                    f"are keyed by name): {names}"
+                )
             if not self.fields:
                 raise ConfigError("config key 'decontaminate.fields': name at least one field")
             if self.ngram < 1:
@@ -181,7 +193,7 @@ class Decontaminate(CorpusStage):
 
     # --- the index: built once in the reduce ------------------------------------------------
     def scan(self, docs, shard: int, workdir: Path) -> None:
-        pass    # the index comes from the evaluation files, not from the corpus
+        pass  # the index comes from the evaluation files, not from the corpus
 
     def reduce(self, num_shards: int, workdir: Path) -> None:
         from framework.runtime import get_logger
@@ -198,14 +210,15 @@ class Decontaminate(CorpusStage):
                 h, _ = ngram_hashes(values, n)
                 hashes.append(h)
                 bits.append(np.full(len(h), 1 << i, dtype=np.uint64))
-                if len(hashes) > 4096:       # fold as we go: memory stays near the distinct n-grams
+                if len(hashes) > 4096:  # fold as we go: memory stays near the distinct n-grams
                     hashes, bits = _fold(hashes, bits)
         [h], [b] = _fold(hashes, bits)
         np.savez(workdir / "index.npz", hashes=h, bits=b)
         (workdir / "vocab.json").write_text(json.dumps(sorted(vocab)))
         if short:
-            get_logger("data").info("decontaminate: %d evaluation examples have fewer than %d words and cannot "
-                                    "match", short, n)
+            get_logger("data").info(
+                "decontaminate: %d evaluation examples have fewer than %d words and cannot match", short, n
+            )
 
     def prepare(self, shard: int, workdir: Path) -> None:
         index = np.load(workdir / "index.npz")
@@ -234,7 +247,7 @@ class Decontaminate(CorpusStage):
         n = self.params.ngram
         all_bits = int(np.bitwise_or.reduce(bits))
         matched = [s for i, s in enumerate(self.stems) if all_bits >> i & 1]
-        first = " ".join(words[int(starts[0]):int(starts[0]) + n])
+        first = " ".join(words[int(starts[0]) : int(starts[0]) + n])
         for stem in matched:
             self.stats.tallies["contamination"][stem] += 1
             examples = self.stats.examples.setdefault(f"contamination:{stem}", [])
@@ -257,7 +270,7 @@ class Decontaminate(CorpusStage):
                 ranges.append([s, s + n])
         pieces, pos = [], 0
         for a, b in ranges:
-            pieces.append(doc.text[pos:spans[a][0]])
+            pieces.append(doc.text[pos : spans[a][0]])
             pos = spans[b - 1][1]
         pieces.append(doc.text[pos:])
         self.stats.edits["spans_cut"] += len(ranges)

@@ -4,6 +4,7 @@ The key is a 128-bit BLAKE2b of the text lowercased with whitespace collapsed. T
 occurrence in corpus order (shard, then position) is kept; every later copy is dropped with
 reason `duplicate` and `duplicate_of` naming the kept document, whatever the number of workers.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,7 +47,7 @@ class ExactDedup(CorpusStage):
         else:
             allk = np.concatenate(keys)
         _, first, inverse = np.unique(allk, return_index=True, return_inverse=True)
-        rep = first[inverse.reshape(-1)]           # global index of each doc's first copy
+        rep = first[inverse.reshape(-1)]  # global index of each doc's first copy
         is_dup = rep != np.arange(len(allk))
         starts = np.concatenate([[0], np.cumsum(sizes)])
         ids_cache: dict[int, list[str]] = {}

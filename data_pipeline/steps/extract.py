@@ -4,6 +4,7 @@ that are already text pass through untouched. Engines, settings and drop reasons
 `extract_error`, `no_text`) are described in data_pipeline/io/html.py; README.md ("Choosing the
 extraction engine") compares what the two keep.
 """
+
 from __future__ import annotations
 
 from data_pipeline.document import Document

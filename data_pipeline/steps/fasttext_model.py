@@ -15,6 +15,7 @@ Training (`anvil data train-classifier --backend fasttext`) writes labels `__lab
 and `__label__lq` (negative), the names DCLM uses, on one thread with a fixed seed, so the same
 inputs and settings give the same model file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,8 +57,10 @@ class Reader:
 
     def skip(self, size: int) -> None:
         if size < 0 or self.pos + size > len(self.data):
-            raise ValueError(f"{self.path}: truncated or corrupt: a block of {size} bytes at offset {self.pos} "
-                             f"runs past the end of the file ({len(self.data)} bytes)")
+            raise ValueError(
+                f"{self.path}: truncated or corrupt: a block of {size} bytes at offset {self.pos} "
+                f"runs past the end of the file ({len(self.data)} bytes)"
+            )
         self.pos += size
 
     def word(self) -> None:
@@ -68,11 +71,11 @@ class Reader:
 
 
 def _skip_matrix(r: Reader, quantized: bool) -> None:
-    if not quantized:   # DenseMatrix: int64 m, int64 n, float32[m * n]
+    if not quantized:  # DenseMatrix: int64 m, int64 n, float32[m * n]
         m, n = r.take("<qq")
         r.skip(4 * m * n if m >= 0 and n >= 0 else -1)
         return
-    qnorm, m, n, codesize = r.take("<?qqi")   # QuantMatrix, then its ProductQuantizer(s)
+    qnorm, m, n, codesize = r.take("<?qqi")  # QuantMatrix, then its ProductQuantizer(s)
     r.skip(codesize)
     for with_norms in (False, True):
         if with_norms and not qnorm:
@@ -94,21 +97,23 @@ def check_model_file(path: str | Path) -> None:
         magic, version = r.take("<ii")
         if magic != 793712314:
             raise ValueError(f"{path}: not a fastText model (bad magic number)")
-        if version not in (11, 12):   # 11: older published models, same layout (fastText reads both)
+        if version not in (11, 12):  # 11: older published models, same layout (fastText reads both)
             raise ValueError(f"{path}: fastText file format version {version}; this loader reads 11 and 12")
-        r.skip(12 * 4 + 8)   # Args: 12 int32 and the sampling threshold `t` (double)
+        r.skip(12 * 4 + 8)  # Args: 12 int32 and the sampling threshold `t` (double)
         size, _nwords, _nlabels, _ntokens, pruneidx_size = r.take("<iiiqq")
         for _ in range(size):
             r.word()
-            r.skip(8 + 1)    # count (int64), entry type (int8)
+            r.skip(8 + 1)  # count (int64), entry type (int8)
         r.skip(8 * max(pruneidx_size, 0))
-        quant_input, = r.take("<?")
+        (quant_input,) = r.take("<?")
         _skip_matrix(r, quant_input)
-        quant_output, = r.take("<?")
+        (quant_output,) = r.take("<?")
         _skip_matrix(r, quant_output)
         if r.pos != len(data):
-            raise ValueError(f"{path}: {len(data) - r.pos} unexpected bytes after the model ({len(data)} "
-                             f"bytes, the layout ends at {r.pos})")
+            raise ValueError(
+                f"{path}: {len(data) - r.pos} unexpected bytes after the model ({len(data)} "
+                f"bytes, the layout ends at {r.pos})"
+            )
 
 
 def _one_line(text: str) -> str:
@@ -127,7 +132,7 @@ class FastTextModel:
         if not labels:
             raise ValueError(f"{path}: a fastText model without labels (an unsupervised word-vector model?)")
         if label not in labels and LABEL_PREFIX + label in labels:
-            label = LABEL_PREFIX + label   # `label: en` means `__label__en`
+            label = LABEL_PREFIX + label  # `label: en` means `__label__en`
         if label not in labels:
             shown = ", ".join(labels[:10]) + (f" ... ({len(labels)} labels)" if len(labels) > 10 else "")
             raise KeyError(f"'{label}' is not a label of {path} (labels: {shown})")
@@ -138,22 +143,36 @@ class FastTextModel:
         line = _one_line(text)
         try:
             labels, probs = self.model.predict(line, k=self.num_labels, threshold=0.0)
-        except UnicodeEncodeError:   # lone surrogates cannot cross into C++
-            labels, probs = self.model.predict(line.encode("utf-8", "replace").decode("utf-8"),
-                                               k=self.num_labels, threshold=0.0)
+        except UnicodeEncodeError:  # lone surrogates cannot cross into C++
+            labels, probs = self.model.predict(
+                line.encode("utf-8", "replace").decode("utf-8"), k=self.num_labels, threshold=0.0
+            )
         for name, prob in zip(labels, probs):
             if name == self.label:
-                return min(1.0, max(0.0, float(prob)))   # fastText adds 1e-5 before its log
+                return min(1.0, max(0.0, float(prob)))  # fastText adds 1e-5 before its log
         return 0.0
 
     def scores(self, texts: list[str]) -> list[float]:
         return [self.score(t) for t in texts]
 
 
-def train_fasttext(positive: list[str], negative: list[str], output: str | Path, *, dim: int = 64,
-                   word_ngrams: int = 2, buckets: int = 2 ** 18, epoch: int = 25, lr: float = 0.5,
-                   min_count: int = 1, threads: int = 1, max_chars: int = 20_000, holdout: float = 0.1,
-                   max_docs: int | None = None, seed: int = 0) -> dict:
+def train_fasttext(
+    positive: list[str],
+    negative: list[str],
+    output: str | Path,
+    *,
+    dim: int = 64,
+    word_ngrams: int = 2,
+    buckets: int = 2**18,
+    epoch: int = 25,
+    lr: float = 0.5,
+    min_count: int = 1,
+    threads: int = 1,
+    max_chars: int = 20_000,
+    holdout: float = 0.1,
+    max_docs: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Train a `__label__hq` / `__label__lq` model on the documents of `positive` / `negative`
     inputs (any reader format), write it to `output` (fastText `.bin`); return metrics."""
     import tempfile
@@ -172,23 +191,34 @@ def train_fasttext(positive: list[str], negative: list[str], output: str | Path,
                 (held if is_holdout(doc.id, holdout) else train).append((label, line))
     if len({label for label, _ in train}) < 2:
         raise ValueError("training needs at least one positive and one negative document outside the holdout")
-    random.Random(seed).shuffle(train)   # SGD sees the classes interleaved, in a fixed order
+    random.Random(seed).shuffle(train)  # SGD sees the classes interleaved, in a fixed order
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".fasttext-") as tmp:
         data = Path(tmp) / "train.txt"
         with open(data, "w", encoding="utf-8", errors="replace") as fh:
             fh.writelines(f"{label} {line}\n" for label, line in train)
-        model = fasttext.train_supervised(input=str(data), dim=dim, wordNgrams=word_ngrams, bucket=buckets,
-                                          epoch=epoch, lr=lr, minCount=min_count, thread=threads,
-                                          seed=seed, verbose=0)
+        model = fasttext.train_supervised(
+            input=str(data),
+            dim=dim,
+            wordNgrams=word_ngrams,
+            bucket=buckets,
+            epoch=epoch,
+            lr=lr,
+            minCount=min_count,
+            thread=threads,
+            seed=seed,
+            verbose=0,
+        )
         model.save_model(str(Path(tmp) / "model.bin"))
         (Path(tmp) / "model.bin").replace(out)
     scorer = FastTextModel(out)
-    metrics = {"docs": len(train) + len(held),
-               "positive": sum(label == POSITIVE for label, _ in train + held),
-               "negative": sum(label == NEGATIVE for label, _ in train + held),
-               "train_accuracy": _accuracy(scorer, train)}
+    metrics = {
+        "docs": len(train) + len(held),
+        "positive": sum(label == POSITIVE for label, _ in train + held),
+        "negative": sum(label == NEGATIVE for label, _ in train + held),
+        "train_accuracy": _accuracy(scorer, train),
+    }
     if held:
         metrics["holdout_docs"] = len(held)
         metrics["holdout_accuracy"] = _accuracy(scorer, held)

@@ -3,6 +3,7 @@
 Writes `metadata["lang"]` and `metadata["lang_score"]` (normalised probability, 4 decimals) and
 keeps documents in `languages` (empty: any) whose score reaches `threshold` (FineWeb's 0.65).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class Language(Filter):
     class Params:
         languages: list[str] = field(default_factory=lambda: ["en"])
         threshold: float = 0.65
-        max_chars: int = 20_000   # classify a prefix: long documents cost no more than this
+        max_chars: int = 20_000  # classify a prefix: long documents cost no more than this
 
     def __init__(self, params=None):
         super().__init__(params)

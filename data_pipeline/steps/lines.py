@@ -6,6 +6,7 @@ occur in at least `min_docs` distinct documents of the corpus are removed from e
 Documents left with no text are dropped (`all_boilerplate`). Counting is corpus-wide, so the
 result does not depend on sharding or workers.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,8 @@ class LineDedup(CorpusStage):
     @dataclass
     class Params:
         unit: Literal["line", "paragraph"] = "line"
-        min_docs: int = 3       # a unit seen in this many documents is boilerplate
-        min_chars: int = 10     # shorter units are never removed (e.g. "Example:")
+        min_docs: int = 3  # a unit seen in this many documents is boilerplate
+        min_chars: int = 10  # shorter units are never removed (e.g. "Example:")
 
     def _units(self, text: str) -> list[str]:
         return text.split("\n\n" if self.params.unit == "paragraph" else "\n")

@@ -3,6 +3,7 @@
 Spaces and tabs inside a line collapse to one space, lines lose trailing whitespace, runs of three
 or more newlines become one blank line, and the text is stripped. Documents left empty are dropped.
 """
+
 from __future__ import annotations
 
 import re
@@ -33,7 +34,7 @@ def normalize_text(text: str, form: str = "NFC") -> str:
 class Normalize(Step):
     @dataclass
     class Params:
-        unicode_form: str = "NFC"   # NFC, NFKC, or "" to skip
+        unicode_form: str = "NFC"  # NFC, NFKC, or "" to skip
 
     def process(self, doc: Document):
         text = normalize_text(doc.text, self.params.unicode_form)

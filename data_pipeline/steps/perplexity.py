@@ -13,6 +13,7 @@ scores, `reduce` turns all scores into cutoffs (or takes fixed ones), `process` 
     - perplexity: {model: runs/wiki_lm, keep: [head, middle]}              # CCNet-style thirds
     - perplexity: {model: hf_lm/, mode: threshold, max_perplexity: 500}     # a fixed cut
 """
+
 from __future__ import annotations
 
 import json
@@ -55,17 +56,22 @@ class Perplexity(CorpusStage):
             if bad:
                 raise ConfigError(f"config key 'perplexity.keep': unknown bucket {bad[0]!r}; expected {list(BUCKETS)}")
             if not 0 <= self.head_percentile <= self.tail_percentile <= 100:
-                raise ConfigError("config keys 'perplexity.head_percentile' / 'tail_percentile': expected "
-                                  f"0 <= head <= tail <= 100, got {self.head_percentile}, {self.tail_percentile}")
+                raise ConfigError(
+                    "config keys 'perplexity.head_percentile' / 'tail_percentile': expected "
+                    f"0 <= head <= tail <= 100, got {self.head_percentile}, {self.tail_percentile}"
+                )
             if (self.head_max is None) != (self.tail_min is None):
                 raise ConfigError("config keys 'perplexity.head_max' / 'tail_min': set both or neither")
             if self.head_max is not None and self.head_max > self.tail_min:
                 raise ConfigError(f"config key 'perplexity.head_max': {self.head_max} > tail_min {self.tail_min}")
             if self.mode == "threshold" and self.max_perplexity is None and self.min_perplexity is None:
-                raise ConfigError("config key 'perplexity.max_perplexity': threshold mode needs "
-                                  "max_perplexity and/or min_perplexity")
+                raise ConfigError(
+                    "config key 'perplexity.max_perplexity': threshold mode needs max_perplexity and/or min_perplexity"
+                )
             if self.batch_size <= 0 or self.max_tokens <= 1:
-                raise ConfigError("config keys 'perplexity.batch_size' / 'max_tokens': must be positive (max_tokens >= 2)")
+                raise ConfigError(
+                    "config keys 'perplexity.batch_size' / 'max_tokens': must be positive (max_tokens >= 2)"
+                )
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -91,7 +97,7 @@ class Perplexity(CorpusStage):
         scores: list[Optional[float]] = []
         chunk = self.params.batch_size * 16  # bounded memory; batches form inside each chunk
         for i in range(0, len(texts), chunk):
-            for r in score_texts(self.scorer(), texts[i:i + chunk], self.params.batch_size, self.params.max_tokens):
+            for r in score_texts(self.scorer(), texts[i : i + chunk], self.params.batch_size, self.params.max_tokens):
                 scores.append(r["perplexity"] if math.isfinite(r["perplexity"]) else None)
         tmp = workdir / f"scan-{shard:05d}.json.tmp"
         tmp.write_text(json.dumps(scores))
@@ -104,8 +110,12 @@ class Perplexity(CorpusStage):
         if p.head_max is not None:
             edges = (p.head_max, p.tail_min)
         else:
-            scores = [s for k in range(num_shards)
-                      for s in json.loads((workdir / f"scan-{k:05d}.json").read_text()) if s is not None]
+            scores = [
+                s
+                for k in range(num_shards)
+                for s in json.loads((workdir / f"scan-{k:05d}.json").read_text())
+                if s is not None
+            ]
             if scores:
                 edges = tuple(float(np.percentile(scores, q)) for q in (p.head_percentile, p.tail_percentile))
             else:

@@ -4,6 +4,7 @@ Placeholders are constant strings (`<EMAIL>`, `<IP_ADDRESS>`), so the same input
 same bytes. Only globally routable IPs are redacted (private, loopback and documentation ranges
 and version-number look-alikes such as 1.2.3 stay), as in FineWeb's PII formatter.
 """
+
 from __future__ import annotations
 
 import ipaddress

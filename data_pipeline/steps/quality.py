@@ -10,6 +10,7 @@ without letters and drops more punctuation-heavy technical pages (benchmarks/cur
 how often the two agree). All four read one shared `text_stats(doc)`
 (words, lines, paragraphs, n-gram hashes computed once): see text_stats.py for why.
 """
+
 from __future__ import annotations
 
 import re
@@ -122,12 +123,17 @@ def repeats(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return later, repeating
 
 
-def _all_duplicate_chars(hashes: np.ndarray, ngram_chars: np.ndarray, n: int, limit: float,
-                         masks: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+def _all_duplicate_chars(
+    hashes: np.ndarray,
+    ngram_chars: np.ndarray,
+    n: int,
+    limit: float,
+    masks: tuple[np.ndarray, np.ndarray] | None = None,
+) -> float:
     """Characters in repeated n-grams, scanning left to right and jumping over each repeat (Gopher's
     definition). Returns early with an upper bound once the answer cannot exceed `limit`."""
     later, repeating = masks if masks is not None else repeats(hashes)
-    bound = float(ngram_chars[later].sum())   # only non-first occurrences can ever be counted
+    bound = float(ngram_chars[later].sum())  # only non-first occurrences can ever be counted
     if bound <= limit:
         return bound
     # Unique n-grams never change the scan: walk only the positions of n-grams that repeat.
@@ -154,8 +160,9 @@ class GopherRepetition(Filter):
         dup_line_char_frac: float = 0.2
         dup_para_char_frac: float = 0.2
         top_n_grams: list[list[float]] = field(default_factory=lambda: [[2, 0.2], [3, 0.18], [4, 0.16]])
-        dup_n_grams: list[list[float]] = field(default_factory=lambda: [
-            [5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.10]])
+        dup_n_grams: list[list[float]] = field(
+            default_factory=lambda: [[5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.10]]
+        )
 
     def keep(self, doc: Document):
         p, st = self.params, text_stats(doc)
@@ -184,7 +191,7 @@ class GopherRepetition(Filter):
             gram_chars = csum[n:] - csum[:-n] + (n - 1)  # " ".join(words) length
             if _top_ngram_chars(hashes, gram_chars) / n_chars > frac:
                 return False, f"top_{n}_gram"
-        candidates = None   # positions whose n-gram repeats; an (n+1)-gram can only repeat there
+        candidates = None  # positions whose n-gram repeats; an (n+1)-gram can only repeat there
         for n, frac in sorted(p.dup_n_grams):
             n = int(n)
             hashes = st.ngram_hashes(n)
@@ -192,8 +199,8 @@ class GopherRepetition(Filter):
                 continue
             gram_chars = csum[n:] - csum[:-n]  # "".join(words) length
             limit = frac * n_chars
-            if candidates is not None and gram_chars[candidates[:len(hashes)]].sum() <= limit:
-                continue   # cheap bound from the shorter n-grams: no sort needed
+            if candidates is not None and gram_chars[candidates[: len(hashes)]].sum() <= limit:
+                continue  # cheap bound from the shorter n-grams: no sort needed
             masks = repeats(hashes)
             candidates = masks[0]
             if _all_duplicate_chars(hashes, gram_chars, n, limit, masks) / n_chars > frac:
@@ -203,8 +210,7 @@ class GopherRepetition(Filter):
 
 _CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 _SENTENCE_END_RE = re.compile(r"[.!?…。！？]+(?:['\"”’)\]]*)(?=\s|$)")
-POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies",
-                     "use cookies")
+POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
 @register("c4")

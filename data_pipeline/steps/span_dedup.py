@@ -20,6 +20,7 @@ Decisions do not depend on the number of ranges. False positives: two different 
 64-bit hash with probability 2^-64; over a corpus of n distinct units the chance that any unit is
 wrongly removed is about n^2 / 2^65 (1e9 distinct lines: ~2.7%, i.e. one line in the corpus; 1e8: 0.03%).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,9 @@ _xxh3 = xxhash.xxh3_64_intdigest
 def _hash(unit: str) -> int:
     return _xxh3(unit.encode("utf-8", "surrogatepass"))
 
+
 _SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*(?:\s+|$)|\n\s*")
-_BYTES_PER_UNIT = 80   # reduce working set per unit (measured ~79): hash, key, unit, shard, sort order, copies
+_BYTES_PER_UNIT = 80  # reduce working set per unit (measured ~79): hash, key, unit, shard, sort order, copies
 
 
 def split_sentences(text: str) -> list[str]:
@@ -51,7 +53,7 @@ def split_sentences(text: str) -> list[str]:
     pieces, start = [], 0
     for m in _SENTENCE_END.finditer(text):
         if m.end() > start:
-            pieces.append(text[start:m.end()])
+            pieces.append(text[start : m.end()])
             start = m.end()
     if start < len(text):
         pieces.append(text[start:])
@@ -63,8 +65,8 @@ class _UnitDedup(CorpusStage):
 
     @dataclass
     class Params:
-        min_doc_words: int = 50     # a document that lost text and has fewer words left is dropped
-        memory_mb: int = 1024       # reduce working set (the hash space is walked in ranges to fit)
+        min_doc_words: int = 50  # a document that lost text and has fewer words left is dropped
+        memory_mb: int = 1024  # reduce working set (the hash space is walked in ranges to fit)
         step: ClassVar[str] = "paragraph_dedup"
 
         def validate(self) -> None:
@@ -95,18 +97,20 @@ class _UnitDedup(CorpusStage):
             np.save(workdir / f"scan-{shard:05d}.{name}.npy", arr)
 
     def reduce(self, num_shards: int, workdir: Path) -> None:
-        maps = [{k: np.load(workdir / f"scan-{s:05d}.{k}.npy", mmap_mode="r") for k in ("hash", "doc", "unit")}
-                for s in range(num_shards)]
+        maps = [
+            {k: np.load(workdir / f"scan-{s:05d}.{k}.npy", mmap_mode="r") for k in ("hash", "doc", "unit")}
+            for s in range(num_shards)
+        ]
         total = sum(len(m["hash"]) for m in maps)
-        ranges = max(1, math.ceil(total * _BYTES_PER_UNIT / (self.params.memory_mb * 2 ** 20)))
-        bounds = [(2 ** 64 * r) // ranges for r in range(ranges + 1)]
+        ranges = max(1, math.ceil(total * _BYTES_PER_UNIT / (self.params.memory_mb * 2**20)))
+        bounds = [(2**64 * r) // ranges for r in range(ranges + 1)]
         removed: list[list[np.ndarray]] = [[] for _ in range(num_shards)]
         for r in range(ranges):
             lo, hi = np.uint64(bounds[r]), bounds[r + 1]
             hs, keys, units, shards = [], [], [], []
             for s, m in enumerate(maps):
                 i0 = int(np.searchsorted(m["hash"], lo, side="left"))
-                i1 = len(m["hash"]) if hi >= 2 ** 64 else int(np.searchsorted(m["hash"], np.uint64(hi), side="left"))
+                i1 = len(m["hash"]) if hi >= 2**64 else int(np.searchsorted(m["hash"], np.uint64(hi), side="left"))
                 if i1 > i0:
                     hs.append(np.asarray(m["hash"][i0:i1]))
                     keys.append((np.uint64(s) << np.uint64(32)) | np.asarray(m["doc"][i0:i1]).astype(np.uint64))
@@ -119,7 +123,7 @@ class _UnitDedup(CorpusStage):
             h, key = h[order], key[order]
             starts = np.flatnonzero(np.concatenate([[True], h[1:] != h[:-1]]))
             first_key = np.repeat(key[starts], np.diff(np.append(starts, len(h))))
-            dup = order[key > first_key]          # positions (in the concatenation) of later copies
+            dup = order[key > first_key]  # positions (in the concatenation) of later copies
             unit, shard = np.concatenate(units)[dup], np.concatenate(shards)[dup]
             for s in np.unique(shard):
                 removed[int(s)].append(unit[shard == s])
@@ -129,7 +133,7 @@ class _UnitDedup(CorpusStage):
 
     def prepare(self, shard: int, workdir: Path) -> None:
         self._remove = np.load(workdir / f"remove-{shard:05d}.npy")
-        self._next_unit = 0    # index of this document's first unit among the shard's units
+        self._next_unit = 0  # index of this document's first unit among the shard's units
 
     def process(self, doc: Document):
         pieces, hashes = self.units(doc.text)
@@ -173,7 +177,7 @@ class SentenceDedup(_UnitDedup):
 
     @dataclass
     class Params(_UnitDedup.Params):
-        span: int = 3               # sentences per hashed window (C4: 3)
+        span: int = 3  # sentences per hashed window (C4: 3)
         step: ClassVar[str] = "sentence_dedup"
 
         def validate(self) -> None:
@@ -185,7 +189,7 @@ class SentenceDedup(_UnitDedup):
         pieces = split_sentences(text)
         norm = [" ".join(p.lower().split()) for p in pieces]
         k = self.params.span
-        return pieces, [_hash(" ".join(norm[i:i + k])) for i in range(len(norm) - k + 1)]
+        return pieces, [_hash(" ".join(norm[i : i + k])) for i in range(len(norm) - k + 1)]
 
     def kept_text(self, pieces, removed_units):
         drop = set()

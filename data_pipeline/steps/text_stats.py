@@ -6,6 +6,7 @@ result on the document (invalidated when `doc.text` is replaced), so four filter
 than one. Words are `\\w+` runs joined by inner apostrophes/hyphens/dots (a regex tokenizer: close
 to spaCy's word tokens without its punctuation tokens, and two orders of magnitude faster).
 """
+
 from __future__ import annotations
 
 import re
@@ -69,7 +70,7 @@ class TextStats:
             else:
                 prev = self.ngram_hashes(n - 1)
                 with np.errstate(over="ignore"):
-                    cache[n] = prev[:m] * _MULT + ids[n - 1:] * _MIX
+                    cache[n] = prev[:m] * _MULT + ids[n - 1 :] * _MIX
         return cache[n]
 
 

@@ -22,6 +22,7 @@ matched: `url_domain_{list}`, `url_url_{list}`, `url_word_{list}`, `url_soft_{li
 A document without a `url` (metadata of WARC records; a `url` field of JSONL) passes. With no
 parameters the small lists shipped in configs/data/url_blocklist/ are used.
 """
+
 from __future__ import annotations
 
 import re
@@ -91,10 +92,17 @@ class UrlFilter(Filter):
 
         def validate(self) -> None:
             if self.soft_word_threshold < 1:
-                raise ConfigError(f"config key 'url_filter.soft_word_threshold': expected >= 1, got "
-                                  f"{self.soft_word_threshold}")
-            for key in ("block_domains", "block_urls", "banned_words", "banned_subwords", "soft_banned_words",
-                        "allow_domains"):
+                raise ConfigError(
+                    f"config key 'url_filter.soft_word_threshold': expected >= 1, got {self.soft_word_threshold}"
+                )
+            for key in (
+                "block_domains",
+                "block_urls",
+                "banned_words",
+                "banned_subwords",
+                "soft_banned_words",
+                "allow_domains",
+            ):
                 for i, p in enumerate(getattr(self, key)):
                     path = Path(p)
                     if path.is_dir() and key in ("block_domains", "block_urls", "allow_domains"):
@@ -129,7 +137,7 @@ class UrlFilter(Filter):
             return True, None
         try:
             host = (urlsplit(url.strip()).hostname or "").rstrip(".")
-        except ValueError:    # e.g. a malformed IPv6 literal: no host to match, words still apply
+        except ValueError:  # e.g. a malformed IPv6 literal: no host to match, words still apply
             host = ""
         parents = list(parent_domains(host)) if host else []
         if self._allow and any(d in self._allow for d in parents):
@@ -181,7 +189,7 @@ def trie_regex(words: list[str]) -> str:
 
     def emit(node: dict) -> str:
         if "" in node:
-            return ""            # a word ends here: the shortest match is enough for `search`
+            return ""  # a word ends here: the shortest match is enough for `search`
         alts = [re.escape(ch) + emit(child) for ch, child in sorted(node.items())]
         return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
 

@@ -4,6 +4,7 @@ One `Source` per input file (`data_pipeline.io.readers.expand_inputs` decides fi
 order), so tokenization can resume file by file. A file's identity is its path, size and
 modification time: a file that changed since a completed part is tokenized again.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,14 +23,19 @@ def input_sources(inputs: Sequence[str]) -> list[Source]:
     sources = []
     for path in files:
         st = path.stat()
-        sources.append(Source(str(path), {"path": str(path.resolve()), "size": st.st_size,
-                                          "mtime_ns": st.st_mtime_ns},
-                              lambda on_reject=None, p=path: read_documents(p, on_reject)))
+        sources.append(
+            Source(
+                str(path),
+                {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+                lambda on_reject=None, p=path: read_documents(p, on_reject),
+            )
+        )
     return sources
 
 
-def iter_input_texts(inputs: Sequence[str], rejected: dict[str, int] | None = None,
-                     rejected_path: str | Path | None = None) -> Iterator[str]:
+def iter_input_texts(
+    inputs: Sequence[str], rejected: dict[str, int] | None = None, rejected_path: str | Path | None = None
+) -> Iterator[str]:
     """Texts of every document of `inputs`, in order; unreadable records are counted by reason
     in `rejected` and written as JSON lines to `rejected_path` (created only when needed)."""
     handle = None

@@ -11,6 +11,7 @@ The plan is written as the YAML fragment the trainer reads, `{data: {paths: [...
 [...]}}`. The trainer's blend (megatron-core's BlendedDataset) draws *samples* in proportion to
 the weights and every sample holds `seq_len + 1` packed tokens, so sample shares are token shares.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,8 @@ import yaml
 from framework.data.mix import MixError, read_mix  # noqa: F401 - re-exported for `anvil data mix`
 
 DEFAULT_MAX_EPOCHS = 4.0
-WARN_FRACTION = 0.75   # warn when a source repeats more than 3/4 of max_epochs
-_SUFFIX = {"": 1, "K": 10 ** 3, "M": 10 ** 6, "B": 10 ** 9, "G": 10 ** 9, "T": 10 ** 12}
+WARN_FRACTION = 0.75  # warn when a source repeats more than 3/4 of max_epochs
+_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 
 
 @dataclass(frozen=True)
@@ -108,19 +109,26 @@ def check_epochs(rows: list[Row], max_epochs: float) -> list[str]:
             f"source {worst.name!r} would be repeated {worst.epochs:.2f} epochs ({worst.drawn:,} of "
             f"{worst.available:,} tokens), past --max-epochs {max_epochs:g}: repeated data is worth "
             f"little after ~4 epochs (Muennighoff et al. 2023). Lower --tokens to at most {fits:,}, "
-            f"lower its weight, add data, or raise --max-epochs")
-    return [f"source {r.name!r} repeats {r.epochs:.2f} epochs, close to --max-epochs {max_epochs:g}"
-            for r in rows if r.epochs > WARN_FRACTION * max_epochs]
+            f"lower its weight, add data, or raise --max-epochs"
+        )
+    return [
+        f"source {r.name!r} repeats {r.epochs:.2f} epochs, close to --max-epochs {max_epochs:g}"
+        for r in rows
+        if r.epochs > WARN_FRACTION * max_epochs
+    ]
 
 
 def write_mix(rows: list[Row], total_tokens: int, output: str | Path) -> None:
     """Write the `{data: {paths, weights}}` fragment (absolute paths), with the plan as comments."""
-    data = {"data": {"paths": [os.path.abspath(r.prefix) for r in rows],
-                     "weights": [round(r.share, 10) for r in rows]}}
-    lines = [f"# anvil data mix: {total_tokens:,} tokens",
-             *(f"#   {r.name}: {r.share:.4f} of the budget, {r.drawn:,} of {r.available:,} tokens, "
-               f"{r.epochs:.2f} epochs" for r in rows),
-             "# Train on it: anvil train CONFIG.yaml data.mix=THIS_FILE"]
+    data = {"data": {"paths": [os.path.abspath(r.prefix) for r in rows], "weights": [round(r.share, 10) for r in rows]}}
+    lines = [
+        f"# anvil data mix: {total_tokens:,} tokens",
+        *(
+            f"#   {r.name}: {r.share:.4f} of the budget, {r.drawn:,} of {r.available:,} tokens, {r.epochs:.2f} epochs"
+            for r in rows
+        ),
+        "# Train on it: anvil train CONFIG.yaml data.mix=THIS_FILE",
+    ]
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -19,6 +19,7 @@ Every file is written under a `.tmp` name and renamed when complete, so a full d
 error (raised naming the file) leaves no half-written part or prefix under its final name.
 Token ids are uint16 when the vocabulary fits (<= 65536), int32 otherwise.
 """
+
 from __future__ import annotations
 
 import gc
@@ -42,6 +43,7 @@ BATCH_DOCS = 256
 @dataclass
 class Source:
     """One input shard: a name, an identity that changes when its content does, and a reader."""
+
     name: str
     identity: dict
     open: Callable[..., Iterable]  # open(on_reject) yields objects with `.text` (Documents)
@@ -92,8 +94,9 @@ def _encode(job: tuple) -> tuple[int, np.ndarray, np.ndarray, dict | None, float
 
 
 # ---- main side ---------------------------------------------------------------------------------
-def _batches(sources: Sequence[Source], todo: set[int], dtype: str, batch_docs: int,
-             parts_dir: Path) -> Iterator[tuple]:
+def _batches(
+    sources: Sequence[Source], todo: set[int], dtype: str, batch_docs: int, parts_dir: Path
+) -> Iterator[tuple]:
     for i, source in enumerate(sources):
         if i not in todo:
             continue
@@ -147,7 +150,7 @@ class _PartWriter:
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         eod = np.array([self.eod], dtype=self.dtype)
         for k in range(len(lengths)):
-            doc = np.concatenate([flat[offsets[k]:offsets[k + 1]], eod])
+            doc = np.concatenate([flat[offsets[k] : offsets[k + 1]], eod])
             self.builder.add_document(doc, [len(doc)])
         self.documents += len(lengths)
         self.tokens += int(lengths.sum()) + len(lengths)
@@ -158,9 +161,14 @@ class _PartWriter:
         self.builder.finalize(self.tmp_base + ".idx")
         _publish(self.tmp_base, str(self.base))
         produced = [Path(str(self.base) + ext) for ext in (".bin", ".idx", ".rejected.jsonl")]
-        marker = {"identity": self.identity, "documents": self.documents, "tokens": self.tokens,
-                  "max_token_id": max(self.max_id, self.eod), **tail,
-                  "files": record_files(produced, self.base.parent)}
+        marker = {
+            "identity": self.identity,
+            "documents": self.documents,
+            "tokens": self.tokens,
+            "max_token_id": max(self.max_id, self.eod),
+            **tail,
+            "files": record_files(produced, self.base.parent),
+        }
         tmp = Path(str(self.base) + ".done.json.tmp")
         tmp.write_text(json.dumps(marker, sort_keys=True))
         os.replace(tmp, str(self.base) + ".done.json")  # the marker is the commit point
@@ -219,9 +227,15 @@ def _load_marker(parts_dir: Path, index: int, identity: dict) -> dict | None:
     return marker
 
 
-def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_prefix: str,
-                     workers: int = 1, batch_docs: int = BATCH_DOCS, progress: bool | None = None,
-                     keep_parts: bool = False) -> TokenizeStats:
+def tokenize_sources(
+    sources: Sequence[Source],
+    tokenizer_path: str,
+    output_prefix: str,
+    workers: int = 1,
+    batch_docs: int = BATCH_DOCS,
+    progress: bool | None = None,
+    keep_parts: bool = False,
+) -> TokenizeStats:
     """Tokenize `sources` in order into `output_prefix`.{bin,idx,json}; resumable per source."""
     from data_pipeline.tokens.tokenizer import load_tokenizer, special_ids
     from framework.runtime import progress as progress_bar
@@ -284,7 +298,7 @@ def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_pref
     except BaseException as exc:
         if writer is not None:
             writer.abort()
-            if isinstance(exc, OSError) and not exc.filename:     # disk full: name the part
+            if isinstance(exc, OSError) and not exc.filename:  # disk full: name the part
                 exc.filename = str(writer.base) + ".bin"
         raise
     finally:
@@ -302,8 +316,9 @@ def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_pref
             stats.rejected[reason] = stats.rejected.get(reason, 0) + n
     _collect_rejected(parts_dir, len(sources), output_prefix)
     if stats.documents == 0:
-        raise ValueError(f"no documents to tokenize in {len(sources)} input(s) "
-                         f"({stats.skipped_empty} empty documents skipped)")
+        raise ValueError(
+            f"no documents to tokenize in {len(sources)} input(s) ({stats.skipped_empty} empty documents skipped)"
+        )
     # Concatenate the parts in input order; megatron's builder copies .bin and shifts the index.
     tmp_prefix = str(output_prefix) + ".tmp"
     final = IndexedDatasetBuilder(tmp_prefix + ".bin", dtype=dtype)
@@ -327,19 +342,38 @@ def tokenize_sources(sources: Sequence[Source], tokenizer_path: str, output_pref
     _publish(tmp_prefix, str(output_prefix))
     stats.sources_done = len(todo)
     stats.max_token_id = max(m["max_token_id"] for m in markers.values())
-    stats.per_source = [{"name": sources[i].name, "documents": markers[i]["documents"],
-                         "tokens": markers[i]["tokens"], "bytes": markers[i]["bytes"]}
-                        for i in range(len(sources))]
+    stats.per_source = [
+        {
+            "name": sources[i].name,
+            "documents": markers[i]["documents"],
+            "tokens": markers[i]["tokens"],
+            "bytes": markers[i]["bytes"],
+        }
+        for i in range(len(sources))
+    ]
     stats.seconds = time.perf_counter() - start
-    write_sidecar(str(output_prefix), {
-        "documents": stats.documents, "tokens": stats.tokens, "vocab_size": vocab,
-        "dtype": np.dtype(dtype).name, "eod_id": eod, "pad_id": pad, "max_token_id": stats.max_token_id,
-        "tokenizer": os.path.basename(str(tokenizer_path)), "tokenizer_sha256": tok_hash,
-        "bytes": stats.bytes, "inputs": stats.per_source,
-        "skipped": {"empty": stats.skipped_empty, **stats.rejected},
-        # keyed by extension, so a prefix copied under another name still verifies
-        "files": {ext: record_files([Path(str(output_prefix) + ext)], out.parent)[out.name + ext]
-                  for ext in (".bin", ".idx")}})
+    write_sidecar(
+        str(output_prefix),
+        {
+            "documents": stats.documents,
+            "tokens": stats.tokens,
+            "vocab_size": vocab,
+            "dtype": np.dtype(dtype).name,
+            "eod_id": eod,
+            "pad_id": pad,
+            "max_token_id": stats.max_token_id,
+            "tokenizer": os.path.basename(str(tokenizer_path)),
+            "tokenizer_sha256": tok_hash,
+            "bytes": stats.bytes,
+            "inputs": stats.per_source,
+            "skipped": {"empty": stats.skipped_empty, **stats.rejected},
+            # keyed by extension, so a prefix copied under another name still verifies
+            "files": {
+                ext: record_files([Path(str(output_prefix) + ext)], out.parent)[out.name + ext]
+                for ext in (".bin", ".idx")
+            },
+        },
+    )
     if not keep_parts:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return stats

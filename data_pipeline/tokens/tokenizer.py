@@ -8,6 +8,7 @@ alphabet, so any text encodes and decodes back exactly). Anvil adds three conven
   is filled with `<|reserved_K|>` tokens, so `get_vocab_size()` is always the padded number;
 - documents stream from the shared readers, so corpora larger than memory train in one pass.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from framework.data.tokenizer import (EOD_TOKEN, MIN_VOCAB, PAD_TOKEN, SPECIAL_TOKENS, VOCAB_MULTIPLE,  # noqa: F401
-                                      load_tokenizer, padded_vocab_size, special_ids)
+from framework.data.tokenizer import (
+    EOD_TOKEN,
+    MIN_VOCAB,
+    PAD_TOKEN,
+    SPECIAL_TOKENS,
+    VOCAB_MULTIPLE,
+    load_tokenizer,
+    padded_vocab_size,
+    special_ids,
+)
+
+# Loading lives in framework.data.tokenizer (the trainer reads tokenizers too); re-exported here so
+# curation code has one module for tokenizers.
+__all__ = [
+    "EOD_TOKEN",
+    "PAD_TOKEN",
+    "SPECIAL_TOKENS",
+    "VOCAB_MULTIPLE",
+    "MIN_VOCAB",
+    "padded_vocab_size",
+    "load_tokenizer",
+    "special_ids",
+    "train_tokenizer",
+    "new_tokenizer",
+    "TokenizerTrainStats",
+]
 
 
 @dataclass
@@ -37,14 +62,21 @@ def new_tokenizer():
     return tok
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, output: str | os.PathLike | None = None,
-                    min_frequency: int = 2, show_progress: bool = False):
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    output: str | os.PathLike | None = None,
+    min_frequency: int = 2,
+    show_progress: bool = False,
+):
     """Train on a stream of texts; return (tokenizer, stats) and write `output` when given."""
     from tokenizers import AddedToken, pre_tokenizers, trainers
 
     if vocab_size < MIN_VOCAB:
-        raise ValueError(f"--vocab-size must be at least {MIN_VOCAB} (256 bytes + {len(SPECIAL_TOKENS)} "
-                         f"special tokens), got {vocab_size}")
+        raise ValueError(
+            f"--vocab-size must be at least {MIN_VOCAB} (256 bytes + {len(SPECIAL_TOKENS)} "
+            f"special tokens), got {vocab_size}"
+        )
     target = padded_vocab_size(vocab_size)
     stats = TokenizerTrainStats()
 
@@ -58,10 +90,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, output: str | os.Path
             yield text
 
     tok = new_tokenizer()
-    trainer = trainers.BpeTrainer(vocab_size=target, min_frequency=min_frequency,
-                                  special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=show_progress)
+    trainer = trainers.BpeTrainer(
+        vocab_size=target,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
     tok.train_from_iterator(counted(), trainer=trainer)
     if stats.documents == 0:
         raise ValueError("no text to train on: every input document was empty or unreadable")

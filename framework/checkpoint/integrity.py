@@ -15,6 +15,7 @@ wherever that algorithm is available. Shards are hashed while they are streamed 
     rec = file_record(path)                   # {"size": 123, "xxh3_64": "9f3c..."}
     problem = check_file(path, rec)           # None, or "PATH: 100 bytes, 123 recorded (truncated ...)"
 """
+
 from __future__ import annotations
 
 import hashlib

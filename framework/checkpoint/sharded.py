@@ -18,6 +18,7 @@ Memory: the writer computes the header from sizes, then streams one tensor at a 
 of the shard); a reader asking for a flat range narrows it to the dim-0 rows that hold it and reads
 only those parts of the stored pieces (`get_slice`), so it never holds more than one source box.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,11 +41,23 @@ KINDS = ("fp32", "exp_avg", "exp_avg_sq", "param")
 MAX_HEADER = 100_000_000  # safetensors' own limit
 
 Box = tuple[tuple[int, int], ...]
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-           "U8": torch.uint8, "BOOL": torch.bool,
-           **{code: getattr(torch, attr) for code, attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"))
-              if hasattr(torch, attr)}}
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    **{
+        code: getattr(torch, attr)
+        for code, attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2"))
+        if hasattr(torch, attr)
+    },
+}
 _CODES = {dtype: code for code, dtype in _DTYPES.items()}
 
 
@@ -95,12 +108,19 @@ class Piece:
         _check_box(self.box, self.global_shape, _label(self.name, self.kind))
         a, b = self.flat
         if not 0 <= a <= b <= self.box_numel:
-            raise ValueError(f"{_label(self.name, self.kind)}: flat range {self.flat} outside box "
-                             f"{_fmt_box(self.box)} of {self.box_numel} elements")
+            raise ValueError(
+                f"{_label(self.name, self.kind)}: flat range {self.flat} outside box "
+                f"{_fmt_box(self.box)} of {self.box_numel} elements"
+            )
 
     def to_json(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "global_shape": list(self.global_shape),
-                "box": [list(d) for d in self.box], "flat": list(self.flat)}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "global_shape": list(self.global_shape),
+            "box": [list(d) for d in self.box],
+            "flat": list(self.flat),
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> Piece:
@@ -113,7 +133,7 @@ def chunk_boxes(shape: Iterable[int], dim: int, parts: int) -> list[Box]:
     size = -(-shape[dim] // parts) if shape[dim] else 0
     starts = range(0, shape[dim], size) if size else [0]
     full = tuple((0, n) for n in shape)
-    return [full[:dim] + ((s, min(size, shape[dim] - s)),) + full[dim + 1:] for s in starts]
+    return [full[:dim] + ((s, min(size, shape[dim] - s)),) + full[dim + 1 :] for s in starts]
 
 
 def _label(name: str, kind: str) -> str:
@@ -140,6 +160,7 @@ def _intersect(a: Box, b: Box) -> Optional[Box]:
 
 # ---------------------------------------------------------------------------------------- writing
 
+
 @dataclass
 class _Entry:
     key: str
@@ -154,8 +175,9 @@ def _code(dtype: torch.dtype, what: str) -> str:
     return _CODES[dtype]
 
 
-def _stream_safetensors(path: str | os.PathLike, entries: list[_Entry], metadata: dict[str, str],
-                        record: Optional[dict] = None) -> int:
+def _stream_safetensors(
+    path: str | os.PathLike, entries: list[_Entry], metadata: dict[str, str], record: Optional[dict] = None
+) -> int:
     """Write a safetensors file: header from the entries' sizes, then each tensor in turn. `record`,
     if given, receives the file's size and checksum, computed from the bytes as they are written."""
     if sys.byteorder != "little":
@@ -164,7 +186,11 @@ def _stream_safetensors(path: str | os.PathLike, entries: list[_Entry], metadata
     offset = 0
     for e in entries:
         size = math.prod(e.shape) * e.dtype.itemsize
-        header[e.key] = {"dtype": _code(e.dtype, e.key), "shape": list(e.shape), "data_offsets": [offset, offset + size]}
+        header[e.key] = {
+            "dtype": _code(e.dtype, e.key),
+            "shape": list(e.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
@@ -197,23 +223,33 @@ def _string_metadata(metadata: Optional[dict]) -> dict[str, str]:
     return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
 
 
-def write_shard(path: str | os.PathLike, items: Iterable[tuple[Piece, torch.Tensor]],
-                metadata: Optional[dict] = None, record: Optional[dict] = None) -> int:
+def write_shard(
+    path: str | os.PathLike,
+    items: Iterable[tuple[Piece, torch.Tensor]],
+    metadata: Optional[dict] = None,
+    record: Optional[dict] = None,
+) -> int:
     """Write the pieces this rank owns into one safetensors file; returns the bytes written.
     `record`, if given, receives the file's size and checksum (`framework.checkpoint.integrity`)."""
+
     def lazy():
         for piece, data in items:
             if data.numel() != piece.numel:
-                raise ValueError(f"{_label(piece.name, piece.kind)}: {data.numel()} elements for flat range "
-                                 f"{piece.flat} of {piece.numel}")
+                raise ValueError(
+                    f"{_label(piece.name, piece.kind)}: {data.numel()} elements for flat range "
+                    f"{piece.flat} of {piece.numel}"
+                )
             yield piece, data.dtype, lambda d=data: d.detach().reshape(-1)
 
     return write_shard_lazy(path, lazy(), metadata, record)
 
 
-def write_shard_lazy(path: str | os.PathLike,
-                     items: Iterable[tuple[Piece, torch.dtype, Callable[[], torch.Tensor]]],
-                     metadata: Optional[dict] = None, record: Optional[dict] = None) -> int:
+def write_shard_lazy(
+    path: str | os.PathLike,
+    items: Iterable[tuple[Piece, torch.dtype, Callable[[], torch.Tensor]]],
+    metadata: Optional[dict] = None,
+    record: Optional[dict] = None,
+) -> int:
     """`write_shard` for data produced on demand: each `produce()` is called once, when its bytes are
     written, so a single-writer copy of a whole checkpoint holds one tensor in memory at a time.
     `produce` must return `piece.numel` elements of `dtype` (any shape)."""
@@ -231,6 +267,7 @@ def write_shard_lazy(path: str | os.PathLike,
 
 
 # ---------------------------------------------------------------------------------------- reading
+
 
 def read_header(path: str | os.PathLike) -> dict:
     """The JSON header of a safetensors file (cheap: reads only the header bytes)."""
@@ -258,8 +295,9 @@ def _scan_shards(folder: Path) -> list[tuple[str, dict, list[_Stored]]]:
         meta = read_header(path).get("__metadata__") or {}
         if meta.get("format") == FORMAT:
             index = json.loads(meta.pop(PIECES_KEY))
-            stored = [_Stored(p, path, d["key"], _DTYPES[d["dtype"]], (p.numel,))
-                      for d in index for p in [Piece.from_json(d)]]
+            stored = [
+                _Stored(p, path, d["key"], _DTYPES[d["dtype"]], (p.numel,)) for d in index for p in [Piece.from_json(d)]
+            ]
             files.append((path.name, meta, stored))
     if not files:
         raise FileNotFoundError(f"no {FORMAT} shard files in {folder}")
@@ -305,9 +343,11 @@ class ShardedReader:
         first = self._index.setdefault(tkey, [s])[0]
         if first is not s:
             if (first.piece.global_shape, first.dtype) != (s.piece.global_shape, s.dtype):
-                raise ValueError(f"{_label(*tkey)}: pieces disagree on shape/dtype ({first.path.name}: "
-                                 f"{first.piece.global_shape} {first.dtype}, {s.path.name}: "
-                                 f"{s.piece.global_shape} {s.dtype})")
+                raise ValueError(
+                    f"{_label(*tkey)}: pieces disagree on shape/dtype ({first.path.name}: "
+                    f"{first.piece.global_shape} {first.dtype}, {s.path.name}: "
+                    f"{s.piece.global_shape} {s.dtype})"
+                )
             self._index[tkey].append(s)
 
     # -- catalogue
@@ -348,8 +388,14 @@ class ShardedReader:
     def read_full(self, name: str, kind: str, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         return self.read(name, kind, dtype=dtype)
 
-    def read(self, name: str, kind: str, box: Optional[Iterable[Iterable[int]]] = None,
-             flat: Optional[tuple[int, int]] = None, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def read(
+        self,
+        name: str,
+        kind: str,
+        box: Optional[Iterable[Iterable[int]]] = None,
+        flat: Optional[tuple[int, int]] = None,
+        dtype: Optional[torch.dtype] = None,
+    ) -> torch.Tensor:
         """Region `box` of the tensor (its shape), or elements `flat` of the box's flattening (1-D)."""
         label, shape = _label(name, kind), self.shape(name, kind)
         box = tuple((0, n) for n in shape) if box is None else tuple(tuple(int(x) for x in d) for d in box)
@@ -365,18 +411,23 @@ class ShardedReader:
         if out.numel():
             self._fill(label, self._stored(name, kind), out, rows)
         if flat is not None:
-            region = out.view(-1)[a - skip:b - skip]
+            region = out.view(-1)[a - skip : b - skip]
             out = region.clone() if region.numel() != out.numel() else region
         return out if dtype is None else out.to(dtype)
 
     def _fill(self, label: str, stored: list[_Stored], out: torch.Tensor, rows: Box) -> None:
-        hits = [(src, part, cut) for src, part in _group_by_box(stored).items()
-                if (cut := _intersect(src, rows)) is not None]
+        hits = [
+            (src, part, cut)
+            for src, part in _group_by_box(stored).items()
+            if (cut := _intersect(src, rows)) is not None
+        ]
         _check_disjoint(label, [src for src, _, _ in hits])
         covered = sum(math.prod(n for _, n in cut) for _, _, cut in hits)
         if covered != out.numel():
-            raise IncompleteCheckpointError(f"{label}: {out.numel() - covered} of {out.numel()} elements of "
-                                            f"region {_fmt_box(rows)} missing from the checkpoint")
+            raise IncompleteCheckpointError(
+                f"{label}: {out.numel() - covered} of {out.numel()} elements of "
+                f"region {_fmt_box(rows)} missing from the checkpoint"
+            )
         for src, part, cut in hits:
             _check_flat_cover(label, src, part)
             buf = self._assemble(src, part, cut[0] if cut else (0, 1))
@@ -393,7 +444,7 @@ class ShardedReader:
         for flat, s in {s.piece.flat: s for s in reversed(part)}.items():  # first of identical duplicates
             a, b = max(flat[0], lo), min(flat[1], hi)
             if a < b:
-                buf[a - lo:b - lo] = self._read_stored(s, a - flat[0], b - flat[0])
+                buf[a - lo : b - lo] = self._read_stored(s, a - flat[0], b - flat[0])
         return buf.view((row_span[1],) + tuple(n for _, n in src[1:]))
 
     def _read_stored(self, s: _Stored, a: int, b: int) -> torch.Tensor:
@@ -407,13 +458,13 @@ class ShardedReader:
             return handle.get_tensor(s.key).reshape(-1)[a:b]
         row = math.prod(s.shape[1:])
         r0, r1 = a // row, -(-b // row)
-        return handle.get_slice(s.key)[r0:r1].reshape(-1)[a - r0 * row:b - r0 * row]
+        return handle.get_slice(s.key)[r0:r1].reshape(-1)[a - r0 * row : b - r0 * row]
 
     def check_complete(self, keys: Optional[Iterable[tuple[str, str]]] = None) -> list[str]:
         """Problems found from the index alone: tensors (all, or `keys` = (name, kind) pairs present)
         whose pieces do not tile the global shape."""
         problems = []
-        for name, kind in (self.keys() if keys is None else sorted(keys)):
+        for name, kind in self.keys() if keys is None else sorted(keys):
             label, shape = _label(name, kind), self.shape(name, kind)
             groups = _group_by_box(self._stored(name, kind))
             try:
@@ -422,12 +473,12 @@ class ShardedReader:
                     _check_flat_cover(label, src, part)
                 covered = sum(math.prod(n for _, n in src) for src in groups)
                 if covered != math.prod(shape):
-                    raise IncompleteCheckpointError(f"{label}: boxes cover {covered} of {math.prod(shape)} "
-                                                    f"elements of shape {shape}")
+                    raise IncompleteCheckpointError(
+                        f"{label}: boxes cover {covered} of {math.prod(shape)} elements of shape {shape}"
+                    )
             except IncompleteCheckpointError as e:
                 problems.append(str(e))
         return problems
-
 
     def check_files(self) -> list[str]:
         """Files shorter or longer than their headers say (a truncated copy, a partial write)."""
@@ -461,7 +512,7 @@ def _group_by_box(stored: list[_Stored]) -> dict[Box, list[_Stored]]:
 
 def _check_disjoint(label: str, boxes: list[Box]) -> None:
     for i, x in enumerate(boxes):
-        for y in boxes[i + 1:]:
+        for y in boxes[i + 1 :]:
             if _intersect(x, y) is not None:
                 raise IncompleteCheckpointError(f"{label}: boxes {_fmt_box(x)} and {_fmt_box(y)} overlap")
 
@@ -473,16 +524,19 @@ def _check_flat_cover(label: str, box: Box, part: list[_Stored]) -> None:
         if a > pos:
             break
         if a < pos:
-            raise IncompleteCheckpointError(f"{label}: elements {a}-{min(b, pos) - 1} of box {_fmt_box(box)} "
-                                            f"are saved twice, with different ranges")
+            raise IncompleteCheckpointError(
+                f"{label}: elements {a}-{min(b, pos) - 1} of box {_fmt_box(box)} are saved twice, with different ranges"
+            )
         pos = b
     if pos < numel:
         nxt = min([s.piece.flat[0] for s in part if s.piece.flat[0] > pos and s.piece.numel], default=numel)
-        raise IncompleteCheckpointError(f"{label}: elements {pos}-{nxt - 1} of box {_fmt_box(box)} "
-                                        f"missing from the checkpoint")
+        raise IncompleteCheckpointError(
+            f"{label}: elements {pos}-{nxt - 1} of box {_fmt_box(box)} missing from the checkpoint"
+        )
 
 
 # ------------------------------------------------------------------------------ checkpoints, export
+
 
 def open_checkpoint_tensors(ckpt_folder: str | os.PathLike) -> ShardedReader:
     """A reader for a checkpoint folder: its `shards/` if any, else the legacy full-size files."""
@@ -495,16 +549,27 @@ def open_checkpoint_tensors(ckpt_folder: str | os.PathLike) -> ShardedReader:
     raise FileNotFoundError(f"{folder}: no shards/*.safetensors, model.safetensors or optimizer.safetensors")
 
 
-def consolidate(reader: ShardedReader, out_path: str | os.PathLike,
-                kind_preference: tuple[str, ...] = ("param", "fp32"), dtype: Optional[torch.dtype] = torch.float32,
-                names: Optional[Iterable[str]] = None, metadata: Optional[dict] = None) -> int:
+def consolidate(
+    reader: ShardedReader,
+    out_path: str | os.PathLike,
+    kind_preference: tuple[str, ...] = ("param", "fp32"),
+    dtype: Optional[torch.dtype] = torch.float32,
+    names: Optional[Iterable[str]] = None,
+    metadata: Optional[dict] = None,
+) -> int:
     """Write `{name: full tensor}` as plain safetensors, one tensor in memory at a time."""
     entries = []
-    for name in (reader.names() if names is None else list(names)):
+    for name in reader.names() if names is None else list(names):
         kind = next((k for k in kind_preference if reader.has(name, k)), None)
         if kind is None:
             raise KeyError(f"{name}: none of the kinds {kind_preference} in the checkpoint at {reader.folder}")
         out_dtype = dtype or reader.dtype(name, kind)
-        entries.append(_Entry(name, out_dtype, reader.shape(name, kind),
-                              lambda n=name, k=kind, d=out_dtype: reader.read_full(n, k, dtype=d)))
+        entries.append(
+            _Entry(
+                name,
+                out_dtype,
+                reader.shape(name, kind),
+                lambda n=name, k=kind, d=out_dtype: reader.read_full(n, k, dtype=d),
+            )
+        )
     return _stream_safetensors(out_path, entries, _string_metadata(metadata))

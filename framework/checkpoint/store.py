@@ -33,6 +33,7 @@ a warning naming the bad file, when a file is missing, truncated or changed. Che
 an `integrity` section (earlier versions) are checked only for shard files shorter than their
 headers say.
 """
+
 from __future__ import annotations
 
 import io
@@ -72,7 +73,7 @@ def safe_torch_load(path: str | os.PathLike, map_location=None):
     try:
         with torch.serialization.safe_globals(_ds_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report which file was refused and why
+    except Exception as exc:
         raise CheckpointError(f"{path}: refused to load (weights_only=True): {str(exc).splitlines()[0]}") from exc
 
 
@@ -107,8 +108,10 @@ def resolve(path: str | os.PathLike) -> Path:
             found = latest_checkpoint(root)
             if found is not None:
                 return found
-    raise CheckpointError(f"{path}: no checkpoint found (expected a run folder, its checkpoints/ folder, "
-                          "or a checkpoint folder containing anvil.json)")
+    raise CheckpointError(
+        f"{path}: no checkpoint found (expected a run folder, its checkpoints/ folder, "
+        "or a checkpoint folder containing anvil.json)"
+    )
 
 
 def read_meta(ckpt: str | os.PathLike) -> dict:
@@ -150,8 +153,11 @@ def verify(ckpt: str | os.PathLike, part: int = 0, parts: int = 1) -> list[str]:
         if problem is not None:
             problems.append(problem)
     recorded = {rel for rel, _ in files}
-    problems += [f"{f}: a shard file the checkpoint does not record" for f in sorted((ckpt / SHARDS).glob("*"))
-                 if f.relative_to(ckpt).as_posix() not in recorded]
+    problems += [
+        f"{f}: a shard file the checkpoint does not record"
+        for f in sorted((ckpt / SHARDS).glob("*"))
+        if f.relative_to(ckpt).as_posix() not in recorded
+    ]
     return problems
 
 
@@ -198,18 +204,25 @@ def select_checkpoint(root: str | os.PathLike) -> Path | None:
             return ckpt
         more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
         if rank == 0:
-            log.warning("checkpoint %s is unusable: %s%s; falling back to the previous checkpoint",
-                        ckpt, problems[0], more)
+            log.warning(
+                "checkpoint %s is unusable: %s%s; falling back to the previous checkpoint", ckpt, problems[0], more
+            )
         rejected.append(f"{ckpt.name}: {problems[0]}{more}")
-    raise CheckpointError(f"{root}: no usable checkpoint ({'; '.join(rejected) or 'none found'}); restore one "
-                          f"from a copy, or remove {root / LATEST} to start this run from scratch")
+    raise CheckpointError(
+        f"{root}: no usable checkpoint ({'; '.join(rejected) or 'none found'}); restore one "
+        f"from a copy, or remove {root / LATEST} to start this run from scratch"
+    )
 
 
 def rng_state() -> dict:
     np_state = np.random.get_state()
-    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[0],
-             "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[0],
+        "numpy": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -240,8 +253,16 @@ def _broadcast_str(value: str | None) -> str:
     return box[0]
 
 
-def save(root: str | os.PathLike, step: int, engine, meta: dict, keep: int, config_yaml: str,
-         after_write=None, stats: dict | None = None) -> Path:
+def save(
+    root: str | os.PathLike,
+    step: int,
+    engine,
+    meta: dict,
+    keep: int,
+    config_yaml: str,
+    after_write=None,
+    stats: dict | None = None,
+) -> Path:
     """Write checkpoint `step` atomically (collective: every rank calls it, each writes its shard).
 
     `stats`, if given, receives this rank's `bytes` written and `seconds` spent."""
@@ -336,8 +357,9 @@ def _write_single(tmp: Path, items, meta: dict, config_yaml: str | None, adam_st
     _write_meta(tmp, full_meta, files)
 
 
-def write_folder(out: str | os.PathLike, items, meta: dict, config_yaml: str | None,
-                 adam_step: int = 0, replace: bool = False) -> Path:
+def write_folder(
+    out: str | os.PathLike, items, meta: dict, config_yaml: str | None, adam_step: int = 0, replace: bool = False
+) -> Path:
     """Write a complete checkpoint folder `out` from one process: one shard holding `items`, then
     `anvil.json` and `config.yaml`; atomic (written as a sibling `OUT.tmp-*` folder, renamed last).
 
@@ -360,8 +382,15 @@ def write_folder(out: str | os.PathLike, items, meta: dict, config_yaml: str | N
     return out
 
 
-def write_full(root: str | os.PathLike, step: int, items, meta: dict, config_yaml: str | None,
-               adam_step: int = 0, keep: int | None = None) -> Path:
+def write_full(
+    root: str | os.PathLike,
+    step: int,
+    items,
+    meta: dict,
+    config_yaml: str | None,
+    adam_step: int = 0,
+    keep: int | None = None,
+) -> Path:
     """Single-writer `save`: checkpoint `step` under `root` (items as in `write_folder`), published
     as `save` publishes (folder renamed into place, then `latest`, then keep-last-`keep` if given).
     For tools that hold the whole model in one process (`anvil import hf`)."""
@@ -393,7 +422,13 @@ def _prune(root: Path, keep: int) -> None:
 
 def _saved_layout(meta: dict) -> tuple:
     par = meta.get("config", {}).get("parallel", {})
-    return meta.get("world_size"), meta.get("dp_size"), par.get("tensor", 1), par.get("pipeline", 1), meta.get("zero_stage")
+    return (
+        meta.get("world_size"),
+        meta.get("dp_size"),
+        par.get("tensor", 1),
+        par.get("pipeline", 1),
+        meta.get("zero_stage"),
+    )
 
 
 def _engine_layout(engine) -> tuple:

@@ -18,6 +18,7 @@ DeepSpeed's fragment views. Same layout, same bits: fp32 masters and moments are
 and the 16-bit weights are their cast, as DeepSpeed computes them after a step. A checkpoint without
 Adam moments (HF import, weights-only convert) starts them at zero.
 """
+
 from __future__ import annotations
 
 import math
@@ -146,8 +147,9 @@ def _owned(engine, topo) -> Iterator[tuple[str, torch.Tensor, tuple, tuple, tupl
             yield name, p, shape, box, flat, how
 
 
-def _local_state(engine, p: torch.Tensor, how: str, flat: tuple[int, int], key: Optional[str],
-                 masters: dict[int, torch.Tensor]) -> torch.Tensor:
+def _local_state(
+    engine, p: torch.Tensor, how: str, flat: tuple[int, int], key: Optional[str], masters: dict[int, torch.Tensor]
+) -> torch.Tensor:
     """This rank's fp32 master (key None) or Adam moment for `flat` of parameter `p`."""
     from deepspeed.utils import safe_get_local_fp32_param, safe_get_local_optimizer_state
 
@@ -159,18 +161,18 @@ def _local_state(engine, p: torch.Tensor, how: str, flat: tuple[int, int], key: 
         return p._hp_mapping.get_hp_fragment(key).reshape(-1)
     p = masters.get(id(p), p)
     if key is None:
-        return p.detach().reshape(-1)[flat[0]:flat[1]]
+        return p.detach().reshape(-1)[flat[0] : flat[1]]
     state = _inner_optimizer(engine).state.get(p, {})
     if key not in state:
         return torch.zeros(n, dtype=torch.float32)
-    return state[key].reshape(-1)[flat[0]:flat[1]]
+    return state[key].reshape(-1)[flat[0] : flat[1]]
 
 
 def _local_weight(p: torch.Tensor, how: str, flat: tuple[int, int]) -> torch.Tensor:
     """The training-dtype weight for `flat` (bf16/fp16 runs)."""
     if how == "zero3":
-        return p.ds_tensor.reshape(-1)[:flat[1] - flat[0]]
-    return p.detach().reshape(-1)[flat[0]:flat[1]]
+        return p.ds_tensor.reshape(-1)[: flat[1] - flat[0]]
+    return p.detach().reshape(-1)[flat[0] : flat[1]]
 
 
 @torch.no_grad()
@@ -210,13 +212,17 @@ def load(engine, reader: ShardedReader, step: int) -> None:
     wkind = {name: "fp32" if reader.has(name, "fp32") else "param" for name, _ in _named_params(engine)}
     missing = [name for name, _ in _named_params(engine) if not reader.has(name, wkind[name])]
     if missing:
-        raise KeyError(f"{reader.folder}: no weights for {', '.join(missing[:5])}"
-                       f"{' ...' if len(missing) > 5 else ''} (is this a checkpoint of the same model?)")
+        raise KeyError(
+            f"{reader.folder}: no weights for {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''} (is this a checkpoint of the same model?)"
+        )
     for name, p in _named_params(engine):
         shape, box = tp_box(p, topo)
         if tuple(reader.shape(name, wkind[name])) != tuple(shape):
-            raise ValueError(f"{reader.folder}: {name} has shape {reader.shape(name, wkind[name])} in the checkpoint, "
-                             f"the model expects {tuple(shape)}")
+            raise ValueError(
+                f"{reader.folder}: {name} has shape {reader.shape(name, wkind[name])} in the checkpoint, "
+                f"the model expects {tuple(shape)}"
+            )
         numel = math.prod(n for _, n in box)
 
         def read(kind: str, flat=None) -> torch.Tensor:
@@ -232,7 +238,7 @@ def load(engine, reader: ShardedReader, step: int) -> None:
             for kind in ("fp32", *MOMENTS):
                 part = torch.zeros(size, dtype=torch.float32)
                 if flat is not None:
-                    part[:flat[1] - flat[0]] = read(kind, flat)
+                    part[: flat[1] - flat[0]] = read(kind, flat)
                 if kind == "fp32":
                     p.ds_tensor.copy_(part.to(p.ds_tensor.dtype))
                     safe_set_local_fp32_param(p, part.to(p.ds_tensor.device))

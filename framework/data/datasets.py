@@ -11,6 +11,7 @@ The sampler is ours: it maps the global sample index to ranks, so a checkpoint o
 `r`-th contiguous slice of it. The union over ranks of one global batch is the same samples in the
 same order for any data-parallel size, which is what lets a run saved at DP=2 resume at DP=1 or 4.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,7 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from framework.data.shards import (PrefixError, file_sha256, inspect_prefix, max_token_id,
-                                         read_sidecar, strip_prefix)
+from framework.data.shards import PrefixError, file_sha256, inspect_prefix, max_token_id, read_sidecar, strip_prefix
 
 
 @dataclass
@@ -30,6 +30,7 @@ class MegatronTokenizerInfo:
     No `pad` attribute on purpose: GPTDataset then uses -1 as padding, so no real token id is ever
     masked or rewritten in the samples it returns.
     """
+
     vocab_size: int
     eod: int
     unique_identifiers: dict = field(default_factory=dict)
@@ -80,10 +81,19 @@ def _ensure_process_group():
     return dist.destroy_process_group
 
 
-def build_datasets(paths: list[str], weights: list[float], split: str, seq_len: int, seed: int,
-                   num_train_samples: int, num_valid_samples: int, cache_dir: str, vocab_size: int,
-                   eod_id: int, is_built_on_rank: Optional[Callable[[], bool]] = None,
-                   ) -> tuple[TokenSamples, Optional[TokenSamples]]:
+def build_datasets(
+    paths: list[str],
+    weights: list[float],
+    split: str,
+    seq_len: int,
+    seed: int,
+    num_train_samples: int,
+    num_valid_samples: int,
+    cache_dir: str,
+    vocab_size: int,
+    eod_id: int,
+    is_built_on_rank: Optional[Callable[[], bool]] = None,
+) -> tuple[TokenSamples, Optional[TokenSamples]]:
     """Build (train, valid) sample datasets over a weighted blend of tokenized prefixes.
 
     `weights` empty = proportional to prefix size. `split` is megatron's "train,valid,test" shares
@@ -124,34 +134,49 @@ def build_datasets(paths: list[str], weights: list[float], split: str, seq_len: 
 
     os.makedirs(cache_dir, exist_ok=True)
     config = GPTDatasetConfig(
-        random_seed=seed, sequence_length=seq_len,
+        random_seed=seed,
+        sequence_length=seq_len,
         blend=(prefixes, weights if weights and len(prefixes) > 1 else None),
-        split=split_str, path_to_cache=cache_dir, tokenizer=MegatronTokenizerInfo(vocab_size, eod_id),
-        reset_position_ids=False, reset_attention_mask=False, eod_mask_loss=False,
-        create_attention_mask=False, mmap_bin_files=True)
+        split=split_str,
+        path_to_cache=cache_dir,
+        tokenizer=MegatronTokenizerInfo(vocab_size, eod_id),
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
+        mmap_bin_files=True,
+    )
     sizes = [num_train_samples, num_valid_samples if has_valid else 0, 0]
     cleanup = _ensure_process_group()
     try:
         train, valid, _ = BlendedMegatronDatasetBuilder(
-            GPTDataset, sizes, is_built_on_rank or (lambda: True), config).build()
+            GPTDataset, sizes, is_built_on_rank or (lambda: True), config
+        ).build()
     finally:
         cleanup()
-    return (TokenSamples(train, prefixes, seq_len),
-            TokenSamples(valid, prefixes, seq_len) if valid is not None and has_valid else None)
+    return (
+        TokenSamples(train, prefixes, seq_len),
+        TokenSamples(valid, prefixes, seq_len) if valid is not None and has_valid else None,
+    )
 
 
-def micro_batch_indices(consumed_samples: int, global_batch_size: int, micro_batch_size: int,
-                        dp_rank: int, dp_size: int) -> list[list[int]]:
+def micro_batch_indices(
+    consumed_samples: int, global_batch_size: int, micro_batch_size: int, dp_rank: int, dp_size: int
+) -> list[list[int]]:
     """This rank's micro-batches (global sample indices) for the global batch starting at
     `consumed_samples`. Depends only on these numbers, never on how many batches came before."""
     if dp_size < 1 or not 0 <= dp_rank < dp_size:
         raise ValueError(f"dp_rank {dp_rank} is not in [0, dp_size={dp_size})")
     if micro_batch_size < 1 or global_batch_size % (micro_batch_size * dp_size):
-        raise ValueError(f"global_batch_size {global_batch_size} is not divisible by "
-                         f"micro_batch_size x dp_size = {micro_batch_size} x {dp_size}")
+        raise ValueError(
+            f"global_batch_size {global_batch_size} is not divisible by "
+            f"micro_batch_size x dp_size = {micro_batch_size} x {dp_size}"
+        )
     if consumed_samples % global_batch_size:
-        raise ValueError(f"consumed_samples {consumed_samples} is not a multiple of "
-                         f"global_batch_size {global_batch_size} (a checkpoint mid-batch?)")
+        raise ValueError(
+            f"consumed_samples {consumed_samples} is not a multiple of "
+            f"global_batch_size {global_batch_size} (a checkpoint mid-batch?)"
+        )
     per_rank = global_batch_size // dp_size
     start = consumed_samples + dp_rank * per_rank
     return [list(range(s, s + micro_batch_size)) for s in range(start, start + per_rank, micro_batch_size)]
@@ -163,8 +188,15 @@ class GlobalBatchSampler:
     `batch_sampler`; `consumed_samples` advances by one global batch per `global_batch_size //
     (micro_batch_size * dp_size)` micro-batches yielded."""
 
-    def __init__(self, total_samples: int, consumed_samples: int, global_batch_size: int,
-                 micro_batch_size: int, dp_rank: int, dp_size: int):
+    def __init__(
+        self,
+        total_samples: int,
+        consumed_samples: int,
+        global_batch_size: int,
+        micro_batch_size: int,
+        dp_rank: int,
+        dp_size: int,
+    ):
         micro_batch_indices(0, global_batch_size, micro_batch_size, dp_rank, dp_size)  # validates
         self.total_samples, self.consumed_samples = total_samples, consumed_samples
         self.global_batch_size, self.micro_batch_size = global_batch_size, micro_batch_size
@@ -177,13 +209,15 @@ class GlobalBatchSampler:
     def __iter__(self) -> Iterator[list[int]]:
         consumed = self.consumed_samples
         while consumed + self.global_batch_size <= self.total_samples:
-            yield from micro_batch_indices(consumed, self.global_batch_size, self.micro_batch_size,
-                                           self.dp_rank, self.dp_size)
+            yield from micro_batch_indices(
+                consumed, self.global_batch_size, self.micro_batch_size, self.dp_rank, self.dp_size
+            )
             consumed += self.global_batch_size
 
 
-def check_compatible(prefix_or_paths: str | Sequence[str], tokenizer_path: Optional[str],
-                     model_vocab_size: int) -> dict:
+def check_compatible(
+    prefix_or_paths: str | Sequence[str], tokenizer_path: Optional[str], model_vocab_size: int
+) -> dict:
     """Fail before training when tokenizer, shards and model disagree; return what was checked.
 
     Checks: tokenizer vocabulary <= model.vocab_size; each prefix's sidecar vocabulary and
@@ -202,8 +236,10 @@ def check_compatible(prefix_or_paths: str | Sequence[str], tokenizer_path: Optio
         tok_hash = file_sha256(tokenizer_path)
         report["tokenizer_vocab_size"] = tok_vocab
         if tok_vocab > model_vocab_size:
-            raise ValueError(f"vocabulary mismatch: tokenizer {tokenizer_path} has {tok_vocab} tokens but "
-                             f"model.vocab_size is {model_vocab_size}")
+            raise ValueError(
+                f"vocabulary mismatch: tokenizer {tokenizer_path} has {tok_vocab} tokens but "
+                f"model.vocab_size is {model_vocab_size}"
+            )
     for path in paths:
         prefix = strip_prefix(path)
         info = inspect_prefix(prefix)
@@ -211,20 +247,27 @@ def check_compatible(prefix_or_paths: str | Sequence[str], tokenizer_path: Optio
         entry = {"prefix": prefix, "dtype": info.dtype.name, "tokens": info.tokens}
         if meta is not None:
             if meta.get("dtype") != info.dtype.name:
-                raise ValueError(f"dtype mismatch: {prefix}.json says {meta.get('dtype')} but {prefix}.idx "
-                                 f"holds {info.dtype.name}")
+                raise ValueError(
+                    f"dtype mismatch: {prefix}.json says {meta.get('dtype')} but {prefix}.idx holds {info.dtype.name}"
+                )
             if tok_vocab is not None and meta.get("vocab_size") != tok_vocab:
-                raise ValueError(f"vocabulary mismatch: {prefix} was tokenized with a {meta.get('vocab_size')}-token "
-                                 f"vocabulary but tokenizer {tokenizer_path} has {tok_vocab}")
+                raise ValueError(
+                    f"vocabulary mismatch: {prefix} was tokenized with a {meta.get('vocab_size')}-token "
+                    f"vocabulary but tokenizer {tokenizer_path} has {tok_vocab}"
+                )
             if tok_hash is not None and meta.get("tokenizer_sha256") != tok_hash:
-                raise ValueError(f"tokenizer mismatch: {prefix} was tokenized with tokenizer sha256 "
-                                 f"{str(meta.get('tokenizer_sha256'))[:12]} but {tokenizer_path} is {tok_hash[:12]}")
+                raise ValueError(
+                    f"tokenizer mismatch: {prefix} was tokenized with tokenizer sha256 "
+                    f"{str(meta.get('tokenizer_sha256'))[:12]} but {tokenizer_path} is {tok_hash[:12]}"
+                )
             top = int(meta.get("max_token_id", meta.get("vocab_size", 0) - 1))
         else:
             top = max_token_id(prefix)
         entry["max_token_id"] = top
         if top >= model_vocab_size:
-            raise ValueError(f"vocabulary mismatch: {prefix} holds token id {top} but model.vocab_size is "
-                             f"{model_vocab_size} (ids must be < {model_vocab_size})")
+            raise ValueError(
+                f"vocabulary mismatch: {prefix} holds token id {top} but model.vocab_size is "
+                f"{model_vocab_size} (ids must be < {model_vocab_size})"
+            )
         report["prefixes"].append(entry)
     return report

@@ -1,5 +1,6 @@
 """Reading a blend fragment (`data.mix`): `{data: {paths: [...], weights: [...]}}` as `anvil data mix`
 writes it (data_pipeline/tokens/mix.py plans and writes; the trainer only reads)."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ def read_mix(path: str | Path) -> tuple[list[str], list[float]]:
     paths, weights = data["paths"], data.get("weights") or []
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p for p in paths):
         raise MixError(f"{where}: data.paths must be a non-empty list of tokenized prefixes")
-    if not isinstance(weights, list) or not all(isinstance(w, (int, float)) and not isinstance(w, bool)
-                                                and w >= 0 for w in weights):
+    if not isinstance(weights, list) or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights
+    ):
         raise MixError(f"{where}: data.weights must be a list of numbers >= 0")
     if weights and len(weights) != len(paths):
         raise MixError(f"{where}: {len(weights)} data.weights for {len(paths)} data.paths")

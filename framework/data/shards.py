@@ -7,6 +7,7 @@ reads the header and checks both file sizes against it, so a damaged prefix fail
 file and the byte counts. The sidecar records what the tokenizer run knew (vocabulary, dtype,
 tokenizer hash, counts) so that training can refuse mismatched inputs before it starts.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,16 @@ import numpy as np
 
 INDEX_HEADER = b"MMIDIDX\x00\x00"
 # megatron.core.datasets.indexed_dataset.DType codes
-DTYPE_CODES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64,
-               7: np.float32, 8: np.uint16}
+DTYPE_CODES = {
+    1: np.uint8,
+    2: np.int8,
+    3: np.int16,
+    4: np.int32,
+    5: np.int64,
+    6: np.float64,
+    7: np.float32,
+    8: np.uint16,
+}
 SIDECAR_FORMAT = "anvil-tokens/1"
 
 
@@ -64,16 +73,20 @@ def inspect_prefix(prefix: str | os.PathLike) -> PrefixInfo:
         raise PrefixError(f"{idx}: unsupported index version {version} or dtype code {code}")
     expected = 34 + n_seq * (4 + 8) + n_doc * 8
     if size < expected:
-        raise PrefixError(f"{idx}: truncated: header promises {n_seq} sequences and {n_doc - 1} documents "
-                          f"({expected} bytes) but the file has {size} bytes")
+        raise PrefixError(
+            f"{idx}: truncated: header promises {n_seq} sequences and {n_doc - 1} documents "
+            f"({expected} bytes) but the file has {size} bytes"
+        )
     dtype = np.dtype(DTYPE_CODES[code])
     lengths = np.memmap(idx, dtype=np.int32, mode="r", offset=34, shape=(n_seq,)) if n_seq else np.zeros(0)
     tokens = int(lengths.sum(dtype=np.int64))
     del lengths
     bin_size = bin_.stat().st_size
     if bin_size != tokens * dtype.itemsize:
-        raise PrefixError(f"{bin_}: {bin_size} bytes but {idx.name} describes {tokens} {dtype.name} tokens "
-                          f"({tokens * dtype.itemsize} bytes); the pair is truncated or mismatched")
+        raise PrefixError(
+            f"{bin_}: {bin_size} bytes but {idx.name} describes {tokens} {dtype.name} tokens "
+            f"({tokens * dtype.itemsize} bytes); the pair is truncated or mismatched"
+        )
     if n_seq == 0 or tokens == 0:
         raise PrefixError(f"{prefix}: holds no tokens (empty input?); nothing to train on")
     return PrefixInfo(prefix, dtype, int(n_seq), int(n_doc) - 1, tokens)
@@ -85,7 +98,7 @@ def max_token_id(prefix: str | os.PathLike, chunk: int = 1 << 26) -> int:
     data = np.memmap(info.prefix + ".bin", dtype=info.dtype, mode="r")
     best = 0
     for start in range(0, len(data), chunk):
-        best = max(best, int(data[start:start + chunk].max()))
+        best = max(best, int(data[start : start + chunk].max()))
     del data
     return best
 

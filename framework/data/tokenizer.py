@@ -6,6 +6,7 @@ Conventions: `<|endoftext|>` (id 0) ends a document, `<|pad|>` (id 1) pads, and 
 padded to a multiple of 128 (tensor-parallel embedding splits need equal shards; Megatron and
 GPT-NeoX pad the same way).
 """
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,7 @@ def load_tokenizer(path: str | os.PathLike):
         raise FileNotFoundError(f"tokenizer {path}: file not found")
     try:
         tok = Tokenizer.from_file(str(path))
-    except Exception as exc:  # noqa: BLE001 - tokenizers raises a bare Exception on bad JSON
+    except Exception as exc:
         raise ValueError(f"tokenizer {path}: not a Hugging Face tokenizers file ({exc})") from exc
     tok.encode_special_tokens = True
     return tok

@@ -4,6 +4,7 @@ Reads the full weights (`store.load_weights`: assembled from the checkpoint's sh
 resolved config from the checkpoint, so it works for checkpoints saved under any layout, without
 DeepSpeed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,15 +48,23 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
 
 
 @torch.no_grad()
-def generate(model: torch.nn.Module, tokens: list[int], max_new_tokens: int, temperature: float = 0.0,
-             top_k: int = 0, top_p: float = 1.0, seed: int = 0, stop_id: int | None = None) -> list[int]:
+def generate(
+    model: torch.nn.Module,
+    tokens: list[int],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    stop_id: int | None = None,
+) -> list[int]:
     """Continue `tokens`; returns only the new tokens. The context is cropped to model.seq_len."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     seq = torch.tensor([tokens], dtype=torch.long, device=device)
     out: list[int] = []
     for _ in range(max_new_tokens):
-        logits = model(seq[:, -model.cfg.seq_len:])[:, -1, :].float()
+        logits = model(seq[:, -model.cfg.seq_len :])[:, -1, :].float()
         if temperature <= 0:
             nxt = logits.argmax(-1, keepdim=True)
         else:

@@ -11,6 +11,7 @@ works) or a transformers folder (e.g. from `anvil export hf`), plus its tokenize
 - `score_texts`: per-document mean NLL in batches; long documents are scored on their first
   `max_tokens` tokens, in windows of the model's context.
 """
+
 from __future__ import annotations
 
 import math
@@ -98,8 +99,15 @@ def _token_stream(prefix: str, max_tokens: int | None) -> np.ndarray:
 
 
 @torch.no_grad()
-def evaluate_prefix(scorer: Scorer, prefixes: list[str], seq_len: int | None = None, batch_size: int = 8,
-                    max_tokens: int | None = None, rank: int = 0, world: int = 1) -> dict:
+def evaluate_prefix(
+    scorer: Scorer,
+    prefixes: list[str],
+    seq_len: int | None = None,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> dict:
     """Token-mean loss / perplexity over held-out shards; windows are split round-robin over ranks."""
     T = min(seq_len or scorer.seq_len, scorer.seq_len)
     nll_sum = torch.zeros((), dtype=torch.float64)
@@ -108,14 +116,16 @@ def evaluate_prefix(scorer: Scorer, prefixes: list[str], seq_len: int | None = N
     for prefix in prefixes:
         stream = _token_stream(prefix, max_tokens)
         if len(stream) and int(stream.max()) >= scorer.vocab_size:
-            raise ValueError(f"{prefix}: token id {int(stream.max())} >= model vocab_size {scorer.vocab_size} "
-                             "(tokenized with another tokenizer?)")
+            raise ValueError(
+                f"{prefix}: token id {int(stream.max())} >= model vocab_size {scorer.vocab_size} "
+                "(tokenized with another tokenizer?)"
+            )
         n = (len(stream) - 1) // T
         windows_total += n
         mine = list(range(rank, n, world))
         for i in range(0, len(mine), batch_size):
-            idx = mine[i:i + batch_size]
-            chunk = torch.from_numpy(np.stack([stream[j * T: j * T + T + 1] for j in idx]))
+            idx = mine[i : i + batch_size]
+            chunk = torch.from_numpy(np.stack([stream[j * T : j * T + T + 1] for j in idx]))
             logits = scorer.logits(chunk[:, :-1])
             nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), chunk[:, 1:].reshape(-1), reduction="sum")
             nll_sum += nll.double()
@@ -129,8 +139,7 @@ def evaluate_prefix(scorer: Scorer, prefixes: list[str], seq_len: int | None = N
     if count == 0:
         raise ValueError(f"{prefixes}: fewer than seq_len + 1 = {T + 1} tokens; nothing to evaluate")
     loss = float(nll_sum / count)
-    return {"loss": loss, "perplexity": math.exp(loss), "tokens": int(count), "windows": windows_total,
-            "seq_len": T}
+    return {"loss": loss, "perplexity": math.exp(loss), "tokens": int(count), "windows": windows_total, "seq_len": T}
 
 
 @torch.no_grad()
@@ -142,18 +151,18 @@ def score_texts(scorer: Scorer, texts: list[str], batch_size: int = 8, max_token
     for d, text in enumerate(texts):
         ids = ([scorer.eos_id] if scorer.eos_id is not None else []) + scorer.encode(text)[:max_tokens]
         for start in range(0, max(len(ids) - 1, 0), T):
-            windows.append((d, ids[start:start + T + 1]))
+            windows.append((d, ids[start : start + T + 1]))
     sums = [0.0] * len(texts)
     counts = [0] * len(texts)
     windows.sort(key=lambda w: len(w[1]))  # similar lengths together: less padding
     for i in range(0, len(windows), batch_size):
-        group = windows[i:i + batch_size]
+        group = windows[i : i + batch_size]
         L = max(len(w) for _, w in group)
         x = torch.zeros((len(group), L), dtype=torch.long)
         mask = torch.zeros((len(group), L - 1), dtype=torch.bool)
         for r, (_, w) in enumerate(group):
-            x[r, :len(w)] = torch.tensor(w)
-            mask[r, :len(w) - 1] = True
+            x[r, : len(w)] = torch.tensor(w)
+            mask[r, : len(w) - 1] = True
         logits = scorer.logits(x[:, :-1])
         nll = F.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
         for r, (d, _) in enumerate(group):

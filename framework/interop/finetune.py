@@ -15,6 +15,7 @@ process, so use torchrun; with the DeepSpeed plugin on CPU each rank thinks it i
 the process group is created with gloo explicitly; the plugin silently clips gradients at 1.0,
 so clipping is always set from our config.
 """
+
 from __future__ import annotations
 
 import json
@@ -83,7 +84,8 @@ class FinetuneConfig:
         if self.global_batch_size % per_step:
             raise ConfigError(
                 f"config key 'global_batch_size': {self.global_batch_size} is not divisible by "
-                f"micro_batch_size x world size = {self.micro_batch_size} x {world_size} = {per_step}")
+                f"micro_batch_size x world size = {self.micro_batch_size} x {world_size} = {per_step}"
+            )
         return self.global_batch_size // per_step
 
 
@@ -103,20 +105,19 @@ def _make_accelerator(cfg: FinetuneConfig, accum: int):
     pg = InitProcessGroupKwargs(backend="gloo" if cpu else "nccl", timeout=timedelta(seconds=300))
     mixed = "bf16" if cfg.precision == "bf16" else "no"
     if cfg.zero_stage == 0:
-        return Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=accum,
-                           kwargs_handlers=[pg])
+        return Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=accum, kwargs_handlers=[pg])
     ds_config = {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
         "gradient_accumulation_steps": accum,
         "gradient_clipping": cfg.grad_clip,
-        "zero_optimization": {"stage": cfg.zero_stage,
-                              "stage3_gather_16bit_weights_on_model_save": True},
+        "zero_optimization": {"stage": cfg.zero_stage, "stage3_gather_16bit_weights_on_model_save": True},
         "bf16": {"enabled": cfg.precision == "bf16"},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    return Accelerator(mixed_precision=mixed, deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=ds_config),
-                       kwargs_handlers=[pg])
+    return Accelerator(
+        mixed_precision=mixed, deepspeed_plugin=DeepSpeedPlugin(hf_ds_config=ds_config), kwargs_handlers=[pg]
+    )
 
 
 def _tokenize_blocks(cfg: FinetuneConfig, tokenizer) -> tuple[list[list[int]], list[list[int]], dict]:
@@ -139,8 +140,14 @@ def _tokenize_blocks(cfg: FinetuneConfig, tokenizer) -> tuple[list[list[int]], l
     train_blocks, eval_blocks = pack(train_tok, block), pack(eval_tok, block)[: cfg.max_eval_blocks]
     if not train_blocks:
         raise ConfigError(f"config key 'data': fewer than seq_len={block} training tokens after the split")
-    info = {"docs": stats.docs, "skipped": stats.skipped, "train_docs": len(train_tok),
-            "eval_docs": len(eval_tok), "train_blocks": len(train_blocks), "eval_blocks": len(eval_blocks)}
+    info = {
+        "docs": stats.docs,
+        "skipped": stats.skipped,
+        "train_docs": len(train_tok),
+        "eval_docs": len(eval_tok),
+        "train_blocks": len(train_blocks),
+        "eval_blocks": len(eval_blocks),
+    }
     return train_blocks, eval_blocks, info
 
 
@@ -160,12 +167,16 @@ def _evaluate(model, blocks: list[list[int]], accelerator, micro: int) -> float:
     with torch.no_grad():
         for i in range(0, per_rank, micro):
             idx = [mine[j] if j < len(mine) else 0 for j in range(i, min(i + micro, per_rank))]
-            weight = torch.tensor([1.0 if j < len(mine) else 0.0 for j in range(i, min(i + micro, per_rank))],
-                                  dtype=torch.float64, device=accelerator.device)
+            weight = torch.tensor(
+                [1.0 if j < len(mine) else 0.0 for j in range(i, min(i + micro, per_rank))],
+                dtype=torch.float64,
+                device=accelerator.device,
+            )
             x = torch.tensor([blocks[k] for k in idx], device=accelerator.device)
             logits = model(input_ids=x).logits.float()
             loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="none")
+                logits[:, :-1].reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="none"
+            )
             per_block = loss.view(x.size(0), -1).double().mean(dim=1)
             total[0] += (per_block * weight).sum()
             total[1] += weight.sum()
@@ -207,8 +218,14 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     if seq_limit and cfg.seq_len > seq_limit:
         raise ConfigError(f"config key 'seq_len': {cfg.seq_len} exceeds the model's {seq_limit} positions")
     targets = list(cfg.target_modules) or DEFAULT_TARGETS.get(model.config.model_type, DEFAULT_TARGETS["llama"])
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     try:
         model = get_peft_model(model, lora)
     except ValueError as exc:
@@ -216,17 +233,28 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     trainable, total = count_parameters(model)
 
     train_blocks, eval_blocks, data_info = _tokenize_blocks(cfg, tokenizer)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     warm = max(cfg.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
 
     initial = _evaluate(model, eval_blocks, accelerator, cfg.micro_batch_size)
-    log.info("LoRA rank %d: %s trainable of %s parameters; %d ranks x %d micro x %d accum; "
-             "%d train / %d eval blocks; held-out loss %.4f", cfg.lora_rank, f"{trainable:,}", f"{total:,}",
-             world, cfg.micro_batch_size, accum, len(train_blocks), len(eval_blocks), initial)
+    log.info(
+        "LoRA rank %d: %s trainable of %s parameters; %d ranks x %d micro x %d accum; "
+        "%d train / %d eval blocks; held-out loss %.4f",
+        cfg.lora_rank,
+        f"{trainable:,}",
+        f"{total:,}",
+        world,
+        cfg.micro_batch_size,
+        accum,
+        len(train_blocks),
+        len(eval_blocks),
+        initial,
+    )
 
     gen = torch.Generator().manual_seed(cfg.seed)
     order: list[int] = []
@@ -237,11 +265,11 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     for step in progress(range(cfg.steps), total=cfg.steps, desc="finetune", unit="step"):
         while len(order) < cfg.global_batch_size:  # epochs of seeded permutations, identical on all ranks
             order += torch.randperm(len(train_blocks), generator=gen).tolist()
-        batch, order = order[: cfg.global_batch_size], order[cfg.global_batch_size:]
+        batch, order = order[: cfg.global_batch_size], order[cfg.global_batch_size :]
         step_loss = torch.zeros((), dtype=torch.float64, device=accelerator.device)
         for a in range(accum):
             lo = (a * world + rank) * cfg.micro_batch_size
-            mine = batch[lo: lo + cfg.micro_batch_size]
+            mine = batch[lo : lo + cfg.micro_batch_size]
             micro_done += 1
             if step == 0:
                 first_blocks += mine
@@ -275,16 +303,39 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
 
     seen = gather_object([{"rank": rank, "micro_batches": micro_done, "first_step_blocks": first_blocks}])
     summary = _save(cfg, accelerator, model, tokenizer, out)
-    summary.update({"world_size": world, "ranks": seen,
-                    "zero_stage": cfg.zero_stage, "accumulation_steps": accum,
-                    "trainable_params": trainable, "total_params": total, "initial_eval_loss": initial,
-                    "final_eval_loss": final, "final_train_loss": history[-1]["loss"], "steps": cfg.steps,
-                    "seconds": round(elapsed, 3), "data": data_info, "config": to_dict(cfg)})
+    summary.update(
+        {
+            "world_size": world,
+            "ranks": seen,
+            "zero_stage": cfg.zero_stage,
+            "accumulation_steps": accum,
+            "trainable_params": trainable,
+            "total_params": total,
+            "initial_eval_loss": initial,
+            "final_eval_loss": final,
+            "final_train_loss": history[-1]["loss"],
+            "steps": cfg.steps,
+            "seconds": round(elapsed, 3),
+            "data": data_info,
+            "config": to_dict(cfg),
+        }
+    )
     if accelerator.is_main_process:
         (out / "finetune.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print_table([{"ranks": world, "zero": cfg.zero_stage, "trainable": f"{trainable:,}",
-                      "total": f"{total:,}", "eval loss before": initial, "eval loss after": final,
-                      "s": elapsed}], title=f"anvil finetune -> {out}")
+        print_table(
+            [
+                {
+                    "ranks": world,
+                    "zero": cfg.zero_stage,
+                    "trainable": f"{trainable:,}",
+                    "total": f"{total:,}",
+                    "eval loss before": initial,
+                    "eval loss after": final,
+                    "s": elapsed,
+                }
+            ],
+            title=f"anvil finetune -> {out}",
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return summary

@@ -17,6 +17,7 @@ convention is explicit here and `verify_export` compares logits and greedy gener
 - GPT-2 variant: `GPT2LMHeadModel` uses Conv1D ((in, out) weights) and one fused `c_attn`, so
   q/k/v are concatenated and every projection transposed; GELU is the tanh form (`gelu_new`).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,9 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 def check_state_dict(sd: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], where: str) -> None:
     missing = [k for k in shapes if k not in sd]
     if missing:
-        raise ExportError(f"{where}: missing tensor '{missing[0]}'" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise ExportError(
+            f"{where}: missing tensor '{missing[0]}'" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     for name, shape in shapes.items():
         if tuple(sd[name].shape) != shape:
             raise ExportError(f"{where}: tensor '{name}' has shape {tuple(sd[name].shape)}, expected {shape}")
@@ -80,27 +83,56 @@ def hf_config(cfg: ModelConfig, eos_id: int | None, bos_id: int | None):
 
     if cfg.arch == "llama":
         return LlamaConfig(
-            vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=ffn_size(cfg),
-            num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-            num_key_value_heads=cfg.n_kv_heads or cfg.n_heads, head_dim=cfg.d_model // cfg.n_heads,
-            hidden_act="silu", max_position_embeddings=cfg.seq_len, rms_norm_eps=cfg.norm_eps,
+            vocab_size=cfg.vocab_size,
+            hidden_size=cfg.d_model,
+            intermediate_size=ffn_size(cfg),
+            num_hidden_layers=cfg.n_layers,
+            num_attention_heads=cfg.n_heads,
+            num_key_value_heads=cfg.n_kv_heads or cfg.n_heads,
+            head_dim=cfg.d_model // cfg.n_heads,
+            hidden_act="silu",
+            max_position_embeddings=cfg.seq_len,
+            rms_norm_eps=cfg.norm_eps,
             rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-            tie_word_embeddings=cfg.tie_embeddings, attention_bias=False, mlp_bias=False,
-            bos_token_id=bos_id, eos_token_id=eos_id, dtype="float32", architectures=["LlamaForCausalLM"])
+            tie_word_embeddings=cfg.tie_embeddings,
+            attention_bias=False,
+            mlp_bias=False,
+            bos_token_id=bos_id,
+            eos_token_id=eos_id,
+            dtype="float32",
+            architectures=["LlamaForCausalLM"],
+        )
     if (cfg.n_kv_heads or cfg.n_heads) != cfg.n_heads:
-        raise ExportError("model.n_kv_heads: GPT-2 has no grouped-query attention; cannot export "
-                          f"n_kv_heads={cfg.n_kv_heads} != n_heads={cfg.n_heads}")
+        raise ExportError(
+            "model.n_kv_heads: GPT-2 has no grouped-query attention; cannot export "
+            f"n_kv_heads={cfg.n_kv_heads} != n_heads={cfg.n_heads}"
+        )
     return GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=cfg.seq_len, n_embd=cfg.d_model, n_layer=cfg.n_layers,
-        n_head=cfg.n_heads, n_inner=ffn_size(cfg), activation_function="gelu_new",
-        layer_norm_epsilon=cfg.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        tie_word_embeddings=cfg.tie_embeddings, bos_token_id=bos_id, eos_token_id=eos_id,
-        dtype="float32", architectures=["GPT2LMHeadModel"])
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.seq_len,
+        n_embd=cfg.d_model,
+        n_layer=cfg.n_layers,
+        n_head=cfg.n_heads,
+        n_inner=ffn_size(cfg),
+        activation_function="gelu_new",
+        layer_norm_epsilon=cfg.norm_eps,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        tie_word_embeddings=cfg.tie_embeddings,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        dtype="float32",
+        architectures=["GPT2LMHeadModel"],
+    )
 
 
-LLAMA_BLOCK = {"attn_norm.weight": "input_layernorm.weight", "mlp_norm.weight": "post_attention_layernorm.weight",
-               **{f"attn.{p}.weight": f"self_attn.{p}.weight" for p in ("q_proj", "k_proj", "v_proj", "o_proj")},
-               **{f"mlp.{p}.weight": f"mlp.{p}.weight" for p in ("gate_proj", "up_proj", "down_proj")}}
+LLAMA_BLOCK = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "mlp_norm.weight": "post_attention_layernorm.weight",
+    **{f"attn.{p}.weight": f"self_attn.{p}.weight" for p in ("q_proj", "k_proj", "v_proj", "o_proj")},
+    **{f"mlp.{p}.weight": f"mlp.{p}.weight" for p in ("gate_proj", "up_proj", "down_proj")},
+}
 
 
 def to_hf_llama(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -114,14 +146,20 @@ def to_hf_llama(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torc
 
 
 def to_hf_gpt2(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    out = {"transformer.wte.weight": sd["embed.tok.weight"], "transformer.wpe.weight": sd["embed.pos.weight"],
-           "transformer.ln_f.weight": sd["norm.weight"], "transformer.ln_f.bias": sd["norm.bias"]}
+    out = {
+        "transformer.wte.weight": sd["embed.tok.weight"],
+        "transformer.wpe.weight": sd["embed.pos.weight"],
+        "transformer.ln_f.weight": sd["norm.weight"],
+        "transformer.ln_f.bias": sd["norm.bias"],
+    }
     for i in range(cfg.n_layers):
         b, h = f"blocks.{i}.", f"transformer.h.{i}."
         for ours, theirs in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
             out[h + f"{theirs}.weight"], out[h + f"{theirs}.bias"] = sd[b + f"{ours}.weight"], sd[b + f"{ours}.bias"]
         # Conv1D stores (in, out): transpose, and fuse q, k, v along the output dimension.
-        out[h + "attn.c_attn.weight"] = torch.cat([sd[b + f"attn.{p}.weight"] for p in ("q_proj", "k_proj", "v_proj")]).t()
+        out[h + "attn.c_attn.weight"] = torch.cat(
+            [sd[b + f"attn.{p}.weight"] for p in ("q_proj", "k_proj", "v_proj")]
+        ).t()
         out[h + "attn.c_attn.bias"] = torch.cat([sd[b + f"attn.{p}.bias"] for p in ("q_proj", "k_proj", "v_proj")])
         for ours, theirs in (("attn.o_proj", "attn.c_proj"), ("mlp.fc_in", "mlp.c_fc"), ("mlp.fc_out", "mlp.c_proj")):
             out[h + f"{theirs}.weight"] = sd[b + f"{ours}.weight"].t()
@@ -133,8 +171,12 @@ def to_hf_gpt2(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch
 
 def find_tokenizer(meta: dict, ckpt: Path, override: str | None) -> Path | None:
     """The tokenizer.json the run trained with: explicit override, checkpoint copy, metadata, config."""
-    candidates = [override, ckpt / "tokenizer.json", meta.get("tokenizer"),
-                  meta.get("config", {}).get("data", {}).get("tokenizer")]
+    candidates = [
+        override,
+        ckpt / "tokenizer.json",
+        meta.get("tokenizer"),
+        meta.get("config", {}).get("data", {}).get("tokenizer"),
+    ]
     for c in candidates:
         if c and Path(c).is_file():
             return Path(c)
@@ -150,19 +192,32 @@ def save_tokenizer(tokenizer_json: Path, out: Path, model_vocab: int, max_len: i
 
     raw = Tokenizer.from_file(str(tokenizer_json))
     if raw.get_vocab_size(with_added_tokens=True) > model_vocab:
-        raise ExportError(f"{tokenizer_json}: {raw.get_vocab_size(with_added_tokens=True)} tokens but "
-                          f"model.vocab_size={model_vocab}; not the tokenizer this model was trained with")
+        raise ExportError(
+            f"{tokenizer_json}: {raw.get_vocab_size(with_added_tokens=True)} tokens but "
+            f"model.vocab_size={model_vocab}; not the tokenizer this model was trained with"
+        )
     specials = {t.content for t in raw.get_added_tokens_decoder().values() if t.special}
     eos = next((t for t in ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>") if t in specials), None)
     pad = next((t for t in ("<|pad|>", "<pad>") if t in specials), None)
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token=eos, bos_token=eos, pad_token=pad,
-                                  model_max_length=max_len, clean_up_tokenization_spaces=False)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        eos_token=eos,
+        bos_token=eos,
+        pad_token=pad,
+        model_max_length=max_len,
+        clean_up_tokenization_spaces=False,
+    )
     tok.save_pretrained(str(out))
     return tok.eos_token_id, tok.bos_token_id
 
 
-def export_hf(checkpoint: str | os.PathLike, output: str | os.PathLike, tokenizer: str | None = None,
-              max_shard_size: str = DEFAULT_SHARD_SIZE, dtype: str = "float32") -> dict:
+def export_hf(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    tokenizer: str | None = None,
+    max_shard_size: str = DEFAULT_SHARD_SIZE,
+    dtype: str = "float32",
+) -> dict:
     """Convert one Anvil checkpoint (or a run folder's latest) into a transformers folder."""
     from transformers import GenerationConfig, GPT2LMHeadModel, LlamaForCausalLM
 
@@ -187,7 +242,9 @@ def export_hf(checkpoint: str | os.PathLike, output: str | os.PathLike, tokenize
     cls = LlamaForCausalLM if cfg.arch == "llama" else GPT2LMHeadModel
     hf_sd = (to_hf_llama if cfg.arch == "llama" else to_hf_gpt2)(sd, cfg)
     if cfg.tie_embeddings:  # the module's state_dict lists the shared tensor under both names
-        hf_sd["lm_head.weight"] = hf_sd["model.embed_tokens.weight" if cfg.arch == "llama" else "transformer.wte.weight"]
+        hf_sd["lm_head.weight"] = hf_sd[
+            "model.embed_tokens.weight" if cfg.arch == "llama" else "transformer.wte.weight"
+        ]
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     with torch.device("meta"):
         model = cls(config)
@@ -199,9 +256,16 @@ def export_hf(checkpoint: str | os.PathLike, output: str | os.PathLike, tokenize
     model.config.dtype = dtype
     model.save_pretrained(str(out), max_shard_size=max_shard_size, safe_serialization=True)
     GenerationConfig(bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=eos_id).save_pretrained(str(out))
-    info = {"checkpoint": str(ckpt), "step": meta.get("step"), "arch": cfg.arch, "class": cls.__name__,
-            "vocab_size": cfg.vocab_size, "tokenizer": str(tok_path) if tok_path else None,
-            "dtype": dtype, "files": sorted(p.name for p in out.iterdir())}
+    info = {
+        "checkpoint": str(ckpt),
+        "step": meta.get("step"),
+        "arch": cfg.arch,
+        "class": cls.__name__,
+        "vocab_size": cfg.vocab_size,
+        "tokenizer": str(tok_path) if tok_path else None,
+        "dtype": dtype,
+        "files": sorted(p.name for p in out.iterdir()),
+    }
     (out / "anvil_export.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 

@@ -15,6 +15,7 @@ Conventions are the exporter's, inverted (see hf_export): HF Llama's rotate_half
 Anvil's, so q/k are copied as they are; a config that needs something Anvil's model does not do
 (rope scaling, biases in Llama, a head_dim other than hidden/heads) fails naming the config key.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ import torch
 
 from framework.config import ModelConfig, RunConfig
 from framework.configtree import build, merge, parse_overrides, to_dict
-from framework.interop.hf_export import (LLAMA_BLOCK, ExportError, check_state_dict, expected_shapes,
-                                         to_hf_gpt2, to_hf_llama)
+from framework.interop.hf_export import (
+    LLAMA_BLOCK,
+    ExportError,
+    check_state_dict,
+    expected_shapes,
+    to_hf_gpt2,
+    to_hf_llama,
+)
 
 
 def read_config(model_dir: Path) -> dict:
@@ -53,8 +60,10 @@ def model_config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
         rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
         rope_type = rope.get("rope_type", rope.get("type", "default"))
         if rope_type != "default":
-            raise ExportError(f"{where}: key 'rope_parameters.rope_type' is {rope_type!r}; Anvil's model "
-                              "implements plain rotary embeddings ('default') only")
+            raise ExportError(
+                f"{where}: key 'rope_parameters.rope_type' is {rope_type!r}; Anvil's model "
+                "implements plain rotary embeddings ('default') only"
+            )
         for key in ("attention_bias", "mlp_bias"):
             if hf.get(key):
                 raise ExportError(f"{where}: key '{key}' is true; Anvil's Llama-style model has no biases")
@@ -62,29 +71,51 @@ def model_config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
             raise ExportError(f"{where}: key 'hidden_act' is {hf['hidden_act']!r}, expected 'silu' (SwiGLU)")
         d, heads = _need(hf, "hidden_size", where), _need(hf, "num_attention_heads", where)
         if hf.get("head_dim") not in (None, d // heads):
-            raise ExportError(f"{where}: key 'head_dim' is {hf['head_dim']}, Anvil needs hidden_size / "
-                              f"num_attention_heads = {d // heads}")
-        values = dict(arch="llama", n_layers=_need(hf, "num_hidden_layers", where), d_model=d, n_heads=heads,
-                      n_kv_heads=hf.get("num_key_value_heads") or heads, vocab_size=_need(hf, "vocab_size", where),
-                      seq_len=_need(hf, "max_position_embeddings", where),
-                      ffn_hidden=_need(hf, "intermediate_size", where),
-                      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                      norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-                      rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))))
+            raise ExportError(
+                f"{where}: key 'head_dim' is {hf['head_dim']}, Anvil needs hidden_size / "
+                f"num_attention_heads = {d // heads}"
+            )
+        values = dict(
+            arch="llama",
+            n_layers=_need(hf, "num_hidden_layers", where),
+            d_model=d,
+            n_heads=heads,
+            n_kv_heads=hf.get("num_key_value_heads") or heads,
+            vocab_size=_need(hf, "vocab_size", where),
+            seq_len=_need(hf, "max_position_embeddings", where),
+            ffn_hidden=_need(hf, "intermediate_size", where),
+            tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+            norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        )
     elif mtype == "gpt2":
         if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-            raise ExportError(f"{where}: key 'activation_function' is {hf['activation_function']!r}, "
-                              "expected the tanh GELU ('gelu_new')")
-        if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn") or \
-                not hf.get("scale_attn_weights", True):
-            raise ExportError(f"{where}: keys 'scale_attn_*' / 'reorder_and_upcast_attn' differ from plain "
-                              "1/sqrt(head_dim) attention, which Anvil implements")
+            raise ExportError(
+                f"{where}: key 'activation_function' is {hf['activation_function']!r}, "
+                "expected the tanh GELU ('gelu_new')"
+            )
+        if (
+            hf.get("scale_attn_by_inverse_layer_idx")
+            or hf.get("reorder_and_upcast_attn")
+            or not hf.get("scale_attn_weights", True)
+        ):
+            raise ExportError(
+                f"{where}: keys 'scale_attn_*' / 'reorder_and_upcast_attn' differ from plain "
+                "1/sqrt(head_dim) attention, which Anvil implements"
+            )
         d = _need(hf, "n_embd", where)
-        values = dict(arch="gpt2", n_layers=_need(hf, "n_layer", where), d_model=d,
-                      n_heads=_need(hf, "n_head", where), n_kv_heads=None, vocab_size=_need(hf, "vocab_size", where),
-                      seq_len=_need(hf, "n_positions", where), ffn_hidden=hf.get("n_inner") or 4 * d,
-                      tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
-                      norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)))
+        values = dict(
+            arch="gpt2",
+            n_layers=_need(hf, "n_layer", where),
+            d_model=d,
+            n_heads=_need(hf, "n_head", where),
+            n_kv_heads=None,
+            vocab_size=_need(hf, "vocab_size", where),
+            seq_len=_need(hf, "n_positions", where),
+            ffn_hidden=hf.get("n_inner") or 4 * d,
+            tie_embeddings=bool(hf.get("tie_word_embeddings", True)),
+            norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
+        )
     else:
         raise ExportError(f"{where}: key 'model_type' is {mtype!r}; Anvil imports 'llama' and 'gpt2' models")
     return build(ModelConfig, values, "model")
@@ -135,12 +166,25 @@ def from_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig, where: str) -> dict[s
         for i in range(cfg.n_layers):
             b, h = f"blocks.{i}.", f"transformer.h.{i}."
             for ours, theirs in (("attn_norm", "ln_1"), ("mlp_norm", "ln_2")):
-                out[b + f"{ours}.weight"], out[b + f"{ours}.bias"] = sd[h + f"{theirs}.weight"], sd[h + f"{theirs}.bias"]
+                out[b + f"{ours}.weight"], out[b + f"{ours}.bias"] = (
+                    sd[h + f"{theirs}.weight"],
+                    sd[h + f"{theirs}.bias"],
+                )
             w, bias = sd[h + "attn.c_attn.weight"].t(), sd[h + "attn.c_attn.bias"]
             for j, p in enumerate(("q_proj", "k_proj", "v_proj")):
-                out[b + f"attn.{p}.weight"], out[b + f"attn.{p}.bias"] = w[j * kv:(j + 1) * kv], bias[j * kv:(j + 1) * kv]
-            for ours, theirs in (("attn.o_proj", "attn.c_proj"), ("mlp.fc_in", "mlp.c_fc"), ("mlp.fc_out", "mlp.c_proj")):
-                out[b + f"{ours}.weight"], out[b + f"{ours}.bias"] = sd[h + f"{theirs}.weight"].t(), sd[h + f"{theirs}.bias"]
+                out[b + f"attn.{p}.weight"], out[b + f"attn.{p}.bias"] = (
+                    w[j * kv : (j + 1) * kv],
+                    bias[j * kv : (j + 1) * kv],
+                )
+            for ours, theirs in (
+                ("attn.o_proj", "attn.c_proj"),
+                ("mlp.fc_in", "mlp.c_fc"),
+                ("mlp.fc_out", "mlp.c_proj"),
+            ):
+                out[b + f"{ours}.weight"], out[b + f"{ours}.bias"] = (
+                    sd[h + f"{theirs}.weight"].t(),
+                    sd[h + f"{theirs}.bias"],
+                )
     if not cfg.tie_embeddings:
         out["head.weight"] = sd["lm_head.weight"]
     return {k: v.float().contiguous().clone() for k, v in out.items()}
@@ -160,9 +204,11 @@ def fit_positions(weights: dict[str, torch.Tensor], cfg: ModelConfig, where: str
     if pos is None or pos.shape[0] == cfg.seq_len:
         return weights
     if pos.shape[0] < cfg.seq_len:
-        raise ExportError(f"config key 'model.seq_len': {cfg.seq_len} exceeds the {pos.shape[0]} learned positions "
-                          f"of {where} (n_positions)")
-    return {**weights, "embed.pos.weight": pos[:cfg.seq_len].clone()}
+        raise ExportError(
+            f"config key 'model.seq_len': {cfg.seq_len} exceeds the {pos.shape[0]} learned positions "
+            f"of {where} (n_positions)"
+        )
+    return {**weights, "embed.pos.weight": pos[: cfg.seq_len].clone()}
 
 
 def import_hf(model_dir: str | os.PathLike, output: str | os.PathLike, overrides: list[str] | None = None) -> dict:
@@ -180,18 +226,27 @@ def import_hf(model_dir: str | os.PathLike, output: str | os.PathLike, overrides
     hf = read_config(model_dir)
     model_cfg = model_config_from_hf(hf, str(model_dir / "config.json"))
     tok_src = model_dir / "tokenizer.json"
-    base = {"run_dir": str(out), "model": to_dict(model_cfg),
-            "data": {"tokenizer": str(out / "tokenizer.json") if tok_src.is_file() else None}}
+    base = {
+        "run_dir": str(out),
+        "model": to_dict(model_cfg),
+        "data": {"tokenizer": str(out / "tokenizer.json") if tok_src.is_file() else None},
+    }
     cfg: RunConfig = build(RunConfig, merge(base, parse_overrides(overrides or [])))
     if to_dict(cfg.model) != to_dict(model_cfg):
         changed = [k for k, v in to_dict(model_cfg).items() if getattr(cfg.model, k) != v and k != "seq_len"]
         if changed:
-            raise ExportError(f"config key 'model.{changed[0]}': fixed by {model_dir}/config.json, cannot be overridden")
+            raise ExportError(
+                f"config key 'model.{changed[0]}': fixed by {model_dir}/config.json, cannot be overridden"
+            )
     # What can be checked before knowing the training world size (data-parallel size 1 is the
     # weakest case); `anvil train` checks the rest against its own world size.
     cfg.check_layout(cfg.parallel.tensor * cfg.parallel.pipeline)
-    info = {"run_dir": str(out), "checkpoint": str(out / "checkpoints" / store.checkpoint_name(0)),
-            "arch": model_cfg.arch, "parameters": None}
+    info = {
+        "run_dir": str(out),
+        "checkpoint": str(out / "checkpoints" / store.checkpoint_name(0)),
+        "arch": model_cfg.arch,
+        "parameters": None,
+    }
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun: rank 0 writes the (layout-free) checkpoint
         return info  # (and checks the folder: here it may already have written it)
     if (out / "checkpoints" / store.LATEST).is_file():
@@ -204,9 +259,15 @@ def import_hf(model_dir: str | os.PathLike, output: str | os.PathLike, overrides
         shutil.copyfile(tok_src, out / "tokenizer.json")
     config_yaml = dump_yaml(cfg)
     (out / "config.yaml").write_text(config_yaml)
-    meta = {"step": 0, "consumed_samples": 0, "tokens": 0,
-            "tokenizer": str((out / "tokenizer.json").resolve()) if tok_src.is_file() else None,
-            "stability": {}, "config": to_dict(cfg), "imported_from": str(model_dir.resolve())}
+    meta = {
+        "step": 0,
+        "consumed_samples": 0,
+        "tokens": 0,
+        "tokenizer": str((out / "tokenizer.json").resolve()) if tok_src.is_file() else None,
+        "stability": {},
+        "config": to_dict(cfg),
+        "imported_from": str(model_dir.resolve()),
+    }
     items = ((Piece.full(name, "fp32", w.shape), w) for name, w in sorted(weights.items()))
     store.write_full(out / "checkpoints", 0, items, meta, config_yaml, adam_step=0, keep=cfg.train.keep_checkpoints)
     info["parameters"] = sum(v.numel() for v in weights.values())

@@ -6,6 +6,7 @@ both and reports whether every generated token agrees. `anvil export hf --verify
 call it; a conversion bug (rotary layout, a transposed Conv1D, a wrong epsilon) shows up as a
 difference far above 1e-4.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,14 +28,21 @@ def load_anvil_model(checkpoint) -> torch.nn.Module:
 def anvil_greedy(model, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
     seq = prompt
     for _ in range(new_tokens):
-        nxt = model(seq[:, -model.cfg.seq_len:])[:, -1].argmax(-1, keepdim=True)
+        nxt = model(seq[:, -model.cfg.seq_len :])[:, -1].argmax(-1, keepdim=True)
         seq = torch.cat([seq, nxt], dim=1)
-    return seq[:, prompt.size(1):]
+    return seq[:, prompt.size(1) :]
 
 
 @torch.no_grad()
-def compare(checkpoint, hf_dir, batches: int = 2, batch_size: int = 2, seq_len: int | None = None,
-            new_tokens: int = 8, seed: int = 0) -> dict:
+def compare(
+    checkpoint,
+    hf_dir,
+    batches: int = 2,
+    batch_size: int = 2,
+    seq_len: int | None = None,
+    new_tokens: int = 8,
+    seed: int = 0,
+) -> dict:
     from transformers import AutoModelForCausalLM
 
     ours = load_anvil_model(checkpoint)
@@ -49,7 +57,17 @@ def compare(checkpoint, hf_dir, batches: int = 2, batch_size: int = 2, seq_len: 
         max_diff = max(max_diff, (a - b).abs().max().item())
     prompt = torch.randint(0, cfg.vocab_size, (batch_size, min(8, cfg.seq_len - new_tokens)), generator=gen)
     mine = anvil_greedy(ours, prompt, new_tokens)
-    hf = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
-                         min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)[:, prompt.size(1):]
-    return {"max_abs_logit_diff": max_diff, "greedy_equal": bool(torch.equal(mine, hf)),
-            "greedy_anvil": mine.tolist(), "greedy_hf": hf.tolist()}
+    hf = theirs.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )[:, prompt.size(1) :]
+    return {
+        "max_abs_logit_diff": max_diff,
+        "greedy_equal": bool(torch.equal(mine, hf)),
+        "greedy_anvil": mine.tolist(),
+        "greedy_hf": hf.tolist(),
+    }

@@ -4,6 +4,7 @@ The framework never imports curation code, so this is the small reader the fine-
 perplexity scorer share: `.jsonl`, `.jsonl.gz` and `.jsonl.zst` files (or folders of them), one
 `{"id": ..., "text": ...}` per line. Unreadable lines are skipped and counted, never fatal.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -47,8 +48,9 @@ def _open_text(path: Path) -> io.TextIOBase:
     if path.name.endswith(".zst"):
         import zstandard
 
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")),
-                                encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(
+            zstandard.ZstdDecompressor().stream_reader(open(path, "rb")), encoding="utf-8", errors="replace"
+        )
     return open(path, encoding="utf-8", errors="replace")
 
 
@@ -82,4 +84,4 @@ def is_held_out(doc_id: str, fraction: float) -> bool:
 def pack(token_lists: list[list[int]], block: int) -> list[list[int]]:
     """Concatenate documents (each already ending in EOS) and cut full blocks of `block` tokens."""
     flat = [t for toks in token_lists for t in toks]
-    return [flat[i:i + block] for i in range(0, len(flat) - block + 1, block)]
+    return [flat[i : i + block] for i in range(0, len(flat) - block + 1, block)]

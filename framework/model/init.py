@@ -8,6 +8,7 @@ shard (`framework.parallel.parallelize`). The rule for a parameter follows the m
 weights of linears and embeddings normal(0, module.init_std) (set by `layers.py`), biases zero,
 norm weights one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,10 @@ def rules(model: nn.Module) -> dict[str, Rule]:
             elif getattr(module, "init_std", None) is not None:
                 out[full] = Rule("normal", float(module.init_std))
             else:
-                raise ValueError(f"parameter {full!r} ({type(module).__name__}) has no initialisation rule: "
-                                 "build it with a framework.model.layers factory")
+                raise ValueError(
+                    f"parameter {full!r} ({type(module).__name__}) has no initialisation rule: "
+                    "build it with a framework.model.layers factory"
+                )
     return out
 
 
@@ -57,8 +60,14 @@ def full_box(shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
 
 
 @torch.no_grad()
-def values(rule: Rule, name: str, shape: Sequence[int], seed: int, box: Optional[Box] = None,
-           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def values(
+    rule: Rule,
+    name: str,
+    shape: Sequence[int],
+    seed: int,
+    box: Optional[Box] = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """The initial values of `box` (default: all) of parameter `name` with global `shape`, on the CPU.
 
     Peak memory: the box plus one full row of the parameter."""

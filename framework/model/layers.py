@@ -8,6 +8,7 @@ Initial values are not drawn here. Each linear and embedding carries its init st
 `init_std`; `framework.model.init` turns (seed, parameter name, std) into values that are the same
 under any layout, so a model built on the meta device can be materialised shard by shard.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@
 config). `anvil model info CONFIG` prints these numbers; the scaling-law sweeps use them to size
 runs, and MFU uses `flops_per_token`. Tests check them against instantiated models.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

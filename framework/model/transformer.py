@@ -19,6 +19,7 @@ Initialisation follows GPT-NeoX / OLMo: "small init" std = sqrt(2 / (5 d)) (or `
 for every matrix, and the residual output projections (o_proj, down_proj / fc_out) scaled by depth:
 std = 2 / (n_layers sqrt(d)) ("wang init"; with `model.init_std`: init_std / sqrt(2 n_layers)).
 """
+
 from __future__ import annotations
 
 import math

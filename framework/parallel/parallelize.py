@@ -17,6 +17,7 @@ embedding), and the same seed gives the same weights at any layout.
 `shard_full_state_dict` copies layout-free weights into this rank's module (imports); `tp_box` says
 which rectangle of a full parameter this rank's tensor-parallel shard is.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -37,7 +38,9 @@ def build_meta_model(cfg) -> nn.Module:
         return Transformer(cfg.model)
 
 
-def tp_box(param: torch.Tensor, topo: Optional[topology.Topology]) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+def tp_box(
+    param: torch.Tensor, topo: Optional[topology.Topology]
+) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
     """(global shape, box) of this rank's tensor-parallel shard of `param` (box = (start, length) per dim)."""
     shape = tuple(param.ds_shape if hasattr(param, "ds_shape") else param.shape)
     dim = partition_dim(param)
@@ -75,8 +78,9 @@ def local_names(module: nn.Module) -> dict[str, str]:
 
 
 @torch.no_grad()
-def shard_full_state_dict(module: nn.Module, full: dict[str, torch.Tensor],
-                          topo: Optional[topology.Topology] = None) -> None:
+def shard_full_state_dict(
+    module: nn.Module, full: dict[str, torch.Tensor], topo: Optional[topology.Topology] = None
+) -> None:
     """Copy this rank's slices of layout-free weights `full` into `module`'s parameters."""
     params = dict(module.named_parameters(remove_duplicate=False))
     for local, name in local_names(module).items():
@@ -90,9 +94,16 @@ def shard_full_state_dict(module: nn.Module, full: dict[str, torch.Tensor],
 
 
 @torch.no_grad()
-def materialize(model: nn.Module, rules: dict[str, init.Rule], seed: int, topo: Optional[topology.Topology],
-                device: torch.device, keep: Callable[[str], bool] = lambda name: True,
-                dtype: torch.dtype = torch.float32, replaced: Optional[dict] = None) -> int:
+def materialize(
+    model: nn.Module,
+    rules: dict[str, init.Rule],
+    seed: int,
+    topo: Optional[topology.Topology],
+    device: torch.device,
+    keep: Callable[[str], bool] = lambda name: True,
+    dtype: torch.dtype = torch.float32,
+    replaced: Optional[dict] = None,
+) -> int:
     """Allocate and initialise the meta parameters of `model` whose full name `keep` accepts.
 
     Names are the plain model's (call it before a pipeline renames them). Each parameter is replaced
@@ -140,8 +151,13 @@ def _zero3_partition(unit: nn.Module, ds_config: dict, topo: Optional[topology.T
     deepspeed.zero.Init(module=unit, data_parallel_group=group, mpu=mpu, dtype=dtype, config_dict_or_path=ds_config)
 
 
-def parallelize(model: nn.Module, topo: Optional[topology.Topology], cfg, device: torch.device,
-                ds_config: Optional[dict] = None) -> nn.Module:
+def _every_parameter(name: str) -> bool:
+    return True
+
+
+def parallelize(
+    model: nn.Module, topo: Optional[topology.Topology], cfg, device: torch.device, ds_config: Optional[dict] = None
+) -> nn.Module:
     """This rank's module for the meta-device plain `model` under `topo` (None: one process).
 
     `cfg` is the RunConfig (seed, parallel and precision settings); `ds_config` the DeepSpeed config
@@ -155,15 +171,17 @@ def parallelize(model: nn.Module, topo: Optional[topology.Topology], cfg, device
             tensor.apply_tensor_parallel(model, topo)
     model.activation_checkpointing = par.activation_checkpointing  # activation checkpointing
     pipelined = topo is not None and topo.layout.pipeline > 1
-    keep: Callable[[str], bool] = lambda name: True
+    keep: Callable[[str], bool] = _every_parameter
     if pipelined:  # pipeline: materialise only this stage's layers
         from framework.parallel.pipeline import stage_param_full_names
 
-        mine = stage_param_full_names(model, topo)
-        keep = mine.__contains__
+        keep = stage_param_full_names(model, topo).__contains__
     zero3 = par.zero_stage == 3
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision, torch.float32) \
-        if zero3 else torch.float32
+    dtype = (
+        {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision, torch.float32)
+        if zero3
+        else torch.float32
+    )
     if zero3:  # materialise and partition one unit at a time
         if ds_config is None:
             raise ValueError("parallelize: ZeRO-3 needs the DeepSpeed config")

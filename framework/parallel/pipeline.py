@@ -10,6 +10,7 @@ parallelism inside a stage works unchanged.
 Layer names inside the pipeline module are `{index}.{name}` (tied ones `tied_modules.embed.*`);
 `layer_names` maps them back to the model's own parameter names so checkpoints stay layout-free.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -122,11 +123,13 @@ def partition(model: nn.Module, stages: int) -> tuple[str, list[int]]:
     from deepspeed.runtime.utils import partition_balanced
 
     layers, _ = pipeline_layers(model)
-    counts = [sum(p.numel() for p in (l.module if isinstance(l, _Prebuilt) else l).parameters() if p.requires_grad)
-              for l in layers]
+    counts = [
+        sum(p.numel() for p in (l.module if isinstance(l, _Prebuilt) else l).parameters() if p.requires_grad)
+        for l in layers
+    ]
     blocks = [1 if _is_block(l) else 0 for l in layers]
     parts = partition_balanced(weights=counts, num_parts=stages)
-    if all(sum(blocks[parts[i]:parts[i + 1]]) for i in range(stages)):
+    if all(sum(blocks[parts[i] : parts[i + 1]]) for i in range(stages)):
         return "parameters", parts
     return "type:Block", partition_balanced(weights=blocks, num_parts=stages)
 
@@ -145,8 +148,9 @@ def stage_param_full_names(model: nn.Module, topo: topology.Topology) -> set[str
     return {n for per_layer in _layer_param_names(layers, names)[start:stop] for n in per_layer}
 
 
-def to_pipeline(model: nn.Module, topo: topology.Topology, activation_checkpointing: bool = False,
-                seed: int = 1234) -> PipelineModule:
+def to_pipeline(
+    model: nn.Module, topo: topology.Topology, activation_checkpointing: bool = False, seed: int = 1234
+) -> PipelineModule:
     """Cut `model` into `topo.layout.pipeline` stages; this rank keeps its own stage's layers.
 
     Only this stage's parameters need to be materialised (`stage_param_full_names`): the others may
@@ -154,17 +158,24 @@ def to_pipeline(model: nn.Module, topo: topology.Topology, activation_checkpoint
     layers, names = pipeline_layers(model)
     expected = stage_bounds_for(model, topo)
     pipe = PipelineModule(
-        layers=layers, loss_fn=PipelineLoss(model.loss), topology=topology.deepspeed_topology(topo.layout),
-        partition_method=partition(model, topo.layout.pipeline)[0], seed_layers=False, base_seed=seed,
+        layers=layers,
+        loss_fn=PipelineLoss(model.loss),
+        topology=topology.deepspeed_topology(topo.layout),
+        partition_method=partition(model, topo.layout.pipeline)[0],
+        seed_layers=False,
+        base_seed=seed,
         activation_checkpoint_interval=1 if activation_checkpointing else 0,
         activation_checkpoint_func=partial(checkpoint, use_reentrant=False),
-        checkpointable_layers=["Block"])
+        checkpointable_layers=["Block"],
+    )
     # DeepSpeed keeps the whole layer list after building this stage; drop the other stages'
     # modules from it, or every rank would hold the full model's weights.
     start, stop = pipe._local_start, pipe._local_stop
     if (start, stop) != expected:
-        raise RuntimeError(f"pipeline stage {topo.pp_rank}: DeepSpeed kept layers [{start}, {stop}), Anvil "
-                           f"materialised [{expected[0]}, {expected[1]})")
+        raise RuntimeError(
+            f"pipeline stage {topo.pp_rank}: DeepSpeed kept layers [{start}, {stop}), Anvil "
+            f"materialised [{expected[0]}, {expected[1]})"
+        )
     for i, spec in enumerate(pipe._layer_specs):
         if not start <= i < stop:
             if isinstance(spec, _Prebuilt):

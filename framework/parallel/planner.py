@@ -76,6 +76,7 @@ recomputation, then the most data parallelism (least model-parallel communicatio
 pipeline stages (bubbles), then ZeRO-1 > 2 > 0 > 3 (same traffic as plain DP for 1 and 2; ZeRO-3
 adds a parameter all-gather per forward and backward).
 """
+
 from __future__ import annotations
 
 import math
@@ -174,7 +175,7 @@ def stage_params(m: ModelConfig, layout: Layout) -> list[int]:
         from deepspeed.runtime.utils import partition_balanced
 
         parts = partition_balanced(weights=counts, num_parts=layout.pipeline)
-        _STAGES[key] = [sum(counts[parts[i]:parts[i + 1]]) for i in range(layout.pipeline)]
+        _STAGES[key] = [sum(counts[parts[i] : parts[i + 1]]) for i in range(layout.pipeline)]
     return list(_STAGES[key])
 
 
@@ -211,8 +212,16 @@ def model_state_bytes(n: int, dp: int, zero: int, precision: str, pipeline: int 
     return {"params": P * n / dp, "grads": G * n / dp, "optimizer": 12 * n / dp}
 
 
-def activation_bytes(m: ModelConfig, layout: Layout, micro_batch: int, micro_batches: int, precision: str,
-                     checkpointing: bool, sequence_parallel: bool = False, flash: bool = True) -> float:
+def activation_bytes(
+    m: ModelConfig,
+    layout: Layout,
+    micro_batch: int,
+    micro_batches: int,
+    precision: str,
+    checkpointing: bool,
+    sequence_parallel: bool = False,
+    flash: bool = True,
+) -> float:
     """Peak activation bytes on the first pipeline stage (Korthikanti et al. 2022)."""
     s, b, h, a, t = m.seq_len, micro_batch, m.d_model, m.n_heads, layout.tensor
     attn = 0.0 if flash else 5 * a * s / h
@@ -285,8 +294,10 @@ def _phases(cfg: RunConfig, layout: Layout, zero: int, gpu: bool, act: float) ->
         read = 4 * n + 8 * nD
     else:  # zero3
         u = max(layer_params(m, layout.tensor))
-        startup = max(P * nD + P * u + (4 * l if P == 2 else 0),  # partitions so far + one whole unit
-                      P * nD + (4 + G) * nD + P * B + 4 * l)  # + fp32 master, gradient partitions, bucket
+        startup = max(
+            P * nD + P * u + (4 * l if P == 2 else 0),  # partitions so far + one whole unit
+            P * nD + (4 + G) * nD + P * B + 4 * l,
+        )  # + fp32 master, gradient partitions, bucket
         steady = P * nD + (4 + G) * nD + 8 * nD + P * B  # + the reduce bucket
         gathered = P * min(n, ZERO3_REUSE_DISTANCE // 2)
         steps = steady + max(gathered + act, 4 * min(nD, ZERO3_SUB_GROUP) + adam_tmp)
@@ -296,8 +307,12 @@ def _phases(cfg: RunConfig, layout: Layout, zero: int, gpu: bool, act: float) ->
     # one parameter at a time: its fp32 weight, a cast or slice of it, a moment.
     load = steady + 3 * 4 * l + (read if cpu else 0)
     device = {"startup": startup, "steps": steps, "save": save, "load": load}
-    host = {"startup": 4 * l + (2 * l if path == "zero3" and P == 2 else 0), "steps": 0.0,
-            "save": 4 * l, "load": read + 3 * 4 * l}
+    host = {
+        "startup": 4 * l + (2 * l if path == "zero3" and P == 2 else 0),
+        "steps": 0.0,
+        "save": 4 * l,
+        "load": read + 3 * 4 * l,
+    }
     return device, host
 
 
@@ -318,13 +333,24 @@ def rank_memory(cfg: RunConfig, layout: Layout, zero: int, device: str = "cpu") 
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
     m, t = cfg.model, cfg.train
     mbs = max(1, t.global_batch_size // (t.micro_batch_size * layout.data))
-    act = activation_bytes(m, layout, t.micro_batch_size, mbs, t.precision, cfg.parallel.activation_checkpointing,
-                           cfg.parallel.sequence_parallel)
+    act = activation_bytes(
+        m,
+        layout,
+        t.micro_batch_size,
+        mbs,
+        t.precision,
+        cfg.parallel.activation_checkpointing,
+        cfg.parallel.sequence_parallel,
+    )
     dev, host = _phases(cfg, layout, zero, device == "cuda", act)
     if device == "cpu":
         z3 = (HOST_FIXED_ZERO3 if zero == 3 else 0) + (HOST_FIXED_TP if layout.tensor > 1 else 0)
-        dev = {"startup": dev["startup"] + HOST_FIXED_STARTUP + z3, "steps": dev["steps"] + HOST_FIXED_TRAINING + z3,
-               "save": dev["save"] + HOST_FIXED_TRAINING + z3, "load": dev["load"] + HOST_FIXED_STARTUP + z3}
+        dev = {
+            "startup": dev["startup"] + HOST_FIXED_STARTUP + z3,
+            "steps": dev["steps"] + HOST_FIXED_TRAINING + z3,
+            "save": dev["save"] + HOST_FIXED_TRAINING + z3,
+            "load": dev["load"] + HOST_FIXED_STARTUP + z3,
+        }
         host = dict(dev)
     return {**{k: float(v) for k, v in dev.items()}, **{f"host_{k}": float(v) for k, v in host.items()}}
 
@@ -360,8 +386,12 @@ class Plan:
     @property
     def peak_phase(self) -> str:
         """The phase of `total`: start-up, steps, save or load."""
-        phases = {"start-up": self.startup, "steps": self.steps if self.fits else self.steps_ckpt,
-                  "save": self.save, "load": self.load}
+        phases = {
+            "start-up": self.startup,
+            "steps": self.steps if self.fits else self.steps_ckpt,
+            "save": self.save,
+            "load": self.load,
+        }
         return max(phases, key=phases.get)
 
 
@@ -370,10 +400,13 @@ def valid_layouts(m: ModelConfig, world: int) -> list[Layout]:
     the one copy of the rules; ZeRO stage and batch size are judged per plan)."""
     from framework.config import layout_problems
 
-    return [Layout(world // (tp * pp), tp, pp)
-            for tp in range(1, world + 1) if world % tp == 0
-            for pp in range(1, world // tp + 1) if (world // tp) % pp == 0
-            and not layout_problems(m, world, tp, pp)]
+    return [
+        Layout(world // (tp * pp), tp, pp)
+        for tp in range(1, world + 1)
+        if world % tp == 0
+        for pp in range(1, world // tp + 1)
+        if (world // tp) % pp == 0 and not layout_problems(m, world, tp, pp)
+    ]
 
 
 def plan(cfg: RunConfig, world: int, device_bytes: Optional[int], device: str = "cuda") -> list[Plan]:
@@ -386,21 +419,43 @@ def plan(cfg: RunConfig, world: int, device_bytes: Optional[int], device: str = 
     for layout in valid_layouts(m, world):
         n = max(stage_params(m, layout))
         mbs = max(1, t.global_batch_size // (t.micro_batch_size * layout.data))
-        for zero in ((0, 1) if layout.pipeline > 1 else (0, 1, 2, 3)):
+        for zero in (0, 1) if layout.pipeline > 1 else (0, 1, 2, 3):
             st = model_state_bytes(n, layout.data, zero, t.precision, layout.pipeline)
-            act = activation_bytes(m, layout, t.micro_batch_size, mbs, t.precision, False, cfg.parallel.sequence_parallel)
-            ack = activation_bytes(m, layout, t.micro_batch_size, mbs, t.precision, True, cfg.parallel.sequence_parallel)
-            full = rank_memory(replace(cfg, parallel=replace(cfg.parallel, activation_checkpointing=False)),
-                               layout, zero, device)
-            ckpt = rank_memory(replace(cfg, parallel=replace(cfg.parallel, activation_checkpointing=True)),
-                               layout, zero, device)
+            act = activation_bytes(
+                m, layout, t.micro_batch_size, mbs, t.precision, False, cfg.parallel.sequence_parallel
+            )
+            ack = activation_bytes(
+                m, layout, t.micro_batch_size, mbs, t.precision, True, cfg.parallel.sequence_parallel
+            )
+            full = rank_memory(
+                replace(cfg, parallel=replace(cfg.parallel, activation_checkpointing=False)), layout, zero, device
+            )
+            ckpt = rank_memory(
+                replace(cfg, parallel=replace(cfg.parallel, activation_checkpointing=True)), layout, zero, device
+            )
             limit = HEADROOM * device_bytes if device_bytes else float("inf")
             others = max(full["startup"], full["save"], full["load"])
             host = max(full[f"host_{k}"] for k in ("startup", "steps", "save", "load"))
-            plans.append(Plan(layout, zero, st["params"], st["grads"], st["optimizer"], act, ack,
-                              max(others, full["steps"]) <= limit, max(others, ckpt["steps"]) <= limit,
-                              t.global_batch_size % (t.micro_batch_size * layout.data) == 0,
-                              full["startup"], full["steps"], ckpt["steps"], full["save"], full["load"], host))
+            plans.append(
+                Plan(
+                    layout,
+                    zero,
+                    st["params"],
+                    st["grads"],
+                    st["optimizer"],
+                    act,
+                    ack,
+                    max(others, full["steps"]) <= limit,
+                    max(others, ckpt["steps"]) <= limit,
+                    t.global_batch_size % (t.micro_batch_size * layout.data) == 0,
+                    full["startup"],
+                    full["steps"],
+                    ckpt["steps"],
+                    full["save"],
+                    full["load"],
+                    host,
+                )
+            )
     return plans
 
 
@@ -413,7 +468,12 @@ def recommend(plans: list[Plan], gpus_per_node: int = 8) -> Optional[Plan]:
 
     def key(p: Plan):
         zero = 0 if p.layout.data == 1 and p.zero == 0 else ZERO_PREFERENCE[p.zero] + 1
-        return (not p.fits, p.layout.tensor > gpus_per_node, p.layout.tensor * p.layout.pipeline,
-                p.layout.pipeline, zero)
+        return (
+            not p.fits,
+            p.layout.tensor > gpus_per_node,
+            p.layout.tensor * p.layout.pipeline,
+            p.layout.pipeline,
+            zero,
+        )
 
     return min(ok, key=key)

@@ -17,6 +17,7 @@ all-reduce (same result; on NCCL a reduce-scatter would move half the bytes). Pa
 only a slice of the sequence (norms) get their gradient summed over the tensor group by
 `sync_sequence_parallel_grads`, as Megatron does for its layernorms.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -103,12 +104,26 @@ def scatter_sequence(x: torch.Tensor) -> torch.Tensor:
 class ColumnLinear(tp.ColumnParallelLinear):
     """Y = X A with A split by output features; the output stays split (`gather_output=False`)."""
 
-    def __init__(self, in_features: int, out_features: int, topo: topology.Topology, *, bias: bool = False,
-                 gather_output: bool = False):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        topo: topology.Topology,
+        *,
+        bias: bool = False,
+        gather_output: bool = False,
+    ):
         # With the sequence split, the gather's backward already sums the input gradient.
-        super().__init__(in_features, out_features, config=model_parallel_config(topo), init_method=_no_init,
-                         bias=bias, gather_output=gather_output, skip_bias_add=False,
-                         disable_grad_reduce=topo.sequence_parallel)
+        super().__init__(
+            in_features,
+            out_features,
+            config=model_parallel_config(topo),
+            init_method=_no_init,
+            bias=bias,
+            gather_output=gather_output,
+            skip_bias_add=False,
+            disable_grad_reduce=topo.sequence_parallel,
+        )
         _mark_split(self.weight, 0)
         self.sequence_split = topo.sequence_parallel
 
@@ -123,8 +138,15 @@ class RowLinear(tp.RowParallelLinear):
     """Y = X A with A split by input features; the input arrives split, the output is summed."""
 
     def __init__(self, in_features: int, out_features: int, topo: topology.Topology, *, bias: bool = False):
-        super().__init__(in_features, out_features, config=model_parallel_config(topo), init_method=_no_init,
-                         bias=bias, input_is_parallel=True, skip_bias_add=False)
+        super().__init__(
+            in_features,
+            out_features,
+            config=model_parallel_config(topo),
+            init_method=_no_init,
+            bias=bias,
+            input_is_parallel=True,
+            skip_bias_add=False,
+        )
         _mark_split(self.weight, 1)
         self.sequence_split = topo.sequence_parallel
 
@@ -178,10 +200,15 @@ class VocabCrossEntropy(nn.Module):
 # Module-name pattern -> style. Everything not named here (norms, learned positions) is replicated.
 TP_PLAN: dict[str, str] = {
     "embed.tok": "vocab_embedding",
-    "blocks.*.attn.q_proj": "column", "blocks.*.attn.k_proj": "column", "blocks.*.attn.v_proj": "column",
+    "blocks.*.attn.q_proj": "column",
+    "blocks.*.attn.k_proj": "column",
+    "blocks.*.attn.v_proj": "column",
     "blocks.*.attn.o_proj": "row",
-    "blocks.*.mlp.gate_proj": "column", "blocks.*.mlp.up_proj": "column", "blocks.*.mlp.down_proj": "row",
-    "blocks.*.mlp.fc_in": "column", "blocks.*.mlp.fc_out": "row",
+    "blocks.*.mlp.gate_proj": "column",
+    "blocks.*.mlp.up_proj": "column",
+    "blocks.*.mlp.down_proj": "row",
+    "blocks.*.mlp.fc_in": "column",
+    "blocks.*.mlp.fc_out": "row",
     "head": "vocab_head",
     "loss": "vocab_cross_entropy",
 }
@@ -265,7 +292,19 @@ def partition_dim(p: torch.Tensor) -> int:
     return int(getattr(p, "partition_dim", -1)) if is_tensor_parallel(p) else -1
 
 
-__all__ = ["ColumnLinear", "RowLinear", "VocabEmbedding", "VocabHead", "VocabCrossEntropy", "TP_PLAN",
-           "apply_tensor_parallel", "tied_head_forward", "cross_entropy",
-           "gather_vocab_logits", "sync_sequence_parallel_grads", "is_tensor_parallel", "partition_dim",
-           "model_parallel_config"]
+__all__ = [
+    "ColumnLinear",
+    "RowLinear",
+    "VocabEmbedding",
+    "VocabHead",
+    "VocabCrossEntropy",
+    "TP_PLAN",
+    "apply_tensor_parallel",
+    "tied_head_forward",
+    "cross_entropy",
+    "gather_vocab_logits",
+    "sync_sequence_parallel_grads",
+    "is_tensor_parallel",
+    "partition_dim",
+    "model_parallel_config",
+]

@@ -13,6 +13,7 @@ DeepSpeed's `PipeModelDataParallelTopology(num_pp, num_mp, num_dp)` (axes pipe, 
 checks them against it before any model exists. Without pipelines DeepSpeed takes an `mpu` object:
 `DeepSpeedMPU` adapts megatron's `parallel_state` to the functions DeepSpeed calls.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -214,7 +215,9 @@ def initialize(layout: Layout, sequence_parallel: bool = False) -> Topology:
 
     world = dist.get_world_size()
     if layout.world_size != world:
-        raise ConfigError(f"config key 'parallel': layout {layout} needs {layout.world_size} ranks, world size is {world}")
+        raise ConfigError(
+            f"config key 'parallel': layout {layout} needs {layout.world_size} ranks, world size is {world}"
+        )
     if sequence_parallel and layout.tensor == 1:
         sequence_parallel = False  # nothing to split the sequence over
     if _CURRENT is not None and _CURRENT.layout == layout:
@@ -222,12 +225,18 @@ def initialize(layout: Layout, sequence_parallel: bool = False) -> Topology:
         return _CURRENT
     if ps.model_parallel_is_initialized():
         ps.destroy_model_parallel()
-    ps.initialize_model_parallel(tensor_model_parallel_size=layout.tensor,
-                                 pipeline_model_parallel_size=layout.pipeline,
-                                 order="tp-cp-ep-dp-pp", create_gloo_process_groups=False)
+    ps.initialize_model_parallel(
+        tensor_model_parallel_size=layout.tensor,
+        pipeline_model_parallel_size=layout.pipeline,
+        order="tp-cp-ep-dp-pp",
+        create_gloo_process_groups=False,
+    )
     rank = dist.get_rank()
-    mine = {"data": ps.get_data_parallel_group(), "tensor": ps.get_tensor_model_parallel_group(),
-            "pipeline": ps.get_pipeline_model_parallel_group()}
+    mine = {
+        "data": ps.get_data_parallel_group(),
+        "tensor": ps.get_tensor_model_parallel_group(),
+        "pipeline": ps.get_pipeline_model_parallel_group(),
+    }
     expected = rank_groups(layout)
     for kind, group in mine.items():
         got = sorted(dist.get_process_group_ranks(group))

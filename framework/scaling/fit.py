@@ -23,6 +23,7 @@ side of that paper (excess parameters, R*_N) is not applied.
 
 Everything here is deterministic: a fixed grid, a fixed optimiser, seeded bootstrap resamples.
 """
+
 from __future__ import annotations
 
 import csv
@@ -84,8 +85,10 @@ def read_results(path: str | Path) -> Points:
         header = reader.fieldnames or []
         missing = [c for c in ("N", "D", "loss") if c not in header]
         if missing:
-            raise FitError(f"{path}: missing column(s) {', '.join(missing)}; expected at least N, D, loss "
-                           f"(found {', '.join(header) or 'no header'})")
+            raise FitError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected at least N, D, loss "
+                f"(found {', '.join(header) or 'no header'})"
+            )
         rows, skipped = [], 0
         for row in reader:
             try:
@@ -142,10 +145,20 @@ class ParametricFit:
         return (np.asarray(C, float) / 6.0) ** self.b / self.G
 
     def to_dict(self) -> dict:
-        return {"E": self.E, "A": self.A, "B": self.B, "alpha": self.alpha, "beta": self.beta,
-                "a": self.a, "b": self.b, "G": self.G, "objective": self.objective,
-                "n_points": self.n_points, "n_starts": self.n_starts,
-                "converged_starts": self.converged_starts}
+        return {
+            "E": self.E,
+            "A": self.A,
+            "B": self.B,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "a": self.a,
+            "b": self.b,
+            "G": self.G,
+            "objective": self.objective,
+            "n_points": self.n_points,
+            "n_starts": self.n_starts,
+            "converged_starts": self.converged_starts,
+        }
 
 
 def _huber(r: np.ndarray, delta: float) -> np.ndarray:
@@ -153,8 +166,14 @@ def _huber(r: np.ndarray, delta: float) -> np.ndarray:
     return np.where(ar <= delta, 0.5 * r * r, delta * (ar - 0.5 * delta))
 
 
-def huber_objective(theta: np.ndarray, logN: np.ndarray, logD: np.ndarray, logL: np.ndarray,
-                    delta: float = HUBER_DELTA, _M: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+def huber_objective(
+    theta: np.ndarray,
+    logN: np.ndarray,
+    logD: np.ndarray,
+    logL: np.ndarray,
+    delta: float = HUBER_DELTA,
+    _M: np.ndarray | None = None,
+) -> tuple[float, np.ndarray]:
     """Summed Huber loss of LSE(a - alpha logN, b - beta logD, e) - log L and its gradient.
     theta = (a, b, e, alpha, beta); `_M` = columns (1, logN, logD), precomputed by the caller."""
     a, b, e, alpha, beta = theta
@@ -178,7 +197,7 @@ def init_grid() -> np.ndarray:
 
 def grid_objectives(starts: np.ndarray, logN, logD, logL, delta: float = HUBER_DELTA) -> np.ndarray:
     """The objective at every start at once (starts x points, vectorised)."""
-    a, b, e, alpha, beta = (starts[:, i:i + 1] for i in range(5))
+    a, b, e, alpha, beta = (starts[:, i : i + 1] for i in range(5))
     t = np.stack([a - alpha * logN[None], b - beta * logD[None], np.broadcast_to(e, (len(starts), len(logN)))])
     lse = np.logaddexp.reduce(t, axis=0)
     return _huber(lse - logL[None], delta).sum(axis=1)
@@ -197,8 +216,15 @@ def _one_thread():
         return contextlib.nullcontext()
 
 
-def fit_parametric(N, D, loss, starts: np.ndarray | None = None, top_k: int | None = 128,
-                   delta: float = HUBER_DELTA, maxiter: int = 1000) -> ParametricFit:
+def fit_parametric(
+    N,
+    D,
+    loss,
+    starts: np.ndarray | None = None,
+    top_k: int | None = 128,
+    delta: float = HUBER_DELTA,
+    maxiter: int = 1000,
+) -> ParametricFit:
     """L-BFGS-B from the initialisation grid (default: Hoffmann's 4500 starts), best objective kept.
 
     The objective of every grid point is computed in one vectorised pass and L-BFGS-B runs from the
@@ -223,29 +249,40 @@ def fit_parametric(N, D, loss, starts: np.ndarray | None = None, top_k: int | No
     options = {"maxiter": maxiter, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20}
     with _one_thread():
         for x0 in starts:
-            res = minimize(huber_objective, x0, args=(logN, logD, logL, delta, M), jac=True, method="L-BFGS-B",
-                           options=options)
+            res = minimize(
+                huber_objective, x0, args=(logN, logD, logL, delta, M), jac=True, method="L-BFGS-B", options=options
+            )
             converged += bool(res.success)
             if np.isfinite(res.fun) and res.fun < best_f:
                 best_f, best_x = float(res.fun), res.x
     if best_x is None:
         raise FitError("no start of the initialisation grid produced a finite objective")
     a, b, e, alpha, beta = best_x
-    return ParametricFit(E=float(np.exp(e)), A=float(np.exp(a)), B=float(np.exp(b)), alpha=float(alpha),
-                         beta=float(beta), objective=best_f, n_points=len(N), n_starts=len(starts),
-                         converged_starts=converged)
+    return ParametricFit(
+        E=float(np.exp(e)),
+        A=float(np.exp(a)),
+        B=float(np.exp(b)),
+        alpha=float(alpha),
+        beta=float(beta),
+        objective=best_f,
+        n_points=len(N),
+        n_starts=len(starts),
+        converged_starts=converged,
+    )
 
 
 def parametric_objective(fit: dict | ParametricFit, N, D, loss, delta: float = HUBER_DELTA) -> float:
     """The summed Huber objective of given parameters (e.g. a paper's published ones) on points."""
     p = fit.to_dict() if isinstance(fit, ParametricFit) else fit
     theta = np.array([math.log(p["A"]), math.log(p["B"]), math.log(p["E"]), p["alpha"], p["beta"]])
-    return huber_objective(theta, np.log(np.asarray(N, float)), np.log(np.asarray(D, float)),
-                           np.log(np.asarray(loss, float)), delta)[0]
+    return huber_objective(
+        theta, np.log(np.asarray(N, float)), np.log(np.asarray(D, float)), np.log(np.asarray(loss, float)), delta
+    )[0]
 
 
-def bootstrap_parametric(N, D, loss, best: ParametricFit, n_boot: int, seed: int = 0,
-                         top_starts: int = 8, level: float = 0.95) -> dict:
+def bootstrap_parametric(
+    N, D, loss, best: ParametricFit, n_boot: int, seed: int = 0, top_starts: int = 8, level: float = 0.95
+) -> dict:
     """Percentile confidence intervals from `n_boot` resamples (with replacement) of the points.
 
     Each resample starts from the full-data optimum plus the `top_starts` grid points with the
@@ -268,7 +305,10 @@ def bootstrap_parametric(N, D, loss, best: ParametricFit, n_boot: int, seed: int
             samples[k].append(float(getattr(f, k)))
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     return {k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] for k, v in samples.items()} | {
-        "level": level, "n_boot": n_boot, "seed": seed}
+        "level": level,
+        "n_boot": n_boot,
+        "seed": seed,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,10 +344,14 @@ class IsoFlopFit:
         return self.d_coef * np.asarray(C, float) ** self.d_exponent
 
     def to_dict(self) -> dict:
-        return {"variable": self.variable, "N_opt": {"coef": self.n_coef, "exponent": self.n_exponent},
-                "D_opt": {"coef": self.d_coef, "exponent": self.d_exponent}, "budgets": self.budgets,
-                "skipped_budgets": self.skipped_budgets,
-                "law": "N_opt(C) = coef * C^exponent, D_opt(C) = coef * C^exponent, C in FLOPs"}
+        return {
+            "variable": self.variable,
+            "N_opt": {"coef": self.n_coef, "exponent": self.n_exponent},
+            "D_opt": {"coef": self.d_coef, "exponent": self.d_exponent},
+            "budgets": self.budgets,
+            "skipped_budgets": self.skipped_budgets,
+            "law": "N_opt(C) = coef * C^exponent, D_opt(C) = coef * C^exponent, C in FLOPs",
+        }
 
 
 def fit_isoflop(C, N=None, D=None, loss=None, variable: str = "N", rtol: float = 0.05) -> IsoFlopFit:
@@ -335,8 +379,15 @@ def fit_isoflop(C, N=None, D=None, loss=None, variable: str = "N", rtol: float =
         c = float(np.exp(np.mean(np.log(C[sel]))))
         opt = float(np.exp(vertex))
         n_opt, d_opt = (opt, c / (6 * opt)) if variable == "N" else (c / (6 * opt), opt)
-        out.budgets.append({"C": c, "N_opt": n_opt, "D_opt": d_opt, "loss_opt": float(c0 + c1 * vertex + c2 * vertex ** 2),
-                            "points": int(sel.sum())})
+        out.budgets.append(
+            {
+                "C": c,
+                "N_opt": n_opt,
+                "D_opt": d_opt,
+                "loss_opt": float(c0 + c1 * vertex + c2 * vertex**2),
+                "points": int(sel.sum()),
+            }
+        )
     if len(out.budgets) >= 2:
         lc = np.log([b["C"] for b in out.budgets])
         out.n_exponent, ln = np.polyfit(lc, np.log([b["N_opt"] for b in out.budgets]), 1)
@@ -349,8 +400,9 @@ def fit_isoflop(C, N=None, D=None, loss=None, variable: str = "N", rtol: float =
 # ---------------------------------------------------------------------------------------------
 # Everything `anvil sweep fit` writes
 # ---------------------------------------------------------------------------------------------
-def with_repetition(points: Points, r_star: float = MUENNIGHOFF_R_STAR_D,
-                    unique_tokens: float | None = None) -> tuple[Points, dict]:
+def with_repetition(
+    points: Points, r_star: float = MUENNIGHOFF_R_STAR_D, unique_tokens: float | None = None
+) -> tuple[Points, dict]:
     """Points with D replaced by Muennighoff's effective data D' (C and the raw D kept aside).
     `unique_tokens` fills rows without a count (0 in the `unique_tokens` column)."""
     U = np.zeros_like(points.D) if points.U is None else points.U.copy()
@@ -359,18 +411,31 @@ def with_repetition(points: Points, r_star: float = MUENNIGHOFF_R_STAR_D,
             raise FitError(f"--unique-tokens must be positive, got {unique_tokens}")
         U[U <= 0] = unique_tokens
     if not np.any(U > 0):
-        raise FitError("the repetition term needs each run's unique-token count: a unique_tokens column "
-                       "(grid.unique_tokens in the sweep config) or --unique-tokens U")
+        raise FitError(
+            "the repetition term needs each run's unique-token count: a unique_tokens column "
+            "(grid.unique_tokens in the sweep config) or --unique-tokens U"
+        )
     D_eff = effective_data(points.D, U, r_star)
     repeated = (U > 0) & (points.D > U)
-    info = {"form": "D' = U + U R* (1 - exp(-(D/U - 1)/R*)) for D > U (Muennighoff et al. 2023, arXiv:2305.16264)",
-            "R_star": r_star, "rows_repeated": int(repeated.sum()), "rows_without_unique_tokens": int((U <= 0).sum()),
-            "max_epochs": float((points.D / np.where(U > 0, U, np.inf)).max())}
+    info = {
+        "form": "D' = U + U R* (1 - exp(-(D/U - 1)/R*)) for D > U (Muennighoff et al. 2023, arXiv:2305.16264)",
+        "R_star": r_star,
+        "rows_repeated": int(repeated.sum()),
+        "rows_without_unique_tokens": int((U <= 0).sum()),
+        "max_epochs": float((points.D / np.where(U > 0, U, np.inf)).max()),
+    }
     return Points(points.N, D_eff, points.loss, points.C, points.skipped, U), info
 
 
-def fit_all(points: Points, bootstrap: int = 0, seed: int = 0, top_k: int | None = 128,
-            heldout: bool = False, repetition: float | None = None, unique_tokens: float | None = None) -> dict:
+def fit_all(
+    points: Points,
+    bootstrap: int = 0,
+    seed: int = 0,
+    top_k: int | None = 128,
+    heldout: bool = False,
+    repetition: float | None = None,
+    unique_tokens: float | None = None,
+) -> dict:
     """fit.json: the contract's fields at top level, then the objective, CIs and approach 2.
     `repetition` (R*, e.g. MUENNIGHOFF_R_STAR_D) fits on the effective data D' instead of D."""
     rep_info = None
@@ -381,8 +446,13 @@ def fit_all(points: Points, bootstrap: int = 0, seed: int = 0, top_k: int | None
     if rep_info is not None:
         out["repetition"] = rep_info
     out["form"] = "L(N, D) = E + A/N^alpha + B/D^beta; N_opt(C) = G (C/6)^a; D_opt(C) = (C/6)^b / G"
-    out["fitter"] = {"method": "L-BFGS-B", "loss": "huber", "delta": HUBER_DELTA, "on": "log-sum-exp residuals of log L",
-                     "starts": "Hoffmann grid (4500)" + ("" if top_k is None else f", best {top_k} by initial objective")}
+    out["fitter"] = {
+        "method": "L-BFGS-B",
+        "loss": "huber",
+        "delta": HUBER_DELTA,
+        "on": "log-sum-exp residuals of log L",
+        "starts": "Hoffmann grid (4500)" + ("" if top_k is None else f", best {top_k} by initial objective"),
+    }
     out["skipped_rows"] = points.skipped
     if bootstrap > 0:
         out["ci"] = bootstrap_parametric(points.N, points.D, points.loss, fit, bootstrap, seed=seed)
@@ -410,9 +480,14 @@ def heldout_check(points: Points, top_k: int | None = 128) -> dict:
     C = float(np.exp(np.mean(np.log(points.C[last]))))
     predicted = best_loss_at(fit, C)
     observed = float(points.loss[last].min())
-    out = {"budget": C, "fit_points": int((~last).sum()), "predicted_best_loss": predicted,
-           "observed_best_loss": observed, "relative_error": abs(predicted - observed) / observed,
-           "fit": {k: fit.to_dict()[k] for k in ("E", "A", "B", "alpha", "beta", "a", "objective")}}
+    out = {
+        "budget": C,
+        "fit_points": int((~last).sum()),
+        "predicted_best_loss": predicted,
+        "observed_best_loss": observed,
+        "relative_error": abs(predicted - observed) / observed,
+        "fit": {k: fit.to_dict()[k] for k in ("E", "A", "B", "alpha", "beta", "a", "objective")},
+    }
     iso = fit_isoflop(points.C[last], N=points.N[last], loss=points.loss[last])
     if iso.budgets:
         out["parabola_best_loss"] = iso.budgets[0]["loss_opt"]

@@ -25,6 +25,7 @@ The second half of this module is that fit: per budget, the near-optimal region 
 or the vertex of a quadratic surface in (log lr, log B); then a straight line through log lr (and
 log B) against log C.
 """
+
 from __future__ import annotations
 
 import csv
@@ -62,8 +63,9 @@ def porian(N: float) -> tuple[float, float]:
     return PORIAN_LR * ratio ** (-1.0 / 3.0), PORIAN_BATCH_TOKENS * ratio ** (2.0 / 3.0)
 
 
-def porian_beta2(batch_tokens: float, threshold: float = PORIAN_BETA2_THRESHOLD, small: float = 0.99,
-                 large: float = 0.95) -> float:
+def porian_beta2(
+    batch_tokens: float, threshold: float = PORIAN_BETA2_THRESHOLD, small: float = 0.99, large: float = 0.95
+) -> float:
     return small if batch_tokens < threshold else large
 
 
@@ -81,8 +83,10 @@ def load_law(path: str | Path) -> dict:
     """The power laws of an hparams.json written by `anvil sweep fit --hparams`."""
     path = Path(path)
     if not path.is_file():
-        raise HparamError(f"hyperparameter fit not found: {path} (write it with `anvil sweep fit RESULTS.csv "
-                          "--hparams --output hparams.json`)")
+        raise HparamError(
+            f"hyperparameter fit not found: {path} (write it with `anvil sweep fit RESULTS.csv "
+            "--hparams --output hparams.json`)"
+        )
     try:
         law = json.loads(path.read_text())
         for key in ("lr", "batch_tokens"):
@@ -90,14 +94,18 @@ def load_law(path: str | Path) -> dict:
             if not (math.isfinite(coef) and coef > 0 and math.isfinite(exp)):
                 raise ValueError(f"{key}: coef must be positive and exponent finite, got {coef}, {exp}")
     except (ValueError, KeyError, TypeError) as exc:
-        raise HparamError(f"{path}: not an hparams fit ({exc}); expected "
-                          '{"lr": {"coef", "exponent"}, "batch_tokens": {"coef", "exponent"}}') from None
+        raise HparamError(
+            f"{path}: not an hparams fit ({exc}); expected "
+            '{"lr": {"coef", "exponent"}, "batch_tokens": {"coef", "exponent"}}'
+        ) from None
     return law
 
 
 def fitted(law: dict, C: float) -> tuple[float, float]:
-    return (law["lr"]["coef"] * float(C) ** law["lr"]["exponent"],
-            law["batch_tokens"]["coef"] * float(C) ** law["batch_tokens"]["exponent"])
+    return (
+        law["lr"]["coef"] * float(C) ** law["lr"]["exponent"],
+        law["batch_tokens"]["coef"] * float(C) ** law["batch_tokens"]["exponent"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,8 +133,11 @@ def read_hparam_results(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
         for row in reader:
             try:
                 c = float(row["budget"]) if row.get("budget") not in (None, "", "0", "0.0") else float(row["C"])
-                b = (float(row["batch_tokens"]) if row.get("batch_tokens") not in (None, "")
-                     else float(row["global_batch_size"]) * float(row["seq_len"]))
+                b = (
+                    float(row["batch_tokens"])
+                    if row.get("batch_tokens") not in (None, "")
+                    else float(row["global_batch_size"]) * float(row["seq_len"])
+                )
                 vals = (c, float(row["lr"]), b, float(row["loss"]))
             except (TypeError, ValueError, KeyError):
                 skipped += 1
@@ -157,8 +168,9 @@ def _quadratic_vertex(x: np.ndarray, y: np.ndarray, loss: np.ndarray) -> tuple[f
     return float(vx), float(vy)
 
 
-def fit_hparams(C, lr, batch_tokens, loss, tolerance: float = DEEPSEEK_TOLERANCE, method: str = "near-optimal",
-                rtol: float = 0.05) -> dict:
+def fit_hparams(
+    C, lr, batch_tokens, loss, tolerance: float = DEEPSEEK_TOLERANCE, method: str = "near-optimal", rtol: float = 0.05
+) -> dict:
     """Power laws lr_opt(C) and B_opt(C) from per-budget lr x batch grids (see the module doc)."""
     from framework.scaling.fit import FitError, group_budgets
 
@@ -173,9 +185,16 @@ def fit_hparams(C, lr, batch_tokens, loss, tolerance: float = DEEPSEEK_TOLERANCE
         sel = labels == g
         x, y, l_ = np.log(lr[sel]), np.log(bt[sel]), loss[sel]
         near = l_ <= l_.min() * (1 + tolerance)
-        entry = {"C": float(np.exp(np.mean(np.log(C[sel])))), "runs": int(sel.sum()), "near_optimal": int(near.sum()),
-                 "best": {"lr": float(lr[sel][np.argmin(l_)]), "batch_tokens": float(bt[sel][np.argmin(l_)]),
-                          "loss": float(l_.min())}}
+        entry = {
+            "C": float(np.exp(np.mean(np.log(C[sel])))),
+            "runs": int(sel.sum()),
+            "near_optimal": int(near.sum()),
+            "best": {
+                "lr": float(lr[sel][np.argmin(l_)]),
+                "batch_tokens": float(bt[sel][np.argmin(l_)]),
+                "loss": float(l_.min()),
+            },
+        }
         opt = (float(x[near].mean()), float(y[near].mean()))
         entry["estimate"] = "near-optimal centre"
         if method == "quadratic":
@@ -185,12 +204,18 @@ def fit_hparams(C, lr, batch_tokens, loss, tolerance: float = DEEPSEEK_TOLERANCE
         entry["lr_opt"], entry["batch_tokens_opt"] = float(np.exp(opt[0])), float(np.exp(opt[1]))
         budgets.append(entry)
     if len(budgets) < 2:
-        raise FitError(f"--hparams needs at least two budgets (C values more than {rtol:.0%} apart), got {len(budgets)}")
+        raise FitError(
+            f"--hparams needs at least two budgets (C values more than {rtol:.0%} apart), got {len(budgets)}"
+        )
     lc = np.log([b["C"] for b in budgets])
-    out = {"law": "lr_opt(C) = coef C^exponent; B_opt(C) = coef C^exponent tokens; C = training FLOPs of the results' "
-                  "budget (6ND unless a budget column says otherwise)",
-           "method": method, "tolerance": tolerance, "budgets": budgets,
-           "source": "DeepSeek LLM (arXiv:2401.02954) section 3.1: near-optimal region per budget, power law in C"}
+    out = {
+        "law": "lr_opt(C) = coef C^exponent; B_opt(C) = coef C^exponent tokens; C = training FLOPs of the results' "
+        "budget (6ND unless a budget column says otherwise)",
+        "method": method,
+        "tolerance": tolerance,
+        "budgets": budgets,
+        "source": "DeepSeek LLM (arXiv:2401.02954) section 3.1: near-optimal region per budget, power law in C",
+    }
     for key, col in (("lr", "lr_opt"), ("batch_tokens", "batch_tokens_opt")):
         exponent, intercept = np.polyfit(lc, np.log([b[col] for b in budgets]), 1)
         out[key] = {"coef": float(np.exp(intercept)), "exponent": float(exponent)}

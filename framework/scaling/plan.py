@@ -15,6 +15,7 @@ inside the sampled sizes; `placement_report` says where the ladder could not do 
 Hyperparameters (lr, batch, beta2) come from `rules.hparams` (framework.scaling.hparams); the
 `rule` column records which law set each run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -67,7 +68,9 @@ def family_shapes(fam: FamilyConfig) -> list[Shape]:
         for L in range(fam.min_layers, fam.max_layers + 1):
             d = max(fam.head_dim, int(round(fam.aspect_ratio * L / fam.head_dim)) * fam.head_dim)
             if fam.arch == "llama" and fam.head_dim % 2:
-                raise ConfigError(f"config key 'family.head_dim': rotary embeddings need an even head size, got {fam.head_dim}")
+                raise ConfigError(
+                    f"config key 'family.head_dim': rotary embeddings need an even head size, got {fam.head_dim}"
+                )
             shapes.append(Shape(L, d, d // fam.head_dim))
     unique = {non_embedding_params(s, fam): s for s in shapes}  # equal N: keep the last (deeper) one
     return [unique[n] for n in sorted(unique)]
@@ -111,9 +114,11 @@ def bracket_sizes(counts: list[int], n_opt: float, k: int, span: float) -> list[
         return chosen
 
     chosen = side(below, want_below, -1.0) + side(above, want_above, 1.0)
-    rest = sorted((i for i in range(len(counts)) if i not in chosen),
-                  key=lambda i: (abs(math.log(counts[i]) - math.log(n_opt)), i))
-    chosen += rest[:max(0, k - len(chosen))]
+    rest = sorted(
+        (i for i in range(len(counts)) if i not in chosen),
+        key=lambda i: (abs(math.log(counts[i]) - math.log(n_opt)), i),
+    )
+    chosen += rest[: max(0, k - len(chosen))]
     return sorted(chosen)
 
 
@@ -142,10 +147,36 @@ def load_prior(path: str | None) -> dict | None:
     return prior
 
 
-PLAN_COLUMNS = ["name", "budget", "n_layers", "d_model", "n_heads", "vocab_size", "seq_len", "N", "D", "C",
-                "C_model", "flops_per_token", "tokens_per_param", "steps", "global_batch_size",
-                "micro_batch_size", "lr", "warmup_steps", "schedule", "min_lr_ratio", "eval_interval",
-                "eval_iters", "checkpoint_interval", "batch_tokens", "beta2", "rule", "n_opt", "unique_tokens"]
+PLAN_COLUMNS = [
+    "name",
+    "budget",
+    "n_layers",
+    "d_model",
+    "n_heads",
+    "vocab_size",
+    "seq_len",
+    "N",
+    "D",
+    "C",
+    "C_model",
+    "flops_per_token",
+    "tokens_per_param",
+    "steps",
+    "global_batch_size",
+    "micro_batch_size",
+    "lr",
+    "warmup_steps",
+    "schedule",
+    "min_lr_ratio",
+    "eval_interval",
+    "eval_iters",
+    "checkpoint_interval",
+    "batch_tokens",
+    "beta2",
+    "rule",
+    "n_opt",
+    "unique_tokens",
+]
 
 
 def rule_hparams(cfg: SweepConfig, shape: Shape, n: int, tokens: float, law: dict | None = None) -> hp.Hparams:
@@ -164,8 +195,12 @@ def rule_hparams(cfg: SweepConfig, shape: Shape, n: int, tokens: float, law: dic
         return hp.Hparams(lr * rules.lr_multiplier, batch * rules.batch_multiplier, rules.beta2, "deepseek")
     law = law if law is not None else hp.load_law(rules.hparams_fit)
     lr, batch = hp.fitted(law, 6.0 * n * tokens)
-    return hp.Hparams(lr * rules.lr_multiplier, batch * rules.batch_multiplier, rules.beta2,
-                      f"fitted:{Path(rules.hparams_fit or 'hparams.json').name}")
+    return hp.Hparams(
+        lr * rules.lr_multiplier,
+        batch * rules.batch_multiplier,
+        rules.beta2,
+        f"fitted:{Path(rules.hparams_fit or 'hparams.json').name}",
+    )
 
 
 def batch_sequences(batch_tokens: float, seq_len: int, micro: int) -> tuple[int, int]:
@@ -177,8 +212,16 @@ def batch_sequences(batch_tokens: float, seq_len: int, micro: int) -> tuple[int,
     return micro * max(1, round(seqs / micro)), micro
 
 
-def _row(cfg: SweepConfig, shape: Shape, budget: float, tokens_target: float, n_opt: float = 0.0,
-         law: dict | None = None, lr_factor: float = 1.0, batch_factor: float = 1.0) -> dict | None:
+def _row(
+    cfg: SweepConfig,
+    shape: Shape,
+    budget: float,
+    tokens_target: float,
+    n_opt: float = 0.0,
+    law: dict | None = None,
+    lr_factor: float = 1.0,
+    batch_factor: float = 1.0,
+) -> dict | None:
     fam, rules = cfg.family, cfg.rules
     n = non_embedding_params(shape, fam)
     h = rule_hparams(cfg, shape, n, tokens_target, law)
@@ -202,16 +245,33 @@ def _row(cfg: SweepConfig, shape: Shape, budget: float, tokens_target: float, n_
         name += f"_lr{lr_factor:g}_b{batch_factor:g}"
     return {
         "name": name,
-        "budget": budget, "n_layers": shape.n_layers, "d_model": shape.d_model, "n_heads": shape.n_heads,
-        "vocab_size": fam.vocab_size, "seq_len": fam.seq_len, "N": n, "D": D, "C": 6.0 * n * D,
-        "C_model": fpt * D, "flops_per_token": fpt, "tokens_per_param": D / n, "steps": steps,
-        "global_batch_size": gbs, "micro_batch_size": micro,
-        "lr": float(f"{lr:.6g}"), "warmup_steps": max(rules.min_warmup_steps, int(rules.warmup_fraction * steps)),
-        "schedule": rules.schedule, "min_lr_ratio": rules.min_lr_ratio,
-        "eval_interval": max(1, steps // evals), "eval_iters": rules.eval_iters,
+        "budget": budget,
+        "n_layers": shape.n_layers,
+        "d_model": shape.d_model,
+        "n_heads": shape.n_heads,
+        "vocab_size": fam.vocab_size,
+        "seq_len": fam.seq_len,
+        "N": n,
+        "D": D,
+        "C": 6.0 * n * D,
+        "C_model": fpt * D,
+        "flops_per_token": fpt,
+        "tokens_per_param": D / n,
+        "steps": steps,
+        "global_batch_size": gbs,
+        "micro_batch_size": micro,
+        "lr": float(f"{lr:.6g}"),
+        "warmup_steps": max(rules.min_warmup_steps, int(rules.warmup_fraction * steps)),
+        "schedule": rules.schedule,
+        "min_lr_ratio": rules.min_lr_ratio,
+        "eval_interval": max(1, steps // evals),
+        "eval_iters": rules.eval_iters,
         "checkpoint_interval": max(1, math.ceil(steps / rules.checkpoints)),
-        "batch_tokens": tokens_per_step, "beta2": "" if h.beta2 is None else h.beta2, "rule": rule,
-        "n_opt": float(f"{n_opt:.6g}") if n_opt else "", "unique_tokens": cfg.grid.unique_tokens or "",
+        "batch_tokens": tokens_per_step,
+        "beta2": "" if h.beta2 is None else h.beta2,
+        "rule": rule,
+        "n_opt": float(f"{n_opt:.6g}") if n_opt else "",
+        "unique_tokens": cfg.grid.unique_tokens or "",
     }
 
 
@@ -258,8 +318,10 @@ def plan(cfg: SweepConfig) -> tuple[list[dict], int]:
         else:
             rows.append(row)
     if not rows:
-        raise ConfigError(f"config key 'grid': every planned run is shorter than grid.min_steps={grid.min_steps} "
-                          "steps; raise the budgets or lower rules.global_batch_size")
+        raise ConfigError(
+            f"config key 'grid': every planned run is shorter than grid.min_steps={grid.min_steps} "
+            "steps; raise the budgets or lower rules.global_batch_size"
+        )
     return rows, dropped
 
 
@@ -271,24 +333,45 @@ def placement_report(rows: list[dict], each_side: int) -> list[dict]:
         n_opt = float(sub[0]["n_opt"])
         sizes = sorted({int(r["N"]) for r in sub})
         below, above = sum(n < n_opt for n in sizes), sum(n > n_opt for n in sizes)
-        out.append({"budget": budget, "n_opt": n_opt, "below": below, "above": above,
-                    "ok": below >= each_side and above >= each_side})
+        out.append(
+            {
+                "budget": budget,
+                "n_opt": n_opt,
+                "below": below,
+                "above": above,
+                "ok": below >= each_side and above >= each_side,
+            }
+        )
     return out
 
 
 def run_overrides(row: dict, cfg: SweepConfig, run_dir: str) -> list[str]:
     """The `key=value` overrides that turn the base training config into this planned run."""
     fam = cfg.family
-    out = [f"seed={cfg.seed}", f"run_dir={run_dir}", f"model.arch={fam.arch}", f"model.n_layers={row['n_layers']}",
-           f"model.d_model={row['d_model']}", f"model.n_heads={row['n_heads']}", "model.n_kv_heads=null",
-           "model.ffn_hidden=null", f"model.vocab_size={row['vocab_size']}", f"model.seq_len={row['seq_len']}",
-           f"model.tie_embeddings={str(fam.tie_embeddings).lower()}",
-           f"train.steps={row['steps']}", f"train.global_batch_size={row['global_batch_size']}",
-           f"train.micro_batch_size={row['micro_batch_size']}", f"train.lr={row['lr']}",
-           f"train.warmup_steps={row['warmup_steps']}", f"train.schedule={row['schedule']}",
-           f"train.min_lr_ratio={row['min_lr_ratio']}", f"train.eval_interval={row['eval_interval']}",
-           f"train.eval_iters={row['eval_iters']}", f"train.checkpoint_interval={row['checkpoint_interval']}",
-           f"train.log_interval={max(1, min(10, row['eval_interval']))}"]
+    out = [
+        f"seed={cfg.seed}",
+        f"run_dir={run_dir}",
+        f"model.arch={fam.arch}",
+        f"model.n_layers={row['n_layers']}",
+        f"model.d_model={row['d_model']}",
+        f"model.n_heads={row['n_heads']}",
+        "model.n_kv_heads=null",
+        "model.ffn_hidden=null",
+        f"model.vocab_size={row['vocab_size']}",
+        f"model.seq_len={row['seq_len']}",
+        f"model.tie_embeddings={str(fam.tie_embeddings).lower()}",
+        f"train.steps={row['steps']}",
+        f"train.global_batch_size={row['global_batch_size']}",
+        f"train.micro_batch_size={row['micro_batch_size']}",
+        f"train.lr={row['lr']}",
+        f"train.warmup_steps={row['warmup_steps']}",
+        f"train.schedule={row['schedule']}",
+        f"train.min_lr_ratio={row['min_lr_ratio']}",
+        f"train.eval_interval={row['eval_interval']}",
+        f"train.eval_iters={row['eval_iters']}",
+        f"train.checkpoint_interval={row['checkpoint_interval']}",
+        f"train.log_interval={max(1, min(10, row['eval_interval']))}",
+    ]
     if row.get("beta2") not in (None, ""):
         out.append(f"train.beta2={row['beta2']}")
     return out + list(cfg.overrides)

@@ -4,6 +4,7 @@
 each panel as its own PNG plus report.html with the fitted law and a table of the points
 (`anvil sweep plot`). matplotlib runs headless (Agg).
 """
+
 from __future__ import annotations
 
 import html
@@ -17,7 +18,9 @@ from framework.scaling.fit import Points, group_budgets
 
 def _law(fit: dict):
     def loss(N, D):
-        return fit["E"] + fit["A"] / np.asarray(N, float) ** fit["alpha"] + fit["B"] / np.asarray(D, float) ** fit["beta"]
+        return (
+            fit["E"] + fit["A"] / np.asarray(N, float) ** fit["alpha"] + fit["B"] / np.asarray(D, float) ** fit["beta"]
+        )
 
     def n_opt(C):
         return fit["G"] * (np.asarray(C, float) / 6) ** fit["a"]
@@ -124,11 +127,21 @@ def write_report(points: Points, fit: dict, out_dir: str | Path) -> Path:
         plt.close(fig)
         images.append(f"{name}.png")
     keys = ("E", "A", "B", "alpha", "beta", "a", "b", "G", "objective")
-    law = "".join(f"<tr><td>{k}</td><td>{fit[k]:.6g}</td>"
-                  + (f"<td>{fit['ci'][k][0]:.4g} .. {fit['ci'][k][1]:.4g}</td>" if "ci" in fit and k in fit["ci"] else "<td></td>")
-                  + "</tr>" for k in keys if k in fit)
-    rows = "".join(f"<tr><td>{n:,.0f}</td><td>{d:,.0f}</td><td>{c:.3g}</td><td>{l:.4f}</td></tr>"
-                   for n, d, c, l in zip(points.N, points.D, points.C, points.loss))
+    law = "".join(
+        f"<tr><td>{k}</td><td>{fit[k]:.6g}</td>"
+        + (
+            f"<td>{fit['ci'][k][0]:.4g} .. {fit['ci'][k][1]:.4g}</td>"
+            if "ci" in fit and k in fit["ci"]
+            else "<td></td>"
+        )
+        + "</tr>"
+        for k in keys
+        if k in fit
+    )
+    rows = "".join(
+        f"<tr><td>{n:,.0f}</td><td>{d:,.0f}</td><td>{c:.3g}</td><td>{l:.4f}</td></tr>"
+        for n, d, c, l in zip(points.N, points.D, points.C, points.loss)
+    )
     iso = html.escape(json.dumps(fit.get("approach2", {}), indent=1)[:4000])
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Anvil scaling-law fit</title>
 <style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head><body>

@@ -10,6 +10,7 @@ written. The final loss is the mean of the last K validation losses in RUN_DIR/m
 On Slurm, `write_slurm_array` writes one array task per run, each calling
 `anvil sweep run SWEEP.yaml --index I`; a final `anvil sweep run` collects the results.
 """
+
 from __future__ import annotations
 
 import csv
@@ -28,12 +29,48 @@ from framework.scaling.plan import plan, run_overrides, write_plan
 
 log = get_logger("anvil.sweep")
 RESULT_FILE = "sweep_result.json"
-RESULT_COLUMNS = ["name", "N", "D", "loss", "C", "C_model", "budget", "n_layers", "d_model", "n_heads", "steps",
-                  "lr", "val_evals", "wall_s", "global_batch_size", "seq_len", "batch_tokens", "beta2", "rule",
-                  "unique_tokens"]
+RESULT_COLUMNS = [
+    "name",
+    "N",
+    "D",
+    "loss",
+    "C",
+    "C_model",
+    "budget",
+    "n_layers",
+    "d_model",
+    "n_heads",
+    "steps",
+    "lr",
+    "val_evals",
+    "wall_s",
+    "global_batch_size",
+    "seq_len",
+    "batch_tokens",
+    "beta2",
+    "rule",
+    "unique_tokens",
+]
 # Plan columns a result marker repeats (older markers may lack the later ones).
-MARKER_KEYS = ("name", "N", "D", "C", "C_model", "budget", "n_layers", "d_model", "n_heads", "steps", "lr",
-               "global_batch_size", "seq_len", "batch_tokens", "beta2", "rule", "unique_tokens")
+MARKER_KEYS = (
+    "name",
+    "N",
+    "D",
+    "C",
+    "C_model",
+    "budget",
+    "n_layers",
+    "d_model",
+    "n_heads",
+    "steps",
+    "lr",
+    "global_batch_size",
+    "seq_len",
+    "batch_tokens",
+    "beta2",
+    "rule",
+    "unique_tokens",
+)
 
 
 def final_loss(metrics_path: Path, k: int, steps: int) -> tuple[float, int]:
@@ -62,12 +99,23 @@ def final_loss(metrics_path: Path, k: int, steps: int) -> tuple[float, int]:
 
 def train_command(cfg: SweepConfig, row: dict, run_dir: Path) -> list[str]:
     overrides = run_overrides(row, cfg, str(run_dir))
-    overrides += [f"logging.wandb={str(cfg.run.wandb).lower()}", f"logging.wandb_project={cfg.run.wandb_project}",
-                  f"logging.wandb_group={cfg.name}"]
+    overrides += [
+        f"logging.wandb={str(cfg.run.wandb).lower()}",
+        f"logging.wandb_project={cfg.run.wandb_project}",
+        f"logging.wandb_group={cfg.name}",
+    ]
     if cfg.run.launcher == "local":
         return [sys.executable, "-m", "launch.cli", "train", cfg.base_config, *overrides]
-    return [sys.executable, "-m", "launch.cli", "launch", "--nproc-per-node", str(cfg.run.nproc_per_node),
-            cfg.base_config, *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "launch.cli",
+        "launch",
+        "--nproc-per-node",
+        str(cfg.run.nproc_per_node),
+        cfg.base_config,
+        *overrides,
+    ]
 
 
 def _run_one(cmd: list[str], log_path: Path, timeout_s: float, threads: int = 0) -> int:
@@ -123,8 +171,10 @@ def _finished(run_dir: Path, row: dict) -> bool:
     changed = [k for k in ("N", "D", "steps", "lr") if rec.get(k) != row[k]]
     changed += [k for k in ("global_batch_size", "beta2") if k in rec and rec[k] != row[k]]
     if changed:
-        raise SystemExit(f"anvil sweep run: {marker} was made by a different plan ({', '.join(changed)} changed); "
-                         "delete that run folder or set a new output_dir")
+        raise SystemExit(
+            f"anvil sweep run: {marker} was made by a different plan ({', '.join(changed)} changed); "
+            "delete that run folder or set a new output_dir"
+        )
     return True
 
 
@@ -146,6 +196,7 @@ def _eta(timings: list[tuple[float, float]], flops_left: list[float]) -> str:
 
 def _terminate_on_sigterm() -> None:
     """SIGTERM (kill, Slurm preemption) unwinds like Ctrl-C, so the running trainer is stopped too."""
+
     def handler(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -179,9 +230,18 @@ def run_sweep(cfg: SweepConfig, index: int | None = None, dry_run: bool = False)
     for n, (i, row) in enumerate(pending, 1):
         run_dir = out_dir / "runs" / row["name"]
         run_dir.mkdir(parents=True, exist_ok=True)
-        eta = _eta(timings, [r["C_model"] for _, r in pending[n - 1:]])
-        log.info("[%d/%d] %s: N=%s D=%s steps=%d lr=%g (sweep ETA %s)", n, len(pending), row["name"],
-                 f"{row['N']:,}", f"{row['D']:,}", row["steps"], row["lr"], eta)
+        eta = _eta(timings, [r["C_model"] for _, r in pending[n - 1 :]])
+        log.info(
+            "[%d/%d] %s: N=%s D=%s steps=%d lr=%g (sweep ETA %s)",
+            n,
+            len(pending),
+            row["name"],
+            f"{row['N']:,}",
+            f"{row['D']:,}",
+            row["steps"],
+            row["lr"],
+            eta,
+        )
         start = time.perf_counter()
         rc = _run_one(train_command(cfg, row, run_dir), run_dir / "sweep.log", cfg.run.timeout_s, cfg.run.threads)
         wall = time.perf_counter() - start
@@ -203,14 +263,28 @@ def run_sweep(cfg: SweepConfig, index: int | None = None, dry_run: bool = False)
         rec.update(loss=loss, val_evals=evals, wall_s=round(wall, 1))
         (run_dir / RESULT_FILE).write_text(json.dumps(rec, indent=1))
         collect_results(cfg, rows)
-        summary_rows.append({"run": row["name"], "N": f"{row['N']:,}", "D": f"{row['D']:,}",
-                             "loss": f"{loss:.4f}", "wall_s": f"{wall:.0f}"})
-        log.info("[%d/%d] %s: final loss %.4f (mean of %d evals) in %.0f s", n, len(pending), row["name"], loss,
-                 evals, wall)
+        summary_rows.append(
+            {
+                "run": row["name"],
+                "N": f"{row['N']:,}",
+                "D": f"{row['D']:,}",
+                "loss": f"{loss:.4f}",
+                "wall_s": f"{wall:.0f}",
+            }
+        )
+        log.info(
+            "[%d/%d] %s: final loss %.4f (mean of %d evals) in %.0f s", n, len(pending), row["name"], loss, evals, wall
+        )
     done = collect_results(cfg, rows)
     print_table(summary_rows, title=f"anvil sweep run: {cfg.name} ({len(done)}/{len(rows)} runs finished)")
-    return {"planned": len(rows), "dropped": dropped, "finished": len(done), "skipped": skipped,
-            "failed": failed, "results": str(out_dir / "results.csv")}
+    return {
+        "planned": len(rows),
+        "dropped": dropped,
+        "finished": len(done),
+        "skipped": skipped,
+        "failed": failed,
+        "results": str(out_dir / "results.csv"),
+    }
 
 
 def write_slurm_array(cfg: SweepConfig, sweep_path: str, n_runs: int, overrides: list[str] | None = None) -> Path:
@@ -220,14 +294,30 @@ def write_slurm_array(cfg: SweepConfig, sweep_path: str, n_runs: int, overrides:
     exactly the sweep that was submitted."""
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["#!/bin/bash", f"#SBATCH --job-name=anvil-sweep-{cfg.name}", f"#SBATCH --array=0-{n_runs - 1}",
-             "#SBATCH --nodes=1", f"#SBATCH --ntasks-per-node=1", f"#SBATCH --time={cfg.run.slurm_time}",
-             f"#SBATCH --output={out_dir}/slurm-%A_%a.out", "#SBATCH --requeue"]
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name=anvil-sweep-{cfg.name}",
+        f"#SBATCH --array=0-{n_runs - 1}",
+        "#SBATCH --nodes=1",
+        "#SBATCH --ntasks-per-node=1",
+        f"#SBATCH --time={cfg.run.slurm_time}",
+        f"#SBATCH --output={out_dir}/slurm-%A_%a.out",
+        "#SBATCH --requeue",
+    ]
     if cfg.run.slurm_partition:
         lines.append(f"#SBATCH --partition={cfg.run.slurm_partition}")
-    lines += ["set -euo pipefail", f"cd {shlex.quote(os.getcwd())}",
-              " ".join(["anvil sweep run", shlex.quote(sweep_path), *map(shlex.quote, overrides or []),
-                        '--index "$SLURM_ARRAY_TASK_ID"'])]
+    lines += [
+        "set -euo pipefail",
+        f"cd {shlex.quote(os.getcwd())}",
+        " ".join(
+            [
+                "anvil sweep run",
+                shlex.quote(sweep_path),
+                *map(shlex.quote, overrides or []),
+                '--index "$SLURM_ARRAY_TASK_ID"',
+            ]
+        ),
+    ]
     path = out_dir / "sweep.sbatch"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -8,6 +8,7 @@ data-parallel size continues with exactly the samples an uninterrupted run would
 A run whose rollbacks skipped samples (`train.spike_action: rollback`) needs more than
 `train.steps x global_batch_size` of them: positions past the built dataset wrap to its start.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,9 +44,17 @@ class TrainingData:
         t = cfg.train
         self.valid_samples = t.eval_iters * t.global_batch_size
         self.train, self.valid = build_datasets(
-            paths, list(cfg.data.weights), cfg.data.split, cfg.model.seq_len, cfg.seed,
-            num_train_samples=t.steps * t.global_batch_size, num_valid_samples=self.valid_samples,
-            cache_dir=cache, vocab_size=cfg.model.vocab_size, eod_id=eod)
+            paths,
+            list(cfg.data.weights),
+            cfg.data.split,
+            cfg.model.seq_len,
+            cfg.seed,
+            num_train_samples=t.steps * t.global_batch_size,
+            num_valid_samples=self.valid_samples,
+            cache_dir=cache,
+            vocab_size=cfg.model.vocab_size,
+            eod_id=eod,
+        )
 
     def _batch(self, dataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         rows = torch.from_numpy(np.stack([dataset[i] for i in indices]))
@@ -62,9 +71,16 @@ class TrainingData:
 
             get_logger("anvil.train").warning(
                 "data position %d is past the %d training samples built (rollbacks skipped some); "
-                "continuing from the start of the data", consumed_samples + t.global_batch_size, n)
-        return [self._batch(self.train, [i % n for i in idx]) for idx in micro_batch_indices(
-            consumed_samples, t.global_batch_size, t.micro_batch_size, self.dp_rank, self.dp_size)]
+                "continuing from the start of the data",
+                consumed_samples + t.global_batch_size,
+                n,
+            )
+        return [
+            self._batch(self.train, [i % n for i in idx])
+            for idx in micro_batch_indices(
+                consumed_samples, t.global_batch_size, t.micro_batch_size, self.dp_rank, self.dp_size
+            )
+        ]
 
     def valid_micro_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The same held-out samples at every evaluation (the first eval_iters global batches)."""
@@ -75,7 +91,8 @@ class TrainingData:
         t = self.cfg.train
         out = []
         for b in range(t.eval_iters):
-            for idx in micro_batch_indices(b * t.global_batch_size, t.global_batch_size, t.micro_batch_size,
-                                           self.dp_rank, self.dp_size):
+            for idx in micro_batch_indices(
+                b * t.global_batch_size, t.global_batch_size, t.micro_batch_size, self.dp_rank, self.dp_size
+            ):
                 out.append(self._batch(self.valid, [i % len(self.valid) for i in idx]))
         return out

@@ -11,6 +11,7 @@ scaler already discard a step whose gradient norm is not finite (weights and opt
 untouched, `engine.was_step_applied()` False). The one path without that check is ZeRO-0 in fp32,
 where DeepSpeed steps the client optimizer directly; `GuardedAdamW` adds the same check there.
 """
+
 from __future__ import annotations
 
 import math
@@ -91,7 +92,7 @@ def bucket_elements(cfg: RunConfig) -> int:
     """Communication bucket size for ZeRO (elements): 4 d^2, at least 2^20. DeepSpeed's default
     (5e8 elements, 2 GB in fp32 per bucket) is sized for GPUs with large models; on a 100M model it
     dwarfs each rank's share of the model states."""
-    return max(4 * cfg.model.d_model ** 2, 2**20)
+    return max(4 * cfg.model.d_model**2, 2**20)
 
 
 def deepspeed_config(cfg: RunConfig, dp_size: int) -> dict:
@@ -111,17 +112,27 @@ def deepspeed_config(cfg: RunConfig, dp_size: int) -> dict:
         "dump_state": False,
     }
     if p.zero_stage == 3:
-        ds["zero_optimization"].update({"stage3_gather_16bit_weights_on_model_save": False,
-                                        "stage3_prefetch_bucket_size": bucket,
-                                        "stage3_param_persistence_threshold": 10 * cfg.model.d_model,
-                                        "stage3_max_live_parameters": 4 * bucket})
+        ds["zero_optimization"].update(
+            {
+                "stage3_gather_16bit_weights_on_model_save": False,
+                "stage3_prefetch_bucket_size": bucket,
+                "stage3_param_persistence_threshold": 10 * cfg.model.d_model,
+                "stage3_max_live_parameters": 4 * bucket,
+            }
+        )
     if t.precision == "bf16":
         ds["bf16"] = {"enabled": True, "check_grad_overflow": True}
         if p.zero_stage >= 1:  # ZeRO-0 bf16 must accumulate in bf16 (DeepSpeed's DDP bf16 path)
             ds["data_types"] = {"grad_accum_dtype": "fp32"}
     elif t.precision == "fp16":
-        ds["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16,
-                      "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
+        ds["fp16"] = {
+            "enabled": True,
+            "loss_scale": 0,
+            "initial_scale_power": 16,
+            "loss_scale_window": 1000,
+            "hysteresis": 2,
+            "min_loss_scale": 1,
+        }
     return ds
 
 
@@ -155,8 +166,9 @@ class Engine:
         if not any(hasattr(p, "ds_id") for p in model.parameters()):  # ZeRO-3 partitions are placed already
             model = model.to(device)
         optimizer = build_optimizer(model, cfg)
-        self.ds, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, mpu=mpu,
-                                                             config=self.ds_config)
+        self.ds, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, mpu=mpu, config=self.ds_config
+        )
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.train.precision]
 
     @property
@@ -167,8 +179,9 @@ class Engine:
         for group in self.ds.optimizer.param_groups:
             group["lr"] = lr
 
-    def train_step(self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float,
-                   inject_nan: bool = False) -> StepResult:
+    def train_step(
+        self, micro_batches: list[tuple[torch.Tensor, torch.Tensor]], lr: float, inject_nan: bool = False
+    ) -> StepResult:
         if len(micro_batches) != self.gas:
             raise ValueError(f"expected {self.gas} micro-batches per step, got {len(micro_batches)}")
         self.set_lr(lr)
@@ -218,18 +231,26 @@ class Engine:
 
         module = self.module
         if self.topo is not None and self.topo.layout.tensor * self.topo.layout.pipeline > 1:
-            raise ValueError("full_state_dict: not under tensor/pipeline parallelism; save a checkpoint and "
-                             "consolidate it (anvil checkpoint consolidate)")
+            raise ValueError(
+                "full_state_dict: not under tensor/pipeline parallelism; save a checkpoint and "
+                "consolidate it (anvil checkpoint consolidate)"
+            )
         if self.cfg.parallel.zero_stage == 3:
             import deepspeed
 
             params = list(module.parameters())
             with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
-                sd = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()} \
-                    if dist.get_rank() == 0 else None
+                sd = (
+                    {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+                    if dist.get_rank() == 0
+                    else None
+                )
         else:
-            sd = {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()} \
-                if dist.get_rank() == 0 else None
+            sd = (
+                {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+                if dist.get_rank() == 0
+                else None
+            )
         if sd is not None and getattr(module, "cfg", None) is not None and module.cfg.tie_embeddings:
             sd.pop("head.weight", None)
         return sd

@@ -23,6 +23,7 @@ Without /proc (macOS, some sandboxes) `rss_bytes` and `peak_bytes` return 0, `re
 nothing and `HostMemory` records nothing, so `gather` reports None for every name instead of
 inventing a figure. GB here is 2**30 bytes, as `mem_gb` in metrics.jsonl.
 """
+
 from __future__ import annotations
 
 import math

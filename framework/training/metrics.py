@@ -6,6 +6,7 @@ a rollback (`train.spike_action: rollback`) is the line `{"step", "rollback_to",
 On resume the file is cut back to the checkpoint's step, so a resumed run's file equals an
 uninterrupted run's. wandb runs offline unless an API key is configured (never a prompt).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,24 @@ import torch
 
 # Dense bf16/fp16 tensor-core peak TFLOP/s per device (vendor datasheets, no sparsity).
 PEAK_TFLOPS = {
-    "H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0,
-    "GH200": 989.0, "B200": 2250.0, "A100": 312.0, "A800": 312.0, "L40S": 362.0, "L40": 181.0,
-    "A10G": 125.0, "A10": 125.0, "L4": 121.0, "V100": 125.0, "T4": 65.0, "MI300X": 1307.0, "MI250X": 383.0,
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.0,
+    "GH200": 989.0,
+    "B200": 2250.0,
+    "A100": 312.0,
+    "A800": 312.0,
+    "L40S": 362.0,
+    "L40": 181.0,
+    "A10G": 125.0,
+    "A10": 125.0,
+    "L4": 121.0,
+    "V100": 125.0,
+    "T4": 65.0,
+    "MI300X": 1307.0,
+    "MI250X": 383.0,
 }
 
 
@@ -63,9 +79,18 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
 class MetricsLogger:
     COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "tflops", "mfu", "mem_gb")
 
-    def __init__(self, run_dir: str, cfg_dict: dict, enabled: bool, console: bool = True,
-                 wandb: bool = False, wandb_project: str = "anvil", wandb_group: str | None = None,
-                 tensorboard: bool = False, resume_step: int | None = None):
+    def __init__(
+        self,
+        run_dir: str,
+        cfg_dict: dict,
+        enabled: bool,
+        console: bool = True,
+        wandb: bool = False,
+        wandb_project: str = "anvil",
+        wandb_group: str | None = None,
+        tensorboard: bool = False,
+        resume_step: int | None = None,
+    ):
         self.enabled = enabled
         self.console = console and enabled
         self.path = Path(run_dir) / "metrics.jsonl"
@@ -83,8 +108,15 @@ class MetricsLogger:
 
             if not (os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE")):
                 os.environ["WANDB_MODE"] = "offline"  # never prompt for a login
-            self._wandb = wb.init(project=wandb_project, group=wandb_group, dir=run_dir, config=cfg_dict,
-                                  name=Path(run_dir).name, resume="allow", id=_wandb_id(run_dir))
+            self._wandb = wb.init(
+                project=wandb_project,
+                group=wandb_group,
+                dir=run_dir,
+                config=cfg_dict,
+                name=Path(run_dir).name,
+                resume="allow",
+                id=_wandb_id(run_dir),
+            )
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -108,12 +140,18 @@ class MetricsLogger:
     def _print(self, r: dict) -> None:
         if "rollback_to" in r:
             first, last = r["skipped_samples"]
-            print(f"  step {r['step']:>7}  ROLLBACK to step {r['rollback_to']}, skipping samples {first}-{last}",
-                  file=sys.stdout, flush=True)
+            print(
+                f"  step {r['step']:>7}  ROLLBACK to step {r['rollback_to']}, skipping samples {first}-{last}",
+                file=sys.stdout,
+                flush=True,
+            )
             return
         if "val_loss" in r:
-            print(f"  step {r['step']:>7}  val_loss {r['val_loss']:.4f}  val_ppl {math.exp(min(r['val_loss'], 50)):.2f}",
-                  file=sys.stdout, flush=True)
+            print(
+                f"  step {r['step']:>7}  val_loss {r['val_loss']:.4f}  val_ppl {math.exp(min(r['val_loss'], 50)):.2f}",
+                file=sys.stdout,
+                flush=True,
+            )
             return
         if not self._header_done:
             print("  " + " ".join(f"{c:>12}" for c in self.COLUMNS), flush=True)

@@ -18,6 +18,7 @@ Injected faults (`train.inject_nan_at`) fire once per run: a step re-trained aft
 not replay them. The steps that fired travel in checkpoints, so a resume from before a fault
 replays it exactly as the uninterrupted run did.
 """
+
 from __future__ import annotations
 
 import json
@@ -108,7 +109,8 @@ class RollbackGuard:
             done = ", ".join(f"step {r['step']} -> {r['rollback_to']}" for r in self.applied) or "none"
             raise TrainingDiverged(
                 f"step {step}: {why}, and train.max_rollbacks={self.max_rollbacks} rollbacks were already made "
-                f"({done}); stopping. Lower train.lr, raise warmup, or check the data.")
+                f"({done}); stopping. Lower train.lr, raise warmup, or check the data."
+            )
 
     def record(self, step: int, consumed: int, meta: dict) -> dict:
         """Register the rollback of `step` to the checkpoint whose metadata is `meta`."""

@@ -3,6 +3,7 @@
 The LR is set on the optimizer from `lr_at(step)` before every optimizer step, so a resumed run
 gets the same LR from the step number alone, and a skipped (non-finite) step does not shift it.
 """
+
 from __future__ import annotations
 
 import math

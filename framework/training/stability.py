@@ -8,6 +8,7 @@ uninterrupted one would. With `train.spike_action: rollback` it does not stop th
 rolls back (`framework.training.rollback`) and restores the loss window of the checkpoint, while
 the skip and spike counts keep counting what happened.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,8 @@ class StabilityMonitor:
                 raise TrainingDiverged(
                     f"step {step}: {self.consecutive_skips} consecutive steps with a non-finite loss or "
                     f"gradient norm (train.max_consecutive_skips={self.max_consecutive_skips}); stopping. "
-                    "Lower train.lr, raise warmup, or check the data.")
+                    "Lower train.lr, raise warmup, or check the data."
+                )
         else:
             self.consecutive_skips = 0
             if len(self.window) >= min(10, self.window.maxlen):
@@ -54,8 +56,12 @@ class StabilityMonitor:
         return out
 
     def state_dict(self) -> dict:
-        return {"window": list(self.window), "skipped_total": self.skipped_total,
-                "consecutive_skips": self.consecutive_skips, "spikes": self.spikes}
+        return {
+            "window": list(self.window),
+            "skipped_total": self.skipped_total,
+            "consecutive_skips": self.consecutive_skips,
+            "spikes": self.spikes,
+        }
 
     def restore_window(self, state: dict) -> None:
         """Back to a checkpoint's loss window (a rollback); the skip and spike totals keep counting."""

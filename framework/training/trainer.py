@@ -8,6 +8,7 @@ The checkpoint resumed from is verified first (`store.select_checkpoint`): a cor
 latest checkpoint is reported and the previous one used. With `train.spike_action: rollback` a
 loss spike rolls back to the last good checkpoint and skips the data since (`rollback`).
 """
+
 from __future__ import annotations
 
 import math
@@ -58,12 +59,16 @@ def _check_resume_compatible(meta: dict, cfg: RunConfig, ckpt: Path) -> None:
     saved = meta.get("config", {})
     if saved.get("model") != to_dict(cfg.model):
         diff = [k for k, v in to_dict(cfg.model).items() if saved.get("model", {}).get(k) != v]
-        raise ConfigError(f"{ckpt}: the checkpoint's model differs from the config in model.{', model.'.join(diff)}; "
-                          f"use another run_dir to start a new run")
+        raise ConfigError(
+            f"{ckpt}: the checkpoint's model differs from the config in model.{', model.'.join(diff)}; "
+            f"use another run_dir to start a new run"
+        )
     saved_gbs = saved.get("train", {}).get("global_batch_size")
     if saved_gbs != cfg.train.global_batch_size:
-        raise ConfigError(f"{ckpt}: train.global_batch_size changed ({saved_gbs} -> {cfg.train.global_batch_size}); "
-                          "the data position would not line up; use another run_dir to start a new run")
+        raise ConfigError(
+            f"{ckpt}: train.global_batch_size changed ({saved_gbs} -> {cfg.train.global_batch_size}); "
+            "the data position would not line up; use another run_dir to start a new run"
+        )
     # A different DP x TP x PP x ZeRO layout resumes through framework.checkpoint.universal.
 
 
@@ -115,8 +120,9 @@ def train(cfg: RunConfig) -> dict:
     mem.record("baseline")
     with mem.phase("startup"):
         engine = Engine(cfg, build_model(cfg, device), dp, device)
-    stability = StabilityMonitor(t.max_consecutive_skips, t.spike_window, t.spike_zscore,
-                                 stop_on_skips=t.spike_action == "log")
+    stability = StabilityMonitor(
+        t.max_consecutive_skips, t.spike_window, t.spike_zscore, stop_on_skips=t.spike_action == "log"
+    )
     guard = RollbackGuard(t.spike_action, t.max_rollbacks, t.inject_nan_at, run_dir, rank)
     step, consumed, tokens = 0, 0, 0
     save_stats: dict = {}
@@ -133,14 +139,31 @@ def train(cfg: RunConfig) -> dict:
 
     size = count_params(cfg.model)
     peak = peak_tflops(cfg.logging.peak_tflops)
-    metrics = MetricsLogger(str(run_dir), to_dict(cfg), enabled=rank == 0, console=cfg.logging.console,
-                            wandb=cfg.logging.wandb, wandb_project=cfg.logging.wandb_project,
-                            wandb_group=cfg.logging.wandb_group, tensorboard=cfg.logging.tensorboard,
-                            resume_step=step if ckpt is not None else None)
+    metrics = MetricsLogger(
+        str(run_dir),
+        to_dict(cfg),
+        enabled=rank == 0,
+        console=cfg.logging.console,
+        wandb=cfg.logging.wandb,
+        wandb_project=cfg.logging.wandb_project,
+        wandb_group=cfg.logging.wandb_group,
+        tensorboard=cfg.logging.tensorboard,
+        resume_step=step if ckpt is not None else None,
+    )
     if rank == 0:
-        log.info("training %s parameters (%s non-embedding) for %d steps: world %d, DP %d, ZeRO-%d, %s, "
-                 "%d micro-batches of %d per rank per step", f"{size.total:,}", f"{size.non_embedding:,}",
-                 t.steps, world, dp, cfg.parallel.zero_stage, t.precision, engine.gas, t.micro_batch_size)
+        log.info(
+            "training %s parameters (%s non-embedding) for %d steps: world %d, DP %d, ZeRO-%d, %s, "
+            "%d micro-batches of %d per rank per step",
+            f"{size.total:,}",
+            f"{size.non_embedding:,}",
+            t.steps,
+            world,
+            dp,
+            cfg.parallel.zero_stage,
+            t.precision,
+            engine.gas,
+            t.micro_batch_size,
+        )
     valid = data.valid_micro_batches()
     tokens_per_step = t.global_batch_size * cfg.model.seq_len
     last_loss = last_val = float("nan")
@@ -148,13 +171,30 @@ def train(cfg: RunConfig) -> dict:
     window_start, window_tokens, trained_steps = time.perf_counter(), 0, 0
 
     def save() -> None:
-        state = {"step": step, "consumed_samples": consumed, "tokens": tokens, "dp_size": dp,
-                 "world_size": world, "zero_stage": cfg.parallel.zero_stage, "precision": t.precision,
-                 "tokenizer": os.path.abspath(data.tokenizer_path) if data.tokenizer_path else None,
-                 "stability": stability.state_dict(), **guard.state_dict(), "config": to_dict(cfg)}
+        state = {
+            "step": step,
+            "consumed_samples": consumed,
+            "tokens": tokens,
+            "dp_size": dp,
+            "world_size": world,
+            "zero_stage": cfg.parallel.zero_stage,
+            "precision": t.precision,
+            "tokenizer": os.path.abspath(data.tokenizer_path) if data.tokenizer_path else None,
+            "stability": stability.state_dict(),
+            **guard.state_dict(),
+            "config": to_dict(cfg),
+        }
         with mem.phase("save"):
-            store.save(ckpt_root, step, engine, state, t.keep_checkpoints, config_yaml,
-                       after_write=_fault_hook(), stats=save_stats)
+            store.save(
+                ckpt_root,
+                step,
+                engine,
+                state,
+                t.keep_checkpoints,
+                config_yaml,
+                after_write=_fault_hook(),
+                stats=save_stats,
+            )
         guard.saved(step, consumed)
 
     def rollback(why: str) -> None:
@@ -169,8 +209,16 @@ def train(cfg: RunConfig) -> dict:
         rec = guard.record(step, consumed, saved)
         metrics.log(rec)
         if rank == 0:
-            log.warning("step %d: %s; rolled back to step %d (%s), skipping samples %d-%d (rollback %d of at most %d)",
-                        step, why, saved["step"], target, *rec["skipped_samples"], len(guard.applied), t.max_rollbacks)
+            log.warning(
+                "step %d: %s; rolled back to step %d (%s), skipping samples %d-%d (rollback %d of at most %d)",
+                step,
+                why,
+                saved["step"],
+                target,
+                *rec["skipped_samples"],
+                len(guard.applied),
+                t.max_rollbacks,
+            )
         step, tokens = saved["step"], saved["tokens"]
         stability.restore_window(saved.get("stability", {}))
 
@@ -201,13 +249,25 @@ def train(cfg: RunConfig) -> dict:
                 elapsed = time.perf_counter() - window_start
                 tps = window_tokens / elapsed if elapsed > 0 else 0.0
                 flops = size.flops_per_token * tps / world
-                record = {"step": step, "loss": loss, "lr": lr, "tokens": tokens, "tokens_per_s": tps,
-                          "grad_norm": result.grad_norm, "tflops": flops / 1e12,
-                          "mfu": flops / (peak * 1e12) if peak else None, "mem_gb": peak_memory_gb(), **flags}
+                record = {
+                    "step": step,
+                    "loss": loss,
+                    "lr": lr,
+                    "tokens": tokens,
+                    "tokens_per_s": tps,
+                    "grad_norm": result.grad_norm,
+                    "tflops": flops / 1e12,
+                    "mfu": flops / (peak * 1e12) if peak else None,
+                    "mem_gb": peak_memory_gb(),
+                    **flags,
+                }
                 if not result.applied:
                     record["skipped"] = True
-                    log.warning("step %d: non-finite loss or gradient norm; update skipped (%d skipped so far)",
-                                step, stability.skipped_total)
+                    log.warning(
+                        "step %d: non-finite loss or gradient norm; update skipped (%d skipped so far)",
+                        step,
+                        stability.skipped_total,
+                    )
                 metrics.log(record)
                 window_start, window_tokens = time.perf_counter(), 0
             if why:
@@ -225,14 +285,25 @@ def train(cfg: RunConfig) -> dict:
     _write_memory_report(run_dir, mem, step, save_stats, load_s, rank)
     watchdog.stop()
     wall = time.perf_counter() - start
-    summary = {"steps": step, "loss": last_loss, "val_loss": last_val, "tokens": tokens,
-               "skipped": stability.skipped_total, "spikes": stability.spikes, **guard.summary(), "wall_s": wall,
-               "tokens_per_s": trained_steps * tokens_per_step / wall if wall > 0 else 0.0}
+    summary = {
+        "steps": step,
+        "loss": last_loss,
+        "val_loss": last_val,
+        "tokens": tokens,
+        "skipped": stability.skipped_total,
+        "spikes": stability.spikes,
+        **guard.summary(),
+        "wall_s": wall,
+        "tokens_per_s": trained_steps * tokens_per_step / wall if wall > 0 else 0.0,
+    }
     print_table([summary], title=f"anvil train: {run_dir}")
     if rank == 0:
         for rec in guard.applied:
-            print(f"  rollback at step {rec['step']} to step {rec['rollback_to']}: skipped samples "
-                  f"{rec['skipped_samples'][0]}-{rec['skipped_samples'][1]}", flush=True)
+            print(
+                f"  rollback at step {rec['step']} to step {rec['rollback_to']}: skipped samples "
+                f"{rec['skipped_samples'][0]}-{rec['skipped_samples'][1]}",
+                flush=True,
+            )
     return {**summary, "rollback_log": list(guard.applied)}
 
 
@@ -245,16 +316,25 @@ def _write_memory_report(run_dir: Path, mem, step: int, save_stats: dict, load_s
 
     phases = ["baseline", "startup", "load", "steps", "save"]
     peaks = gather(mem, phases)
-    extra = torch.tensor([save_stats.get("seconds", float("nan")), float(save_stats.get("bytes", 0)),
-                          float("nan") if load_s is None else load_s], dtype=torch.float64)
+    extra = torch.tensor(
+        [
+            save_stats.get("seconds", float("nan")),
+            float(save_stats.get("bytes", 0)),
+            float("nan") if load_s is None else load_s,
+        ],
+        dtype=torch.float64,
+    )
     rows = _all_gather_rows(extra)
     if rank != 0:
         return
     finite = lambda xs: [x for x in xs if math.isfinite(x)]  # noqa: E731
-    record = {"step": step, "host_memory_gb": {k: v for k, v in peaks.items() if any(x is not None for x in v)},
-              "checkpoint_save_s": max(finite([r[0] for r in rows]), default=None),
-              "checkpoint_bytes": [int(r[1]) for r in rows],
-              "checkpoint_load_s": max(finite([r[2] for r in rows]), default=None)}
+    record = {
+        "step": step,
+        "host_memory_gb": {k: v for k, v in peaks.items() if any(x is not None for x in v)},
+        "checkpoint_save_s": max(finite([r[0] for r in rows]), default=None),
+        "checkpoint_bytes": [int(r[1]) for r in rows],
+        "checkpoint_load_s": max(finite([r[2] for r in rows]), default=None),
+    }
     with open(run_dir / "memory.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
 

@@ -14,6 +14,7 @@ briefly for the verdict so the message names the culprit instead of "connection 
 Under `anvil launch` (ANVIL_STATUS_DIR set) every abort leaves a small JSON record that the launcher
 turns into an exit code telling the scheduler whether to retry.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -52,6 +53,7 @@ class Verdict:
 @dataclass
 class PeerTracker:
     """Pure bookkeeping: which watched ranks stopped beating (testable without processes)."""
+
     watched: list[int]
     timeout_s: float
     start: float
@@ -106,8 +108,13 @@ def is_comm_error(exc: BaseException) -> bool:
 class Watchdog:
     """Start after `init_distributed`, call `beat(step)` as training progresses, `stop()` at the end."""
 
-    def __init__(self, timeout_s: float, interval_s: Optional[float] = None,
-                 on_abort: Optional[Callable[[Verdict], None]] = None, prefix: str = PREFIX):
+    def __init__(
+        self,
+        timeout_s: float,
+        interval_s: Optional[float] = None,
+        on_abort: Optional[Callable[[Verdict], None]] = None,
+        prefix: str = PREFIX,
+    ):
         self.prefix = prefix
         self.timeout_s = float(timeout_s)
         self.interval_s = interval_s or min(2.0, max(0.25, self.timeout_s / 20))
@@ -138,8 +145,12 @@ class Watchdog:
         except (AttributeError, RuntimeError):
             self.store = base
         self.store.set_timeout(timedelta(seconds=max(2 * self.interval_s, 5.0)))
-        self.info = {"rank": self.rank, "node": int(os.environ.get("ANVIL_NODE_RANK", os.environ.get("GROUP_RANK", 0))),
-                     "host": socket.gethostname(), "pid": os.getpid()}
+        self.info = {
+            "rank": self.rank,
+            "node": int(os.environ.get("ANVIL_NODE_RANK", os.environ.get("GROUP_RANK", 0))),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
         self.store.set(f"{self.prefix}/info/{self.rank}", json.dumps(self.info))
         self._beats = 0
         self._publish()
@@ -203,8 +214,14 @@ class Watchdog:
                 lost_since = lost_since or now
                 if now - lost_since > self.timeout_s and self.active:
                     addr = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
-                    self._abort(Verdict("store_lost", [], f"rank {self.rank} lost the job's store at {addr} for "
-                                        f"{now - lost_since:.1f} s (it is hosted by rank 0: rank 0 or its node died?): {exc}"))
+                    self._abort(
+                        Verdict(
+                            "store_lost",
+                            [],
+                            f"rank {self.rank} lost the job's store at {addr} for "
+                            f"{now - lost_since:.1f} s (it is hosted by rank 0: rank 0 or its node died?): {exc}",
+                        )
+                    )
                 continue
             verdict = self._judge(time.monotonic())
             if verdict and self.active:
@@ -214,22 +231,33 @@ class Watchdog:
     def _judge(self, now: float) -> Optional[Verdict]:
         failed = self.tracker.failed()
         if failed:
-            return Verdict("failed", failed, f"{self._describe(failed)} failed with an exception (see its log); "
-                           f"stopping rank {self.rank}")
+            return Verdict(
+                "failed",
+                failed,
+                f"{self._describe(failed)} failed with an exception (see its log); stopping rank {self.rank}",
+            )
         threshold = self.suspect_after if self._collective_failed else self.timeout_s
         silent = self.tracker.silent(now, threshold)
         if silent:
             ago = max(self.tracker.silence(r, now) for r in silent)
             why = "after a failed collective" if self._collective_failed else f"timeout {self.timeout_s:g} s"
-            return Verdict("dead", silent, f"{self._describe(silent)} sent no heartbeat for {ago:.1f} s "
-                           f"({why}): died or hung; stopping rank {self.rank}")
+            return Verdict(
+                "dead",
+                silent,
+                f"{self._describe(silent)} sent no heartbeat for {ago:.1f} s "
+                f"({why}): died or hung; stopping rank {self.rank}",
+            )
         return None
 
     def _describe(self, ranks: list[int]) -> str:
         parts = []
         for r in ranks:
             try:
-                info = json.loads(self.store.get(f"{self.prefix}/info/{r}")) if self.store.check([f"{self.prefix}/info/{r}"]) else {}
+                info = (
+                    json.loads(self.store.get(f"{self.prefix}/info/{r}"))
+                    if self.store.check([f"{self.prefix}/info/{r}"])
+                    else {}
+                )
             except Exception:  # noqa: BLE001
                 info = {}
             value = self.tracker.last_value.get(r) or ""
@@ -285,8 +313,15 @@ class Watchdog:
         folder = os.environ.get("ANVIL_STATUS_DIR")
         if not folder:
             return
-        record = {**self.info, "kind": kind, "exit_code": exit_code, "message": message, "step": self.step,
-                  "attempt": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)), "time": time.time()}
+        record = {
+            **self.info,
+            "kind": kind,
+            "exit_code": exit_code,
+            "message": message,
+            "step": self.step,
+            "attempt": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)),
+            "time": time.time(),
+        }
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
             tmp = Path(folder) / f".rank{self.rank}.json.tmp"

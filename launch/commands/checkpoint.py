@@ -15,6 +15,7 @@ DeepSpeed or a process group, and stream one tensor at a time (`framework.checkp
 - `info` summarises a checkpoint, `verify` checks it is complete and intact (exit status).
 Checkpoints of earlier versions are read by all four.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,17 +107,29 @@ def _folder_size(folder) -> int:
 
 # ----------------------------------------------------------------------------------- consolidate
 
+
 def _consolidate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="a checkpoint folder (step_XXXXXXXX) or a run folder (its latest checkpoint)")
-    p.add_argument("--output", required=True, metavar="DIR",
-                   help="folder to write model.safetensors, config.yaml and anvil.json into (created; "
-                        "replaced if it holds an earlier consolidation, refused if it holds anything else)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
-                   help="dtype of the written tensors (default fp32)")
-    p.add_argument("--masters", action="store_true",
-                   help="write the fp32 master weights even for a bf16/fp16 run (default: the weights the "
-                        "model computed with, which is what export/eval/generate use)")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="a checkpoint folder (step_XXXXXXXX) or a run folder (its latest checkpoint)",
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="folder to write model.safetensors, config.yaml and anvil.json into (created; "
+        "replaced if it holds an earlier consolidation, refused if it holds anything else)",
+    )
+    p.add_argument(
+        "--dtype", choices=sorted(DTYPES), default="fp32", help="dtype of the written tensors (default fp32)"
+    )
+    p.add_argument(
+        "--masters",
+        action="store_true",
+        help="write the fp32 master weights even for a bf16/fp16 run (default: the weights the "
+        "model computed with, which is what export/eval/generate use)",
+    )
 
 
 def _consolidate(args: argparse.Namespace) -> int:
@@ -141,8 +154,10 @@ def _consolidate(args: argparse.Namespace) -> int:
         except (OSError, ValueError):
             earlier = False
         if not earlier:
-            raise _fail("consolidate", f"--output {out}: exists, is not empty and is not an earlier consolidation; "
-                                       "refusing to overwrite")
+            raise _fail(
+                "consolidate",
+                f"--output {out}: exists, is not empty and is not an earlier consolidation; refusing to overwrite",
+            )
     with reader:
         names = _weight_names(reader)
         if not names:
@@ -152,8 +167,11 @@ def _consolidate(args: argparse.Namespace) -> int:
         for name in names:
             kind = next((k for k in kinds if reader.has(name, k)), None)
             if kind is None:
-                raise _fail("consolidate", f"{ckpt}: no fp32 master weight for {name} (the checkpoint holds "
-                                           "only its training-dtype copy); drop --masters")
+                raise _fail(
+                    "consolidate",
+                    f"{ckpt}: no fp32 master weight for {name} (the checkpoint holds "
+                    "only its training-dtype copy); drop --masters",
+                )
             chosen[name] = kind
         problems = reader.check_complete(chosen.items())
         if problems:
@@ -163,9 +181,14 @@ def _consolidate(args: argparse.Namespace) -> int:
         tmp = out / f".model.safetensors.tmp-{os.getpid()}"
         used = sorted(set(chosen.values()))
         try:
-            size = sharded.consolidate(reader, tmp, kind_preference=kinds, dtype=dtype, names=names,
-                                       metadata={"format": "pt", "anvil_step": str(meta.get("step")),
-                                                 "anvil_kind": ",".join(used)})
+            size = sharded.consolidate(
+                reader,
+                tmp,
+                kind_preference=kinds,
+                dtype=dtype,
+                names=names,
+                metadata={"format": "pt", "anvil_step": str(meta.get("step")), "anvil_kind": ",".join(used)},
+            )
             os.replace(tmp, out / "model.safetensors")
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -173,29 +196,46 @@ def _consolidate(args: argparse.Namespace) -> int:
     if (ckpt / "config.yaml").is_file():
         shutil.copyfile(ckpt / "config.yaml", out / "config.yaml")
     info = {k: v for k, v in meta.items() if k not in ("adam_step", "tensors", "integrity")}
-    info.update(tensors="consolidated", consolidated_from=str(ckpt.resolve()), weights_kind=",".join(used),
-                dtype=args.dtype)
+    info.update(
+        tensors="consolidated", consolidated_from=str(ckpt.resolve()), weights_kind=",".join(used), dtype=args.dtype
+    )
     (out / "anvil.json").write_text(json.dumps(info, indent=2, sort_keys=True))
-    print(f"wrote {out / 'model.safetensors'}: {len(names)} tensors, {size / 1e6:.1f} MB, step {meta.get('step')} "
-          f"({'/'.join(used)} weights as {args.dtype}); config.yaml and anvil.json beside it")
+    print(
+        f"wrote {out / 'model.safetensors'}: {len(names)} tensors, {size / 1e6:.1f} MB, step {meta.get('step')} "
+        f"({'/'.join(used)} weights as {args.dtype}); config.yaml and anvil.json beside it"
+    )
     return 0
 
 
 # --------------------------------------------------------------------------------------- convert
 
+
 def _convert_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="a checkpoint folder (step_XXXXXXXX) or a run folder (its latest); any version")
-    p.add_argument("--output", required=True, metavar="DIR",
-                   help="the new checkpoint folder (must not exist or be empty); name it "
-                        "RUN/checkpoints/step_XXXXXXXX and pass --publish to resume training from it")
-    p.add_argument("--weights-only", action="store_true",
-                   help="keep only the weights: no Adam moments (a third of the size of an fp32 run's); training "
-                        "resumed from the copy restarts the moments from zero and Adam's step from 0. Needed "
-                        "for a source without optimizer state")
-    p.add_argument("--publish", action="store_true",
-                   help="also point `latest` in the output's parent folder at it, so a run whose run_dir is "
-                        "the grandparent resumes from it")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="a checkpoint folder (step_XXXXXXXX) or a run folder (its latest); any version",
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="the new checkpoint folder (must not exist or be empty); name it "
+        "RUN/checkpoints/step_XXXXXXXX and pass --publish to resume training from it",
+    )
+    p.add_argument(
+        "--weights-only",
+        action="store_true",
+        help="keep only the weights: no Adam moments (a third of the size of an fp32 run's); training "
+        "resumed from the copy restarts the moments from zero and Adam's step from 0. Needed "
+        "for a source without optimizer state",
+    )
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="also point `latest` in the output's parent folder at it, so a run whose run_dir is "
+        "the grandparent resumes from it",
+    )
 
 
 def _convert_items(reader, names: list[str], weights_only: bool, where: str):
@@ -208,18 +248,36 @@ def _convert_items(reader, names: list[str], weights_only: bool, where: str):
     for name in names:
         src = "fp32" if reader.has(name, "fp32") else "param"  # an earlier version's model.safetensors only
         shape = reader.shape(name, src)
-        items.append((Piece.full(name, "fp32", shape), torch.float32,
-                      lambda n=name, k=src: reader.read_full(n, k, dtype=torch.float32)))
+        items.append(
+            (
+                Piece.full(name, "fp32", shape),
+                torch.float32,
+                lambda n=name, k=src: reader.read_full(n, k, dtype=torch.float32),
+            )
+        )
         if reader.has(name, "param") and reader.dtype(name, "param") != torch.float32:
-            items.append((Piece.full(name, "param", shape), reader.dtype(name, "param"),
-                          lambda n=name: reader.read_full(n, "param")))
+            items.append(
+                (
+                    Piece.full(name, "param", shape),
+                    reader.dtype(name, "param"),
+                    lambda n=name: reader.read_full(n, "param"),
+                )
+            )
         if not weights_only:
             for kind in MOMENTS:
                 if not reader.has(name, kind):
-                    raise _fail("convert", f"{where}: no {kind} of {name} (no optimizer state); pass "
-                                           "--weights-only to restart the Adam moments from zero")
-                items.append((Piece.full(name, kind, reader.shape(name, kind)), torch.float32,
-                              lambda n=name, k=kind: reader.read_full(n, k, dtype=torch.float32)))
+                    raise _fail(
+                        "convert",
+                        f"{where}: no {kind} of {name} (no optimizer state); pass "
+                        "--weights-only to restart the Adam moments from zero",
+                    )
+                items.append(
+                    (
+                        Piece.full(name, kind, reader.shape(name, kind)),
+                        torch.float32,
+                        lambda n=name, k=kind: reader.read_full(n, k, dtype=torch.float32),
+                    )
+                )
     return items
 
 
@@ -254,17 +312,21 @@ def _convert(args: argparse.Namespace) -> int:
             raise _fail("convert", str(exc).splitlines()[0]) from None
     if args.publish:
         store.publish_latest(out)
-    print(f"wrote checkpoint {out} (step {meta.get('step')}, one shard, {_folder_size(out) / 1e6:.1f} MB, "
-          f"{'weights only: Adam restarts from zero' if args.weights_only else f'with Adam state, step {adam_step}'}"
-          f"{'; published as latest' if args.publish else ''}); resumes under any DP x TP x PP x ZeRO layout")
+    print(
+        f"wrote checkpoint {out} (step {meta.get('step')}, one shard, {_folder_size(out) / 1e6:.1f} MB, "
+        f"{'weights only: Adam restarts from zero' if args.weights_only else f'with Adam state, step {adam_step}'}"
+        f"{'; published as latest' if args.publish else ''}); resumes under any DP x TP x PP x ZeRO layout"
+    )
     return 0
 
 
 # ------------------------------------------------------------------------------------- info, verify
 
+
 def _info_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="a checkpoint folder (step_XXXXXXXX) or a run folder (its latest)")
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a checkpoint folder (step_XXXXXXXX) or a run folder (its latest)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -286,19 +348,32 @@ def _summary(ckpt, meta: dict, reader) -> dict:
     problems = reader.check_complete() + reader.check_files()
     par = meta.get("config", {}).get("parallel", {})
     return {
-        "checkpoint": str(ckpt), "step": meta.get("step"), "consumed_samples": meta.get("consumed_samples"),
+        "checkpoint": str(ckpt),
+        "step": meta.get("step"),
+        "consumed_samples": meta.get("consumed_samples"),
         "tokens": meta.get("tokens"),
         "format": _format(ckpt, meta, sharded_format),
         "sharded": sharded_format,
-        "layout": None if meta.get("world_size") is None else {
-            "world_size": meta.get("world_size"), "dp": meta.get("dp_size"), "tensor": par.get("tensor", 1),
-            "pipeline": par.get("pipeline", 1), "zero_stage": meta.get("zero_stage")},
+        "layout": None
+        if meta.get("world_size") is None
+        else {
+            "world_size": meta.get("world_size"),
+            "dp": meta.get("dp_size"),
+            "tensor": par.get("tensor", 1),
+            "pipeline": par.get("pipeline", 1),
+            "zero_stage": meta.get("zero_stage"),
+        },
         "precision": meta.get("precision"),
-        "files": len(files), "bytes_total": sum(sizes),
-        "bytes_per_file": {"min": min(sizes), "median": int(statistics.median(sizes)), "max": max(sizes)} if sizes else None,
-        "parameters": len(names), "elements": sum(_numel(reader.shape(n, _kind_of(reader, n))) for n in names),
+        "files": len(files),
+        "bytes_total": sum(sizes),
+        "bytes_per_file": {"min": min(sizes), "median": int(statistics.median(sizes)), "max": max(sizes)}
+        if sizes
+        else None,
+        "parameters": len(names),
+        "elements": sum(_numel(reader.shape(n, _kind_of(reader, n))) for n in names),
         "kinds": {k: {"tensors": v["tensors"], "dtypes": sorted(v["dtypes"])} for k, v in sorted(kinds.items())},
-        "complete": not problems, "problems": problems,
+        "complete": not problems,
+        "problems": problems,
         "optimizer_state": bool(names) and len(has_moments) == len(names),
         "resumable": not problems and bool(names) and all(reader.has(n, "fp32") for n in names),
         "adam_step": store.saved_adam_step(ckpt, meta),
@@ -340,21 +415,40 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     print(f"{s['checkpoint']}: step {s['step']}, {s['consumed_samples']} samples / {s['tokens']} tokens consumed")
     lay = s["layout"]
-    saved = (f"world {lay['world_size']} = DP {lay['dp']} x TP {lay['tensor']} x PP {lay['pipeline']}, "
-             f"ZeRO-{lay['zero_stage']}" if lay else "none (written by one process; layout-free)")
+    saved = (
+        f"world {lay['world_size']} = DP {lay['dp']} x TP {lay['tensor']} x PP {lay['pipeline']}, "
+        f"ZeRO-{lay['zero_stage']}"
+        if lay
+        else "none (written by one process; layout-free)"
+    )
     print(f"saved layout: {saved}; precision {s['precision'] or 'n/a'}")
     per = s["bytes_per_file"]
-    print(f"format: {s['format']}; {s['files']} {'shard ' if s['sharded'] else ''}file(s), {_mb(s['bytes_total'])}"
-          + (f" (per file min {_mb(per['min'])}, median {_mb(per['median'])}, max {_mb(per['max'])})" if per else ""))
+    print(
+        f"format: {s['format']}; {s['files']} {'shard ' if s['sharded'] else ''}file(s), {_mb(s['bytes_total'])}"
+        + (f" (per file min {_mb(per['min'])}, median {_mb(per['median'])}, max {_mb(per['max'])})" if per else "")
+    )
     kinds = ", ".join(f"{k} {v['tensors']} ({'/'.join(v['dtypes'])})" for k, v in s["kinds"].items())
     print(f"tensors: {s['parameters']} parameters ({s['elements']:,} values); kinds: {kinds}")
     print(f"complete: {'yes' if s['complete'] else 'NO: ' + _first(s['problems'])}")
-    print("optimizer state: " + (f"yes (Adam moments, step {s['adam_step']})" if s["optimizer_state"] else
-                                 "no (resuming restarts the Adam moments from zero)"))
-    print("resumes training: " + ("yes, under any DP x TP x PP x ZeRO layout" if s["resumable"] else
-                                  "no (incomplete)" if not s["complete"] else
-                                  "no (no fp32 master weights; `anvil checkpoint convert --weights-only` makes a "
-                                  "copy that does); export, eval and generate read it"))
+    print(
+        "optimizer state: "
+        + (
+            f"yes (Adam moments, step {s['adam_step']})"
+            if s["optimizer_state"]
+            else "no (resuming restarts the Adam moments from zero)"
+        )
+    )
+    print(
+        "resumes training: "
+        + (
+            "yes, under any DP x TP x PP x ZeRO layout"
+            if s["resumable"]
+            else "no (incomplete)"
+            if not s["complete"]
+            else "no (no fp32 master weights; `anvil checkpoint convert --weights-only` makes a "
+            "copy that does); export, eval and generate read it"
+        )
+    )
     for key in ("imported_from", "converted_from", "consolidated_from"):
         if key in s:
             print(f"{key.replace('_', ' ')}: {s[key]}")
@@ -362,8 +456,9 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _verify_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="a checkpoint folder (step_XXXXXXXX) or a run folder (its latest)")
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a checkpoint folder (step_XXXXXXXX) or a run folder (its latest)"
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -385,34 +480,71 @@ def _verify(args: argparse.Namespace) -> int:
             if name not in names:
                 problems.append(f"weight {name}: missing from the checkpoint")
             elif tuple(reader.shape(name, _kind_of(reader, name))) != shape:
-                problems.append(f"weight {name}: shape {tuple(reader.shape(name, _kind_of(reader, name)))}, "
-                                f"the model in anvil.json has {shape}")
-        problems += [f"weight {n}: not a parameter of the model in anvil.json" for n in sorted(names - set(shapes))
-                     if shapes and not (n == "head.weight")]
+                problems.append(
+                    f"weight {name}: shape {tuple(reader.shape(name, _kind_of(reader, name)))}, "
+                    f"the model in anvil.json has {shape}"
+                )
+        problems += [
+            f"weight {n}: not a parameter of the model in anvil.json"
+            for n in sorted(names - set(shapes))
+            if shapes and not (n == "head.weight")
+        ]
         if _is_sharded(ckpt):  # resuming needs the fp32 master of every weight
-            problems += [f"fp32 of {n}: missing (the master weight training resumes from)"
-                         for n in sorted(names) if not reader.has(n, "fp32")]
+            problems += [
+                f"fp32 of {n}: missing (the master weight training resumes from)"
+                for n in sorted(names)
+                if not reader.has(n, "fp32")
+            ]
         with_moments = [n for n in sorted(names) if any(reader.has(n, k) for k in MOMENTS)]
         if with_moments:
-            problems += [f"{k} of {n}: missing (other parameters have Adam moments)"
-                         for n in sorted(names) for k in MOMENTS if not reader.has(n, k)]
+            problems += [
+                f"{k} of {n}: missing (other parameters have Adam moments)"
+                for n in sorted(names)
+                for k in MOMENTS
+                if not reader.has(n, k)
+            ]
     if problems:
         raise _fail("verify", f"{ckpt}: {_first(problems)}")
     algos = sorted({a for rec in files.values() for a in rec if a != "size"})
-    print(f"ok: {ckpt} (step {meta.get('step')}, {len(names)} parameters"
-          f"{', with Adam state' if with_moments else ', weights only'}; "
-          + (f"{len(files)} files match their {'/'.join(algos)} checksums)" if files else
-             "no checksums recorded: written before they were)"))
+    print(
+        f"ok: {ckpt} (step {meta.get('step')}, {len(names)} parameters"
+        f"{', with Adam state' if with_moments else ', weights only'}; "
+        + (
+            f"{len(files)} files match their {'/'.join(algos)} checksums)"
+            if files
+            else "no checksums recorded: written before they were)"
+        )
+    )
     return 0
 
 
 COMMANDS = [
-    Command(("checkpoint", "consolidate"), "write a checkpoint's weights as one layout-free model.safetensors",
-            _consolidate_args, _consolidate, CONSOLIDATE_HELP),
-    Command(("checkpoint", "convert"), "copy a checkpoint as one shard of full tensors (optionally weights only)",
-            _convert_args, _convert, CONVERT_HELP),
-    Command(("checkpoint", "info"), "show a checkpoint's step, layout, format, files, tensors and completeness",
-            _info_args, _info, INFO_HELP),
-    Command(("checkpoint", "verify"), "exit 0 if a checkpoint is complete and intact, else name the first problem",
-            _verify_args, _verify, VERIFY_HELP),
+    Command(
+        ("checkpoint", "consolidate"),
+        "write a checkpoint's weights as one layout-free model.safetensors",
+        _consolidate_args,
+        _consolidate,
+        CONSOLIDATE_HELP,
+    ),
+    Command(
+        ("checkpoint", "convert"),
+        "copy a checkpoint as one shard of full tensors (optionally weights only)",
+        _convert_args,
+        _convert,
+        CONVERT_HELP,
+    ),
+    Command(
+        ("checkpoint", "info"),
+        "show a checkpoint's step, layout, format, files, tensors and completeness",
+        _info_args,
+        _info,
+        INFO_HELP,
+    ),
+    Command(
+        ("checkpoint", "verify"),
+        "exit 0 if a checkpoint is complete and intact, else name the first problem",
+        _verify_args,
+        _verify,
+        VERIFY_HELP,
+    ),
 ]

@@ -1,4 +1,5 @@
 """`anvil data run` (curate with a recipe) and `anvil data train-classifier` (quality model)."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,11 +9,18 @@ from launch.cli import Command
 
 def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="recipe YAML, e.g. configs/data/web.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="override recipe keys, e.g. input=crawl/ output=clean/ rejected_text=true")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override recipe keys, e.g. input=crawl/ output=clean/ rejected_text=true",
+    )
     p.add_argument("--workers", type=int, default=1, help="worker processes (output identical for any N)")
-    p.add_argument("--strict", action="store_true",
-                   help="stop at the first unreadable record (file and line) instead of skipping it")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first unreadable record (file and line) instead of skipping it",
+    )
     from data_pipeline.executors.options import add_executor_args, add_preflight_args
 
     add_executor_args(p)
@@ -58,23 +66,35 @@ def _run(args: argparse.Namespace) -> int:
                     return run_ray(plan, ray_options(args))
                 except TaskFailed as exc:
                     raise SystemExit(f"anvil data run: {exc}") from None
+
         stats = run_recipe(recipe, workers=args.workers, strict=args.strict, execute=execute)
     except ReadError as exc:
         raise SystemExit(f"anvil data run: {exc}") from None
-    except TaskIOError as exc:   # disk full / I/O error: finished tasks keep their markers
+    except TaskIOError as exc:  # disk full / I/O error: finished tasks keep their markers
         raise SystemExit(f"anvil data run: {exc.strerror}") from None
-    rows = [{"step": s["name"], "docs in": s["docs_in"], "docs out": s["docs_out"],
-             "MB out": round(s.get("bytes_out", 0) / 1e6, 2),
-             "top drop reasons": ", ".join(f"{k} {v}" for k, v in sorted(s["dropped"].items(), key=lambda kv: -kv[1])[:3])}
-            for s in stats["steps"]]
+    rows = [
+        {
+            "step": s["name"],
+            "docs in": s["docs_in"],
+            "docs out": s["docs_out"],
+            "MB out": round(s.get("bytes_out", 0) / 1e6, 2),
+            "top drop reasons": ", ".join(
+                f"{k} {v}" for k, v in sorted(s["dropped"].items(), key=lambda kv: -kv[1])[:3]
+            ),
+        }
+        for s in stats["steps"]
+    ]
     print_table(rows, title=f"curation funnel: {stats['docs_in']:,} in -> {stats['docs_out']:,} out")
     print(f"output: {recipe.output} (stats.json, report.html, rejected/)")
     return 0
 
 
 def _configure_verify(p: argparse.ArgumentParser) -> None:
-    p.add_argument("output", metavar="OUTPUT",
-                   help="an `anvil data run` output folder, or a tokenized PREFIX (`anvil data tokenize`)")
+    p.add_argument(
+        "output",
+        metavar="OUTPUT",
+        help="an `anvil data run` output folder, or a tokenized PREFIX (`anvil data tokenize`)",
+    )
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -90,21 +110,32 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"anvil data verify: {problem} (task {task}){more}; rerun the same command to redo it")
         return 1
     left = f", {report.unfinished} task(s) not finished yet" if report.unfinished else ""
-    print(f"ok: {report.finished} finished {report.kind} task(s), {report.files} recorded file(s) match "
-          f"their sizes and checksums{left}")
+    print(
+        f"ok: {report.finished} finished {report.kind} task(s), {report.files} recorded file(s) match "
+        f"their sizes and checksums{left}"
+    )
     return 0
 
 
 def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--positive", nargs="+", required=True, help="inputs of good documents (any reader format)")
     p.add_argument("--negative", nargs="+", required=True, help="inputs of bad documents")
-    p.add_argument("--output", required=True,
-                   help="model file: .npz for sklearn (weights only, no pickle), .bin for fasttext")
-    p.add_argument("--backend", choices=("sklearn", "fasttext"), default="sklearn",
-                   help="sklearn: hashed n-grams + logistic regression (default); fasttext: a fastText "
-                        "supervised model with labels __label__hq / __label__lq")
-    p.add_argument("--n-features", type=int, default=None,
-                   help="hashed n-gram buckets (default 2^20 for sklearn, 2^18 for fasttext)")
+    p.add_argument(
+        "--output", required=True, help="model file: .npz for sklearn (weights only, no pickle), .bin for fasttext"
+    )
+    p.add_argument(
+        "--backend",
+        choices=("sklearn", "fasttext"),
+        default="sklearn",
+        help="sklearn: hashed n-grams + logistic regression (default); fasttext: a fastText "
+        "supervised model with labels __label__hq / __label__lq",
+    )
+    p.add_argument(
+        "--n-features",
+        type=int,
+        default=None,
+        help="hashed n-gram buckets (default 2^20 for sklearn, 2^18 for fasttext)",
+    )
     p.add_argument("--ngram", type=int, default=2, help="word n-grams up to this length (default 2)")
     p.add_argument("--max-docs", type=int, default=None, help="at most this many documents per class")
     g = p.add_argument_group("sklearn only")
@@ -113,8 +144,12 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dim", type=int, default=None, help="embedding size (default 64)")
     g.add_argument("--epoch", type=int, default=None, help="passes over the data (default 25)")
     g.add_argument("--lr", type=float, default=None, help="learning rate (default 0.5)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="training threads (default 1: the only setting whose model is reproducible)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="training threads (default 1: the only setting whose model is reproducible)",
+    )
 
 
 FASTTEXT_ONLY = ("dim", "epoch", "lr", "threads")
@@ -128,22 +163,42 @@ def _train(args: argparse.Namespace) -> int:
     bad = [f"--{k.replace('_', '-')}" for k, v in numbers.items() if v is not None and v <= 0]
     if bad:
         raise SystemExit(f"{name}: {', '.join(bad)} must be positive")
-    wrong = ["--C"] if args.backend == "fasttext" and args.C is not None else \
-        [f"--{k}" for k in FASTTEXT_ONLY if args.backend == "sklearn" and getattr(args, k) is not None]
+    wrong = (
+        ["--C"]
+        if args.backend == "fasttext" and args.C is not None
+        else [f"--{k}" for k in FASTTEXT_ONLY if args.backend == "sklearn" and getattr(args, k) is not None]
+    )
     if wrong:
         raise SystemExit(f"{name}: {', '.join(wrong)} does not apply to --backend {args.backend}")
     try:
         if args.backend == "fasttext":
             from data_pipeline.steps.fasttext_model import train_fasttext
 
-            given = {"dim": args.dim, "epoch": args.epoch, "lr": args.lr, "threads": args.threads,
-                     "buckets": args.n_features}
-            metrics = train_fasttext(args.positive, args.negative, args.output, word_ngrams=args.ngram,
-                                     max_docs=args.max_docs, **{k: v for k, v in given.items() if v is not None})
+            given = {
+                "dim": args.dim,
+                "epoch": args.epoch,
+                "lr": args.lr,
+                "threads": args.threads,
+                "buckets": args.n_features,
+            }
+            metrics = train_fasttext(
+                args.positive,
+                args.negative,
+                args.output,
+                word_ngrams=args.ngram,
+                max_docs=args.max_docs,
+                **{k: v for k, v in given.items() if v is not None},
+            )
         else:
-            metrics = train_classifier(args.positive, args.negative, args.output,
-                                       n_features=args.n_features or 2 ** 20, ngram_max=args.ngram,
-                                       C=args.C or 4.0, max_docs=args.max_docs)
+            metrics = train_classifier(
+                args.positive,
+                args.negative,
+                args.output,
+                n_features=args.n_features or 2**20,
+                ngram_max=args.ngram,
+                C=args.C or 4.0,
+                max_docs=args.max_docs,
+            )
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"{name}: {exc}") from None
     print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
@@ -152,38 +207,51 @@ def _train(args: argparse.Namespace) -> int:
 
 
 COMMANDS = [
-    Command(("data", "run"), "curate a corpus with a recipe (configs/data/*.yaml)", _configure_run, _run,
-            description="Run a curation recipe: read input shards, apply the steps, write kept documents "
-                        "(part-*.jsonl.zst), rejected/, stats.json and report.html to the output folder.\n"
-                        "Reruns resume unfinished shards. Example:\n"
-                        "  anvil data run configs/data/web.yaml input=crawl/ output=clean/ --workers 2\n"
-                        "  anvil data run configs/data/web.yaml input=crawl/ output=clean/ --executor ray "
-                        "--ray-address auto\n"
-                        "  anvil data run configs/data/fineweb_like.yaml input=crawl/ output=clean/\n"
-                        "  anvil data run configs/data/web_fast.yaml input=crawl/ output=clean/   # Resiliparse extraction\n"
-                        "Steps (README 'Curation'; parameters are checked against each step's Params): "
-                        "extract {engine: trafilatura|resiliparse}, language, gopher_quality, gopher_repetition, c4, fineweb, normalize, pii, line_dedup, "
-                        "exact_dedup, minhash_dedup, classifier, perplexity,\n"
-                        "  url_filter {block_domains, block_urls, banned_words, banned_subwords, soft_banned_words, "
-                        "allow_domains: [FILE|UT1 folder]},\n"
-                        "  decontaminate {eval_files: [JSONL], fields: [NAME], ngram: 13, mode: document|spans},\n"
-                        "  paragraph_dedup {min_doc_words: 50}, sentence_dedup {span: 3, min_doc_words: 50}.\n"
-                        "stats.json gives each step's CPU seconds (`seconds`, summed over workers).\n"
-                        "Before starting it checks the output's free disk against a calibrated estimate "
-                        "(--plan prints it per stage and runs nothing; --ignore-disk-estimate starts anyway)."),
-    Command(("data", "verify"), "check a finished output's files against the sizes and checksums its tasks recorded",
-            _configure_verify, _verify,
-            description="Re-read every file a finished task of `anvil data run` (or a tokenized prefix of "
-                        "`anvil data tokenize`) wrote and compare it with the size and checksum in its marker; "
-                        "runs nothing. Exit 0 when all match, 1 naming the first file that does not (missing, "
-                        "truncated or changed). A rerun of the same command redoes exactly those tasks.\n"
-                        "  anvil data verify clean/\n  anvil data verify tokens/train"),
-    Command(("data", "train-classifier"), "train a quality classifier (logistic regression or fastText)",
-            _configure_train, _train,
-            description="Train a good-vs-bad document classifier for the `classifier` curation step.\n"
-                        "  anvil data train-classifier --positive good/ --negative bad/ --output quality.npz\n"
-                        "  anvil data train-classifier --backend fasttext --positive good/ --negative bad/ "
-                        "--output quality.bin\n"
-                        "Use it in a recipe as `classifier: {model: quality.bin, threshold: 0.5}`. The step\n"
-                        "also loads published fastText models (DCLM, FineWeb-Edu; lid.176.bin with `label: en`)."),
+    Command(
+        ("data", "run"),
+        "curate a corpus with a recipe (configs/data/*.yaml)",
+        _configure_run,
+        _run,
+        description="Run a curation recipe: read input shards, apply the steps, write kept documents "
+        "(part-*.jsonl.zst), rejected/, stats.json and report.html to the output folder.\n"
+        "Reruns resume unfinished shards. Example:\n"
+        "  anvil data run configs/data/web.yaml input=crawl/ output=clean/ --workers 2\n"
+        "  anvil data run configs/data/web.yaml input=crawl/ output=clean/ --executor ray "
+        "--ray-address auto\n"
+        "  anvil data run configs/data/fineweb_like.yaml input=crawl/ output=clean/\n"
+        "  anvil data run configs/data/web_fast.yaml input=crawl/ output=clean/   # Resiliparse extraction\n"
+        "Steps (README 'Curation'; parameters are checked against each step's Params): "
+        "extract {engine: trafilatura|resiliparse}, language, gopher_quality, gopher_repetition, c4, fineweb, normalize, pii, line_dedup, "
+        "exact_dedup, minhash_dedup, classifier, perplexity,\n"
+        "  url_filter {block_domains, block_urls, banned_words, banned_subwords, soft_banned_words, "
+        "allow_domains: [FILE|UT1 folder]},\n"
+        "  decontaminate {eval_files: [JSONL], fields: [NAME], ngram: 13, mode: document|spans},\n"
+        "  paragraph_dedup {min_doc_words: 50}, sentence_dedup {span: 3, min_doc_words: 50}.\n"
+        "stats.json gives each step's CPU seconds (`seconds`, summed over workers).\n"
+        "Before starting it checks the output's free disk against a calibrated estimate "
+        "(--plan prints it per stage and runs nothing; --ignore-disk-estimate starts anyway).",
+    ),
+    Command(
+        ("data", "verify"),
+        "check a finished output's files against the sizes and checksums its tasks recorded",
+        _configure_verify,
+        _verify,
+        description="Re-read every file a finished task of `anvil data run` (or a tokenized prefix of "
+        "`anvil data tokenize`) wrote and compare it with the size and checksum in its marker; "
+        "runs nothing. Exit 0 when all match, 1 naming the first file that does not (missing, "
+        "truncated or changed). A rerun of the same command redoes exactly those tasks.\n"
+        "  anvil data verify clean/\n  anvil data verify tokens/train",
+    ),
+    Command(
+        ("data", "train-classifier"),
+        "train a quality classifier (logistic regression or fastText)",
+        _configure_train,
+        _train,
+        description="Train a good-vs-bad document classifier for the `classifier` curation step.\n"
+        "  anvil data train-classifier --positive good/ --negative bad/ --output quality.npz\n"
+        "  anvil data train-classifier --backend fasttext --positive good/ --negative bad/ "
+        "--output quality.bin\n"
+        "Use it in a recipe as `classifier: {model: quality.bin, threshold: 0.5}`. The step\n"
+        "also loads published fastText models (DCLM, FineWeb-Edu; lid.176.bin with `label: en`).",
+    ),
 ]

@@ -1,4 +1,5 @@
 """`anvil data dedup` and `anvil data dedup-eval`: MinHash LSH near-duplicate removal and its check."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,28 +25,52 @@ example:
 
 def _configure_dedup(p: argparse.ArgumentParser) -> None:
     p.epilog = DEDUP_EPILOG
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="files, folders or globs (.jsonl[.gz|.zst], .parquet, .warc[.gz], .wet[.gz], .html)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="files, folders or globs (.jsonl[.gz|.zst], .parquet, .warc[.gz], .wet[.gz], .html)",
+    )
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--threshold", type=float, default=0.8, help="Jaccard similarity of near-duplicates (default 0.8)")
     p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (default 128)")
     p.add_argument("--ngram", type=int, default=5, help="words per shingle (default 5)")
     p.add_argument("--workers", type=int, default=1, help="processes computing signatures (default 1)")
-    p.add_argument("--memory-budget", default="1GB",
-                   help="bound on buffered LSH records, merge blocks and signature reads (sorted runs "
-                        "spill to disk beyond it), e.g. 256MB, 2GB (default 1GB)")
-    p.add_argument("--dedupe-ids", action="store_true",
-                   help="drop later documents with an id seen before instead of failing")
-    p.add_argument("--keep", default="first",
-                   help="representative of a cluster: first (input order), longest, or field:NAME "
-                        "(largest numeric metadata value) (default first)")
-    p.add_argument("--incremental-store", default=None, metavar="DIR",
-                   help="dedup this batch against (and add it to) the signatures stored in DIR by earlier batches")
-    p.add_argument("--exact-verify", action="store_true",
-                   help="verify candidate pairs on exact shingle Jaccard instead of the MinHash estimate")
-    p.add_argument("--weights", type=float, nargs=2, default=(0.05, 0.95), metavar=("FP", "FN"),
-                   help="false-positive and false-negative weights of datasketch's bands x rows optimiser; "
-                        "candidates are verified, so the default favours recall (default 0.05 0.95)")
+    p.add_argument(
+        "--memory-budget",
+        default="1GB",
+        help="bound on buffered LSH records, merge blocks and signature reads (sorted runs "
+        "spill to disk beyond it), e.g. 256MB, 2GB (default 1GB)",
+    )
+    p.add_argument(
+        "--dedupe-ids", action="store_true", help="drop later documents with an id seen before instead of failing"
+    )
+    p.add_argument(
+        "--keep",
+        default="first",
+        help="representative of a cluster: first (input order), longest, or field:NAME "
+        "(largest numeric metadata value) (default first)",
+    )
+    p.add_argument(
+        "--incremental-store",
+        default=None,
+        metavar="DIR",
+        help="dedup this batch against (and add it to) the signatures stored in DIR by earlier batches",
+    )
+    p.add_argument(
+        "--exact-verify",
+        action="store_true",
+        help="verify candidate pairs on exact shingle Jaccard instead of the MinHash estimate",
+    )
+    p.add_argument(
+        "--weights",
+        type=float,
+        nargs=2,
+        default=(0.05, 0.95),
+        metavar=("FP", "FN"),
+        help="false-positive and false-negative weights of datasketch's bands x rows optimiser; "
+        "candidates are verified, so the default favours recall (default 0.05 0.95)",
+    )
     p.add_argument("--seed", type=int, default=1, help="permutation seed (datasketch's; default 1)")
     from data_pipeline.executors.options import add_executor_args, add_preflight_args
 
@@ -56,10 +81,19 @@ def _configure_dedup(p: argparse.ArgumentParser) -> None:
 def _config(args):
     from data_pipeline.dedup.index import DedupConfig
 
-    cfg = DedupConfig(threshold=args.threshold, num_perm=args.num_perm, ngram=args.ngram, seed=args.seed,
-                      fp_weight=args.weights[0], fn_weight=args.weights[1], keep=args.keep,
-                      exact_verify=args.exact_verify, dedupe_ids=args.dedupe_ids,
-                      memory_budget=args.memory_budget, workers=args.workers)
+    cfg = DedupConfig(
+        threshold=args.threshold,
+        num_perm=args.num_perm,
+        ngram=args.ngram,
+        seed=args.seed,
+        fp_weight=args.weights[0],
+        fn_weight=args.weights[1],
+        keep=args.keep,
+        exact_verify=args.exact_verify,
+        dedupe_ids=args.dedupe_ids,
+        memory_budget=args.memory_budget,
+        workers=args.workers,
+    )
     try:
         cfg.check()
     except ValueError as exc:
@@ -101,18 +135,23 @@ def _run_dedup(args: argparse.Namespace) -> int:
     except (DuplicateIdError, FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"anvil data dedup: {exc}")
     print_summary(stats)
-    print(f"kept {stats['docs_out']} of {stats['docs_in']} documents in {args.output}; "
-          f"{stats['duplicates']} near-duplicates listed in {args.output}/duplicates.jsonl")
+    print(
+        f"kept {stats['docs_out']} of {stats['docs_in']} documents in {args.output}; "
+        f"{stats['duplicates']} near-duplicates listed in {args.output}/duplicates.jsonl"
+    )
     return 0
 
 
 def _configure_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", metavar="INPUT", help="the corpus that was deduplicated (files, folders or globs)")
     p.add_argument("--dedup-output", required=True, help="output folder of `anvil data dedup`")
-    p.add_argument("--sample", type=int, default=None,
-                   help="evaluate on the first N documents (default 20000)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="Jaccard defining a true near-duplicate (default: the dedup run's threshold)")
+    p.add_argument("--sample", type=int, default=None, help="evaluate on the first N documents (default 20000)")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="Jaccard defining a true near-duplicate (default: the dedup run's threshold)",
+    )
     p.add_argument("--ngram", type=int, default=None, help="words per shingle (default: the dedup run's)")
     p.add_argument("--output", default=None, help="also write the report as JSON here")
 
@@ -130,8 +169,13 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.sample is not None and args.sample < 2:
         raise SystemExit("anvil data dedup-eval: --sample must be at least 2")
     try:
-        report = evaluate([args.input], args.dedup_output, threshold=args.threshold or stats["threshold"],
-                          ngram=args.ngram or stats["ngram"], sample=args.sample)
+        report = evaluate(
+            [args.input],
+            args.dedup_output,
+            threshold=args.threshold or stats["threshold"],
+            ngram=args.ngram or stats["ngram"],
+            sample=args.sample,
+        )
     except (FileNotFoundError, ValueError) as exc:
         raise SystemExit(f"anvil data dedup-eval: {exc}")
     print_report(report)
@@ -141,8 +185,13 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 COMMANDS = [
-    Command(("data", "dedup"), "remove near-duplicate documents (MinHash LSH over word n-grams)",
-            _configure_dedup, _run_dedup),
-    Command(("data", "dedup-eval"), "precision and recall of a dedup run against exact Jaccard",
-            _configure_eval, _run_eval),
+    Command(
+        ("data", "dedup"),
+        "remove near-duplicate documents (MinHash LSH over word n-grams)",
+        _configure_dedup,
+        _run_dedup,
+    ),
+    Command(
+        ("data", "dedup-eval"), "precision and recall of a dedup run against exact Jaccard", _configure_eval, _run_eval
+    ),
 ]

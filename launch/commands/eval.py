@@ -1,4 +1,5 @@
 """`anvil eval`: loss and perplexity of a checkpoint (or exported model) on held-out tokens."""
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,15 @@ def _run(args: argparse.Namespace) -> int:
         rank, world, _ = init_distributed()
     try:
         scorer = load_scorer(args.checkpoint)
-        result = evaluate_prefix(scorer, [p.removesuffix(".bin").removesuffix(".idx") for p in args.data],
-                                 args.seq_len, args.batch_size, args.max_tokens, rank, world)
+        result = evaluate_prefix(
+            scorer,
+            [p.removesuffix(".bin").removesuffix(".idx") for p in args.data],
+            args.seq_len,
+            args.batch_size,
+            args.max_tokens,
+            rank,
+            world,
+        )
     except (ExportError, CheckpointError, ValueError) as exc:
         raise SystemExit(f"anvil eval: {exc}")
     result = {"checkpoint": scorer.source, "step": scorer.step, "data": args.data, **result}
@@ -56,5 +64,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [Command(("eval",), "loss and perplexity of a checkpoint on held-out tokens (JSON)",
-                    _configure, _run, DESCRIPTION)]
+COMMANDS = [
+    Command(("eval",), "loss and perplexity of a checkpoint on held-out tokens (JSON)", _configure, _run, DESCRIPTION)
+]

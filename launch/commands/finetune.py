@@ -1,4 +1,5 @@
 """`anvil finetune`: LoRA fine-tuning of a local transformers model with peft + accelerate."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,12 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="finetune_out", help="output folder (default finetune_out)")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank r (default 8)")
     p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
-    p.add_argument("--target-modules", nargs="+", default=None,
-                   help="module names to adapt (default q_proj k_proj v_proj o_proj; c_attn c_proj for GPT-2)")
+    p.add_argument(
+        "--target-modules",
+        nargs="+",
+        default=None,
+        help="module names to adapt (default q_proj k_proj v_proj o_proj; c_attn c_proj for GPT-2)",
+    )
     p.add_argument("--zero-stage", type=int, default=0, help="0: DDP; 1-3: DeepSpeed ZeRO stage (default 0)")
     p.add_argument("--steps", type=int, default=100, help="optimizer steps (default 100)")
     p.add_argument("--micro-batch-size", type=int, default=4, help="blocks per rank per micro step (default 4)")
@@ -41,11 +46,23 @@ def _run(args: argparse.Namespace) -> int:
     from framework.configtree import build, parse_overrides, merge
     from framework.interop.finetune import FinetuneConfig, run_finetune
 
-    values = {"model": args.model, "data": args.data, "eval_data": args.eval_data, "output": args.output,
-              "lora_rank": args.lora_rank, "lora_alpha": args.lora_alpha, "zero_stage": args.zero_stage,
-              "steps": args.steps, "micro_batch_size": args.micro_batch_size,
-              "global_batch_size": args.global_batch_size, "seq_len": args.seq_len, "lr": args.lr,
-              "precision": args.precision, "seed": args.seed, "merge": not args.no_merge}
+    values = {
+        "model": args.model,
+        "data": args.data,
+        "eval_data": args.eval_data,
+        "output": args.output,
+        "lora_rank": args.lora_rank,
+        "lora_alpha": args.lora_alpha,
+        "zero_stage": args.zero_stage,
+        "steps": args.steps,
+        "micro_batch_size": args.micro_batch_size,
+        "global_batch_size": args.global_batch_size,
+        "seq_len": args.seq_len,
+        "lr": args.lr,
+        "precision": args.precision,
+        "seed": args.seed,
+        "merge": not args.no_merge,
+    }
     if args.target_modules:
         values["target_modules"] = args.target_modules
     cfg = build(FinetuneConfig, merge(values, parse_overrides(args.overrides)))
@@ -53,5 +70,12 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [Command(("finetune",), "LoRA fine-tuning of a transformers folder (peft + accelerate, ZeRO optional)",
-                    _configure, _run, DESCRIPTION)]
+COMMANDS = [
+    Command(
+        ("finetune",),
+        "LoRA fine-tuning of a transformers folder (peft + accelerate, ZeRO optional)",
+        _configure,
+        _run,
+        DESCRIPTION,
+    )
+]

@@ -1,4 +1,5 @@
 """`anvil generate --checkpoint DIR --prompt TEXT`: print a continuation sampled from a checkpoint."""
+
 from __future__ import annotations
 
 import argparse
@@ -46,5 +47,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [Command(("generate",), "continue a prompt with a trained checkpoint (greedy at --temperature 0)",
-                    _configure, _run)]
+COMMANDS = [
+    Command(("generate",), "continue a prompt with a trained checkpoint (greedy at --temperature 0)", _configure, _run)
+]

@@ -1,4 +1,5 @@
 """`anvil import hf`: a local transformers Llama / GPT-2 folder -> an Anvil run to continue training."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,14 +23,26 @@ train.global_batch_size must match the later training run (the data position is 
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="DIR",
-                   help="local transformers folder: config.json, model.safetensors (or sharded model-*.safetensors "
-                        "+ index, or pytorch_model.bin), tokenizer.json if any")
-    p.add_argument("--output", required=True, metavar="RUN_DIR",
-                   help="run folder to create (refused if it already holds checkpoints)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="training config settings written to OUTPUT/config.yaml (train.*, parallel.*, data.*, "
-                        "model.seq_len; other model.* keys come from config.json)")
+    p.add_argument(
+        "--model",
+        required=True,
+        metavar="DIR",
+        help="local transformers folder: config.json, model.safetensors (or sharded model-*.safetensors "
+        "+ index, or pytorch_model.bin), tokenizer.json if any",
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        metavar="RUN_DIR",
+        help="run folder to create (refused if it already holds checkpoints)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="training config settings written to OUTPUT/config.yaml (train.*, parallel.*, data.*, "
+        "model.seq_len; other model.* keys come from config.json)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -44,10 +57,19 @@ def _run(args: argparse.Namespace) -> int:
     from framework.runtime import is_rank0
 
     if is_rank0() and info["parameters"] is not None:
-        print(f"imported {args.model} ({info['arch']}, {info['parameters']:,} parameters) into {info['checkpoint']}; "
-              f"continue with: anvil train {info['run_dir']}/config.yaml data.paths=[...]")
+        print(
+            f"imported {args.model} ({info['arch']}, {info['parameters']:,} parameters) into {info['checkpoint']}; "
+            f"continue with: anvil train {info['run_dir']}/config.yaml data.paths=[...]"
+        )
     return 0
 
 
-COMMANDS = [Command(("import", "hf"), "import a Hugging Face Llama/GPT-2 folder as an Anvil checkpoint",
-                    _configure, _run, DESCRIPTION)]
+COMMANDS = [
+    Command(
+        ("import", "hf"),
+        "import a Hugging Face Llama/GPT-2 folder as an Anvil checkpoint",
+        _configure,
+        _run,
+        DESCRIPTION,
+    )
+]

@@ -3,6 +3,7 @@
 Argument parsing, pre-launch checks and process handling only; the exact commands come from the
 pure functions in launch/launcher.py (commands), launch/hostfile.py and launch/exits.py, so `--dry-run` prints what would run, byte for byte.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,22 +33,37 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.add_argument("--nnodes", type=int, default=1, help="number of nodes (default 1)")
     p.add_argument("--node-rank", type=int, default=0, help="this node's rank, 0..nnodes-1 (default 0)")
-    p.add_argument("--master-addr", default=None,
-                   help="address of node 0, which hosts the rendezvous (default 127.0.0.1; hostfile: first host)")
+    p.add_argument(
+        "--master-addr",
+        default=None,
+        help="address of node 0, which hosts the rendezvous (default 127.0.0.1; hostfile: first host)",
+    )
     p.add_argument("--master-port", type=int, default=None, help="rendezvous port on node 0 (default 29500)")
-    p.add_argument("--nproc-per-node", type=int, default=None,
-                   help="processes per node (default: one per GPU, or 1 on CPU where gloo is used)")
-    p.add_argument("--max-restarts", type=int, default=0,
-                   help="restart the job this many times after a failure; training resumes from the "
-                        "latest checkpoint (default 0)")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        help="processes per node (default: one per GPU, or 1 on CPU where gloo is used)",
+    )
+    p.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        help="restart the job this many times after a failure; training resumes from the latest checkpoint (default 0)",
+    )
     p.add_argument("--rdzv-id", default=None, help="rendezvous id shared by all nodes (default: from run_dir)")
     p.add_argument("--dry-run", action="store_true", help="print the exact commands (and sbatch script); run nothing")
     h = p.add_argument_group("hostfile (fan out over ssh or pdsh)")
     h.add_argument("--hostfile", default=None, help="DeepSpeed-style hostfile: one 'HOST slots=N' per line")
     h.add_argument("--launcher", choices=("ssh", "pdsh"), default="ssh", help="fan-out tool (default ssh)")
     h.add_argument("--ssh-port", type=int, default=None, help="ssh port (default: ssh's own)")
-    h.add_argument("--export", action="append", default=[], metavar="NAME",
-                   help="also forward this environment variable to the nodes (repeatable)")
+    h.add_argument(
+        "--export",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also forward this environment variable to the nodes (repeatable)",
+    )
     s = p.add_argument_group("Slurm (--slurm writes an sbatch script and submits it)")
     s.add_argument("--slurm", action="store_true", help="write an sbatch script and submit it with sbatch")
     s.add_argument("--nodes", type=int, default=None, help="Slurm nodes (default: --nnodes)")
@@ -56,12 +72,22 @@ def _configure(p: argparse.ArgumentParser) -> None:
     s.add_argument("--partition", default=None, help="Slurm partition")
     s.add_argument("--account", default=None, help="Slurm account")
     s.add_argument("--job-name", default="anvil", help="Slurm job name (default anvil)")
-    s.add_argument("--requeue", type=int, default=0, metavar="N",
-                   help="requeue the Slurm job up to N times when it fails with exit code 75")
-    s.add_argument("--container-image", default=None,
-                   help="run every task in this container (pyxis/enroot: image name or .sqsh file)")
+    s.add_argument(
+        "--requeue",
+        type=int,
+        default=0,
+        metavar="N",
+        help="requeue the Slurm job up to N times when it fails with exit code 75",
+    )
+    s.add_argument(
+        "--container-image",
+        default=None,
+        help="run every task in this container (pyxis/enroot: image name or .sqsh file)",
+    )
     s.add_argument("--container-mounts", default=None, help="pyxis mounts SRC:DST[,SRC:DST...]")
-    s.add_argument("--script", default=None, help="where to write the sbatch script (default RUN_DIR/launch/anvil.sbatch)")
+    s.add_argument(
+        "--script", default=None, help="where to write the sbatch script (default RUN_DIR/launch/anvil.sbatch)"
+    )
 
 
 def _anvil_bin() -> str:
@@ -82,9 +108,17 @@ def _node(args: argparse.Namespace, cfg, nnodes: int, nproc: int, master_addr: s
     from launch.launcher import DEFAULT_PORT, NodeLaunch, default_rdzv_id
 
     port = args.master_port or DEFAULT_PORT
-    return NodeLaunch(config=args.config, overrides=list(args.overrides), nnodes=nnodes, node_rank=args.node_rank,
-                      nproc_per_node=nproc, master_addr=master_addr, master_port=port,
-                      max_restarts=args.max_restarts, rdzv_id=args.rdzv_id or default_rdzv_id(cfg.run_dir, port))
+    return NodeLaunch(
+        config=args.config,
+        overrides=list(args.overrides),
+        nnodes=nnodes,
+        node_rank=args.node_rank,
+        nproc_per_node=nproc,
+        master_addr=master_addr,
+        master_port=port,
+        max_restarts=args.max_restarts,
+        rdzv_id=args.rdzv_id or default_rdzv_id(cfg.run_dir, port),
+    )
 
 
 def _check_layout(cfg, world: int) -> None:
@@ -133,7 +167,9 @@ def _run_local(args: argparse.Namespace, cfg) -> int:
     status = Path(env["ANVIL_STATUS_DIR"])
     for old in status.glob("rank*.json"):
         old.unlink()
-    print(f"anvil launch: node {node.node_rank}/{node.nnodes}: {L.format_command(argv, env)}", file=sys.stderr, flush=True)
+    print(
+        f"anvil launch: node {node.node_rank}/{node.nnodes}: {L.format_command(argv, env)}", file=sys.stderr, flush=True
+    )
     os.environ.update(env)
     rc, root = _torchrun(argv[3:])
     code, message = X.classify_exit(rc, read_status(str(status)), root, node.node_rank)
@@ -156,21 +192,36 @@ def _torchrun(torchrun_args: list[str]) -> tuple[int, dict | None]:
         run(parse_args(torchrun_args))
         return 0, None
     except ChildFailedError as exc:
-        failures = {rank: {"exitcode": f.exitcode, "local_rank": f.local_rank, "pid": f.pid,
-                           "timestamp": f.timestamp, "signal": f.signal_name() if f.exitcode < 0 else None}
-                    for rank, f in exc.failures.items()}
+        failures = {
+            rank: {
+                "exitcode": f.exitcode,
+                "local_rank": f.local_rank,
+                "pid": f.pid,
+                "timestamp": f.timestamp,
+                "signal": f.signal_name() if f.exitcode < 0 else None,
+            }
+            for rank, f in exc.failures.items()
+        }
         return 1, root_cause(failures)
     except SignalException as exc:
         # scancel / Ctrl-C / a preempting scheduler: torchrun has already stopped the workers.
         print(f"anvil launch: stopped by {exc.sigval.name}", file=sys.stderr, flush=True)
         raise SystemExit(128 + int(exc.sigval))
     except RendezvousTimeoutError as exc:
-        print(f"anvil launch: not every node joined the rendezvous in time ({exc}); are all "
-              "--nnodes nodes started with the same --master-addr/--master-port/--rdzv-id?", file=sys.stderr, flush=True)
+        print(
+            f"anvil launch: not every node joined the rendezvous in time ({exc}); are all "
+            "--nnodes nodes started with the same --master-addr/--master-port/--rdzv-id?",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1, None
     except RendezvousError as exc:
-        print(f"anvil launch: lost the rendezvous with node 0 ({type(exc).__name__}: {exc}); "
-              "node 0 stopped or is unreachable, see its log", file=sys.stderr, flush=True)
+        print(
+            f"anvil launch: lost the rendezvous with node 0 ({type(exc).__name__}: {exc}); "
+            "node 0 stopped or is unreachable, see its log",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1, None
 
 
@@ -228,9 +279,17 @@ def _run_slurm(args: argparse.Namespace, cfg) -> int:
     node = _node(args, cfg, nodes, nproc, "127.0.0.1")
     node.node_rank = 0
     _check_layout(cfg, node.world_size)
-    slurm = L.SlurmOptions(nodes=nodes, gpus_per_node=args.gpus_per_node, time=args.time, partition=args.partition,
-                           account=args.account, job_name=args.job_name, requeue_on_retry=args.requeue,
-                           container_image=args.container_image, container_mounts=args.container_mounts)
+    slurm = L.SlurmOptions(
+        nodes=nodes,
+        gpus_per_node=args.gpus_per_node,
+        time=args.time,
+        partition=args.partition,
+        account=args.account,
+        job_name=args.job_name,
+        requeue_on_retry=args.requeue,
+        container_image=args.container_image,
+        container_mounts=args.container_mounts,
+    )
     script = L.slurm_script(node, slurm, _anvil_bin(), os.getcwd(), cfg.run_dir)
     path = Path(args.script or f"{cfg.run_dir.rstrip('/')}/launch/anvil.sbatch")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +306,12 @@ def _run_slurm(args: argparse.Namespace, cfg) -> int:
     return subprocess.run(submit).returncode
 
 
-COMMANDS = [Command(("launch",), "start training on one node, several nodes, a hostfile or Slurm",
-                    _configure, _run,
-                    description="Start `anvil train CONFIG.yaml` under torchrun on one or more nodes.\n\n" + EPILOG)]
+COMMANDS = [
+    Command(
+        ("launch",),
+        "start training on one node, several nodes, a hostfile or Slurm",
+        _configure,
+        _run,
+        description="Start `anvil train CONFIG.yaml` under torchrun on one or more nodes.\n\n" + EPILOG,
+    )
+]

@@ -1,4 +1,5 @@
 """`anvil data mix`: plan a token-budget blend of tokenized sources and write the trainer's fragment."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,14 +19,24 @@ examples:
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--source", action="append", required=True, metavar="NAME=PREFIX:WEIGHT",
-                   help="a tokenized prefix (PREFIX.bin/.idx) and its target weight; repeat per source. "
-                        "Weights are relative: web=a:3 code=b:1 draws 75%% / 25%% of the tokens")
-    p.add_argument("--tokens", required=True,
-                   help="total training tokens to plan for, e.g. 2000000000, 2e9 or 2B (K, M, B, T)")
+    p.add_argument(
+        "--source",
+        action="append",
+        required=True,
+        metavar="NAME=PREFIX:WEIGHT",
+        help="a tokenized prefix (PREFIX.bin/.idx) and its target weight; repeat per source. "
+        "Weights are relative: web=a:3 code=b:1 draws 75%% / 25%% of the tokens",
+    )
+    p.add_argument(
+        "--tokens", required=True, help="total training tokens to plan for, e.g. 2000000000, 2e9 or 2B (K, M, B, T)"
+    )
     p.add_argument("--output", required=True, help="mix YAML to write (then `anvil train ... data.mix=FILE`)")
-    p.add_argument("--max-epochs", type=float, default=4.0,
-                   help="refuse a mix that repeats any source more often than this (default 4)")
+    p.add_argument(
+        "--max-epochs",
+        type=float,
+        default=4.0,
+        help="refuse a mix that repeats any source more often than this (default 4)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -46,10 +57,20 @@ def _run(args: argparse.Namespace) -> int:
         rows = plan_mix([parse_source(s) for s in args.source], total)
     except MixError as exc:
         raise SystemExit(f"anvil data mix: {exc}") from None
-    print_table([{"source": r.name, "prefix": r.prefix, "weight": round(r.share, 4),
-                  "tokens available": f"{r.available:,}", "tokens drawn": f"{r.drawn:,}",
-                  "epochs": round(r.epochs, 3)} for r in rows],
-                title=f"mix of {total:,} tokens (max {args.max_epochs:g} epochs per source)")
+    print_table(
+        [
+            {
+                "source": r.name,
+                "prefix": r.prefix,
+                "weight": round(r.share, 4),
+                "tokens available": f"{r.available:,}",
+                "tokens drawn": f"{r.drawn:,}",
+                "epochs": round(r.epochs, 3),
+            }
+            for r in rows
+        ],
+        title=f"mix of {total:,} tokens (max {args.max_epochs:g} epochs per source)",
+    )
     try:
         warnings = check_epochs(rows, args.max_epochs)
     except MixError as exc:
@@ -61,5 +82,12 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = [Command(("data", "mix"), "blend tokenized sources by weight for a token budget (data.mix YAML)",
-                    _configure, _run, description=DESCRIPTION)]
+COMMANDS = [
+    Command(
+        ("data", "mix"),
+        "blend tokenized sources by weight for a token budget (data.mix YAML)",
+        _configure,
+        _run,
+        description=DESCRIPTION,
+    )
+]

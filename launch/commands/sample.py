@@ -1,4 +1,5 @@
 """`anvil data sample`: build the no-download sample corpus (stdlib docstrings, package READMEs/licences)."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit <= 0:
         raise SystemExit("anvil data sample: --limit must be positive")
     stats = write_sample_corpus(args.output, args.limit, args.shard_docs)
-    print(f"wrote {stats['documents']} documents ({stats['characters']:,} characters) in "
-          f"{stats['shards']} shards to {args.output}")
+    print(
+        f"wrote {stats['documents']} documents ({stats['characters']:,} characters) in "
+        f"{stats['shards']} shards to {args.output}"
+    )
     return 0
 
 
-COMMANDS = [Command(("data", "sample"), "build a sample corpus of real text that needs no download",
-                    _configure, _run)]
+COMMANDS = [Command(("data", "sample"), "build a sample corpus of real text that needs no download", _configure, _run)]

@@ -1,4 +1,5 @@
 """`anvil train CONFIG.yaml [key=value ...]`: train (or resume) a model; one process or under torchrun."""
+
 from __future__ import annotations
 
 import argparse
@@ -82,5 +83,6 @@ def _shutdown() -> None:
             dist.destroy_process_group()
 
 
-COMMANDS = [Command(("train",), "train a language model (resumes automatically from RUN_DIR/checkpoints)",
-                    _configure, _run)]
+COMMANDS = [
+    Command(("train",), "train a language model (resumes automatically from RUN_DIR/checkpoints)", _configure, _run)
+]

@@ -1,4 +1,5 @@
 """Test inputs built from real text (the sample corpus): JSONL.gz, Parquet and WARC files."""
+
 from __future__ import annotations
 
 import functools
@@ -11,11 +12,15 @@ from pathlib import Path
 from data_pipeline.document import Document
 from data_pipeline.sample import iter_sample_documents
 
-GERMAN = ("Die Stadt liegt am Ufer des Flusses und ist seit dem Mittelalter ein wichtiger Handelsplatz. "
-          "Viele Menschen besuchen jedes Jahr die alte Kirche, das Rathaus und den Markt. Im Sommer finden "
-          "auf dem Platz Konzerte statt, und die Cafés sind bis spät in die Nacht geöffnet. ") * 3
-LOREM = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit, and the rest of the text goes on for a "
-         "while so that the document has enough words to pass the other filters. ") * 6
+GERMAN = (
+    "Die Stadt liegt am Ufer des Flusses und ist seit dem Mittelalter ein wichtiger Handelsplatz. "
+    "Viele Menschen besuchen jedes Jahr die alte Kirche, das Rathaus und den Markt. Im Sommer finden "
+    "auf dem Platz Konzerte statt, und die Cafés sind bis spät in die Nacht geöffnet. "
+) * 3
+LOREM = (
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit, and the rest of the text goes on for a "
+    "while so that the document has enough words to pass the other filters. "
+) * 6
 
 
 @functools.lru_cache(maxsize=1)
@@ -59,14 +64,17 @@ def write_parquet(path: Path, records: list[dict]) -> Path:
 
 def to_html(text: str, title: str = "page") -> str:
     paras = "".join(f"<p>{html.escape(p)}</p>" for p in text.split("\n\n") if p.strip())
-    return (f"<html><head><title>{html.escape(title)}</title></head><body>"
-            f"<nav><a href='/'>Home</a> | <a href='/about'>About</a></nav>"
-            f"<article><h1>{html.escape(title)}</h1>{paras}</article>"
-            f"<footer>Footer links</footer></body></html>")
+    return (
+        f"<html><head><title>{html.escape(title)}</title></head><body>"
+        f"<nav><a href='/'>Home</a> | <a href='/about'>About</a></nav>"
+        f"<article><h1>{html.escape(title)}</h1>{paras}</article>"
+        f"<footer>Footer links</footer></body></html>"
+    )
 
 
-def write_warc(path: Path, pages: list[tuple[str, str]], *, revisit: bool = True, image: bool = True,
-               binary_html: bool = False) -> Path:
+def write_warc(
+    path: Path, pages: list[tuple[str, str]], *, revisit: bool = True, image: bool = True, binary_html: bool = False
+) -> Path:
     """pages: (url, html). Adds a request record per page, optionally a revisit, an image and a
     binary payload served as text/html."""
     from warcio.statusandheaders import StatusAndHeaders
@@ -77,16 +85,20 @@ def write_warc(path: Path, pages: list[tuple[str, str]], *, revisit: bool = True
 
         def response(url: str, body: bytes, ctype: str):
             headers = StatusAndHeaders("200 OK", [("Content-Type", ctype)], protocol="HTTP/1.1")
-            writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), length=len(body),
-                                                          http_headers=headers))
+            writer.write_record(
+                writer.create_warc_record(
+                    url, "response", payload=io.BytesIO(body), length=len(body), http_headers=headers
+                )
+            )
 
         for url, page in pages:
             req = StatusAndHeaders("GET / HTTP/1.1", [("Host", "example.org")], is_http_request=True)
             writer.write_record(writer.create_warc_record(url, "request", http_headers=req))
             response(url, page.encode("utf-8"), "text/html; charset=utf-8")
         if revisit:
-            writer.write_record(writer.create_revisit_record(pages[0][0], "sha1:AAAA", pages[0][0],
-                                                             "2024-01-01T00:00:00Z"))
+            writer.write_record(
+                writer.create_revisit_record(pages[0][0], "sha1:AAAA", pages[0][0], "2024-01-01T00:00:00Z")
+            )
         if image:
             response("http://example.org/logo.png", b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, "image/png")
         if binary_html:

@@ -1,5 +1,6 @@
 """Run a CorpusStage in-process, phase by phase, as the executor does (scan each shard, one reduce,
 then prepare + run each shard on fresh step instances)."""
+
 from __future__ import annotations
 
 from pathlib import Path

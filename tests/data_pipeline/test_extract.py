@@ -1,6 +1,7 @@
 """`extract: {engine: trafilatura | resiliparse}`: both engines keep the same documents, drop with the
 same reasons and survive the same bad input; `configs/data/web_fast.yaml` is the web recipe on
 Resiliparse."""
+
 from __future__ import annotations
 
 import time
@@ -18,10 +19,12 @@ from tests.data_pipeline.corpus import to_html
 pytest.importorskip("resiliparse")
 ROOT = Path(__file__).resolve().parents[2]
 ENGINES = ["trafilatura", "resiliparse"]
-PROSE = ("The town council met on Tuesday to discuss the budget for the coming year. Members agreed that "
-         "the library should have longer opening hours and that the park needs new benches.\n\n"
-         "Several residents spoke about traffic near the school, and the council promised a study of "
-         "the crossing before the winter. The meeting ended after two hours of debate.")
+PROSE = (
+    "The town council met on Tuesday to discuss the budget for the coming year. Members agreed that "
+    "the library should have longer opening hours and that the park needs new benches.\n\n"
+    "Several residents spoke about traffic near the school, and the council promised a study of "
+    "the crossing before the winter. The meeting ended after two hours of debate."
+)
 
 
 def html_doc(doc_id: str, page: str) -> Document:
@@ -33,7 +36,8 @@ def corpus() -> list[Document]:
         html_doc("empty", "<html><body></body></html>"),
         html_doc("script_only", "<html><body><script>var a = 1;</script></body></html>"),
         html_doc("binary_junk", "\x00\x01\x02" * 50),
-        Document("plain", "already text, no content type")]
+        Document("plain", "already text, no content type"),
+    ]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -42,7 +46,7 @@ def test_engine_extracts_the_main_text(engine):
     doc = html_doc("p", to_html(PROSE * 3, "Budget news"))
     assert step.process(doc) is None
     assert "library should have longer opening hours" in doc.text and "<p>" not in doc.text
-    assert "Home | About" not in doc.text and "Footer links" not in doc.text    # nav and footer left out
+    assert "Home | About" not in doc.text and "Footer links" not in doc.text  # nav and footer left out
     assert "content_type" not in doc.metadata and doc.metadata["url"] == "http://e.org/p"
 
 
@@ -65,11 +69,13 @@ def test_engine_bad_input(engine, monkeypatch):
 
     def slow(html, url):
         time.sleep(3)
+
     monkeypatch.setattr(step.extractor, "_run", slow)
     assert step.process(html_doc("slow", to_html(PROSE))) == "timeout"
 
     def broken(html, url):
         raise ValueError("parser bug")
+
     monkeypatch.setattr(step.extractor, "_run", broken)
     assert step.process(html_doc("broken", to_html(PROSE))) == "extract_error"
 
@@ -78,7 +84,7 @@ def test_resiliparse_hostile_pages():
     step = build_step("extract", {"engine": "resiliparse"})
     surrogate = html_doc("s", "<html><body><p>" + "words \ud800 here " * 30 + "</p></body></html>")
     assert step.process(surrogate) == "extract_error"
-    start = time.process_time()                    # main-content pass: ~40 s at this depth
+    start = time.process_time()  # main-content pass: ~40 s at this depth
     deep = html_doc("deep", "<div>" * 20_000 + "A deep sentence of text." + "</div>" * 20_000)
     step.process(deep)
     assert time.process_time() - start < 5 and step.stats.edits["deep_html_full_text"] == 1

@@ -1,4 +1,5 @@
 """Readers and writers: every format, input expansion, provenance, strict mode, deterministic bytes."""
+
 from __future__ import annotations
 
 import json
@@ -17,14 +18,18 @@ def test_formats_and_provenance(tmp_path):
     with JsonlZstWriter(tmp_path / "c.jsonl.zst") as w:
         for d in docs[4:]:
             w.write(d)
-    write_warc(tmp_path / "d.warc.gz", [(f"http://example.org/{i}", to_html(d.text, d.id)) for i, d in enumerate(docs[:2])])
+    write_warc(
+        tmp_path / "d.warc.gz", [(f"http://example.org/{i}", to_html(d.text, d.id)) for i, d in enumerate(docs[:2])]
+    )
     skipped: dict = {}
     got = list(iter_documents(tmp_path, skipped=skipped))
-    assert [d.source.rsplit("/", 1)[1] for d in got] == ["a.jsonl.gz"] * 2 + ["b.parquet"] * 2 + ["c.jsonl.zst"] * 2 + ["d.warc.gz"] * 2
+    assert [d.source.rsplit("/", 1)[1] for d in got] == ["a.jsonl.gz"] * 2 + ["b.parquet"] * 2 + ["c.jsonl.zst"] * 2 + [
+        "d.warc.gz"
+    ] * 2
     assert [d.offset for d in got[:6]] == [1, 2, 0, 1, 1, 2]
     assert got[0].metadata == {"kind": "x"} and got[0].text == docs[0].text
     assert got[6].metadata["url"] == "http://example.org/0" and got[6].offset > 0
-    assert docs[0].text.split("\n")[0][:40] in got[6].text          # extracted, not HTML
+    assert docs[0].text.split("\n")[0][:40] in got[6].text  # extracted, not HTML
     raw = list(read_documents(tmp_path / "d.warc.gz", raw_html=True))
     assert raw[0].metadata["content_type"] == "text/html" and "<article>" in raw[0].text
 
@@ -45,7 +50,10 @@ def test_expand_inputs(tmp_path):
     for name in ("b.jsonl", "a.jsonl", "sub/c.jsonl.gz", "notes.txt"):
         (tmp_path / name).write_text("")
     assert [p.name for p in expand_inputs(str(tmp_path))] == ["a.jsonl", "b.jsonl", "c.jsonl.gz"]
-    assert [p.name for p in expand_inputs([str(tmp_path / "*.jsonl"), str(tmp_path / "a.jsonl")])] == ["a.jsonl", "b.jsonl"]
+    assert [p.name for p in expand_inputs([str(tmp_path / "*.jsonl"), str(tmp_path / "a.jsonl")])] == [
+        "a.jsonl",
+        "b.jsonl",
+    ]
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         expand_inputs(str(tmp_path / "nothing-here"))
     with pytest.raises(ValueError, match="unsupported"):
@@ -74,7 +82,7 @@ def test_writers_are_deterministic_and_atomic(tmp_path):
     assert [(d.id, d.text, d.metadata) for d in back] == [(d.id, d.text, d.metadata) for d in docs]
     w = JsonlZstWriter(tmp_path / "partial.jsonl.zst")
     w.write(docs[0])
-    assert not (tmp_path / "partial.jsonl.zst").exists()   # only published on close
+    assert not (tmp_path / "partial.jsonl.zst").exists()  # only published on close
     w.abort()
     assert not list(tmp_path.glob("partial*"))
     assert json.loads(json.dumps(docs[0].to_json())) == {"id": "0", "text": "text 0 é", "lang": "en"}
@@ -89,8 +97,15 @@ def test_wet_and_html_files(tmp_path):
     with open(tmp_path / "crawl.wet.gz", "wb") as fh:
         writer = WARCWriter(fh, gzip=True)
         body = text.encode("utf-8")
-        writer.write_record(writer.create_warc_record("http://e.org/t", "conversion", payload=io.BytesIO(body),
-                                                      length=len(body), warc_content_type="text/plain"))
+        writer.write_record(
+            writer.create_warc_record(
+                "http://e.org/t",
+                "conversion",
+                payload=io.BytesIO(body),
+                length=len(body),
+                warc_content_type="text/plain",
+            )
+        )
     (tmp_path / "page.html").write_text(to_html(real_docs()[2].text, "Title"))
     wet, page = list(iter_documents(tmp_path))
     assert wet.text == text and wet.metadata["url"] == "http://e.org/t"

@@ -1,4 +1,5 @@
 """The no-download sample corpus: real text, deterministic, unique ids, near-duplicate licences."""
+
 import json
 
 from data_pipeline.sample import iter_sample_documents, write_sample_corpus
@@ -28,5 +29,6 @@ def test_sample_does_not_depend_on_what_was_imported():
     before = [(d.id, d.text) for d in iter_sample_documents()]
     import deepspeed  # noqa: F401 - libraries that monkeypatch stdlib functions at import time
     import megatron.core  # noqa: F401
+
     after = [(d.id, d.text) for d in iter_sample_documents()]
     assert before == after

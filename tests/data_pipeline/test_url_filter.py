@@ -1,4 +1,5 @@
 """url_filter: domains (and their subdomains), full URLs, banned words and sub-words, allow list."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,34 +34,43 @@ def lists(tmp_path):
 
 def test_rules_must_block_and_must_pass(lists):
     t = lists
-    step = build_step("url_filter", {"block_domains": [str(t / "spam.txt"), str(t / "ut1")],
-                                     "block_urls": [str(t / "pages.txt"), str(t / "ut1")],
-                                     "banned_words": [str(t / "words.txt")],
-                                     "banned_subwords": [str(t / "subwords.txt")],
-                                     "soft_banned_words": [str(t / "soft.txt")],
-                                     "allow_domains": [str(t / "allow.txt")]})
+    step = build_step(
+        "url_filter",
+        {
+            "block_domains": [str(t / "spam.txt"), str(t / "ut1")],
+            "block_urls": [str(t / "pages.txt"), str(t / "ut1")],
+            "banned_words": [str(t / "words.txt")],
+            "banned_subwords": [str(t / "subwords.txt")],
+            "soft_banned_words": [str(t / "soft.txt")],
+            "allow_domains": [str(t / "allow.txt")],
+        },
+    )
     must_block = {
         "http://bad.com/": "url_domain_spam",
-        "https://WWW.BAD.COM/page?q=1": "url_domain_spam",          # subdomain, any case
+        "https://WWW.BAD.COM/page?q=1": "url_domain_spam",  # subdomain, any case
         "https://a.b.bad.com:8080/x": "url_domain_spam",
         "http://x.evil.org/": "url_domain_spam",
-        "https://shop.bets.net/": "url_domain_gambling",            # UT1 folder: list named after the category
+        "https://shop.bets.net/": "url_domain_gambling",  # UT1 folder: list named after the category
         "http://news.example/2020/scandal.html/": "url_url_pages",  # scheme, www. and trailing / ignored
         "HTTPS://WWW.NEWS.EXAMPLE/2020/Scandal.html#top": "url_url_pages",
         "https://example.org/poker": "url_url_gambling",
-        "https://site.com/best-casino-games": "url_word_words",     # whole word after splitting on non-alphanumerics
+        "https://site.com/best-casino-games": "url_word_words",  # whole word after splitting on non-alphanumerics
         "https://site.com/XXX/1": "url_word_words",
-        "https://freeporn.example/": "url_subword_subwords",        # sub-word inside another word
-        "https://example.net/live-sex-cam": "url_subword_subwords",   # matched with non-alphanumerics removed
-        "https://example.net/Hot-GIRLS": "url_soft_soft",           # two soft words
+        "https://freeporn.example/": "url_subword_subwords",  # sub-word inside another word
+        "https://example.net/live-sex-cam": "url_subword_subwords",  # matched with non-alphanumerics removed
+        "https://example.net/Hot-GIRLS": "url_soft_soft",  # two soft words
     }
     must_pass = [
-        "https://notbad.com/", "https://bad.com.example.org/",       # not a parent domain
-        "https://good.bad.com/page",                                  # allow list wins over the block list
-        "https://site.com/casinos-history", "https://example.org/pokerface",
-        "https://www.sussex.ac.uk/xxxl-sizes",                        # words inside words are not banned words
-        "https://example.net/hot-dogs/hot",                           # one soft word (twice) is not enough
-        "", None, "http://[::1/broken",                               # no url, or no parsable host: passes
+        "https://notbad.com/",
+        "https://bad.com.example.org/",  # not a parent domain
+        "https://good.bad.com/page",  # allow list wins over the block list
+        "https://site.com/casinos-history",
+        "https://example.org/pokerface",
+        "https://www.sussex.ac.uk/xxxl-sizes",  # words inside words are not banned words
+        "https://example.net/hot-dogs/hot",  # one soft word (twice) is not enough
+        "",
+        None,
+        "http://[::1/broken",  # no url, or no parsable host: passes
     ]
     for url, reason in must_block.items():
         assert _decide(step, url) == reason, url
@@ -79,7 +89,7 @@ def test_missing_list_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match=r"url_filter\.block_domains\[1\].*not found"):
         build_step("url_filter", {"block_domains": [str(tmp_path), str(tmp_path / "nope.txt")]})
     with pytest.raises(ConfigError, match=r"url_filter\.banned_words\[0\]"):
-        build_step("url_filter", {"banned_words": [str(tmp_path)]})   # a folder is not a word list
+        build_step("url_filter", {"banned_words": [str(tmp_path)]})  # a folder is not a word list
 
 
 def test_fineweb_like_recipe_runs_every_step(tmp_path, monkeypatch):
@@ -90,10 +100,11 @@ def test_fineweb_like_recipe_runs_every_step(tmp_path, monkeypatch):
     from tests.data_pipeline.corpus import good_prose, to_html, write_warc
 
     root = Path(__file__).resolve().parents[2]
-    monkeypatch.chdir(root)                      # the recipe's list paths are relative to the repo root
+    monkeypatch.chdir(root)  # the recipe's list paths are relative to the repo root
     prose = good_prose()[:12]
-    question = json.loads((root / "configs/data/decontamination/sample_questions.jsonl").read_text()
-                          .splitlines()[2])["question"]
+    question = json.loads((root / "configs/data/decontamination/sample_questions.jsonl").read_text().splitlines()[2])[
+        "question"
+    ]
     pages = [(f"https://blog{i}.example.org/post", to_html(t, f"post {i}")) for i, t in enumerate(prose[:10])]
     pages.append(("https://www.xvideos.com/page", to_html(prose[10], "adult")))
     pages.append(("https://quiz.example.net/q", to_html(prose[11] + "\n\nQuiz time. " + question + "\n\n", "quiz")))
@@ -101,8 +112,20 @@ def test_fineweb_like_recipe_runs_every_step(tmp_path, monkeypatch):
     recipe = load_recipe(root / "configs/data/fineweb_like.yaml", [f"input={warc}", f"output={tmp_path / 'out'}"])
     stats = run_recipe(recipe)
     names = [s["name"] for s in stats["steps"]]
-    assert names == ["read", "url_filter", "extract", "language", "gopher_repetition", "gopher_quality", "c4",
-                     "fineweb", "minhash_dedup", "paragraph_dedup", "decontaminate", "pii"]
+    assert names == [
+        "read",
+        "url_filter",
+        "extract",
+        "language",
+        "gopher_repetition",
+        "gopher_quality",
+        "c4",
+        "fineweb",
+        "minhash_dedup",
+        "paragraph_dedup",
+        "decontaminate",
+        "pii",
+    ]
     by_name = {s["name"]: s for s in stats["steps"]}
     assert by_name["url_filter"]["dropped"] == {"url_domain_adult": 1}
     assert stats["contamination"] == {"sample_questions": 1}

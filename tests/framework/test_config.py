@@ -1,4 +1,5 @@
 """Config tree: YAML + overrides fill typed dataclasses; every error names the key."""
+
 import pytest
 
 from framework.config import RunConfig, load_run_config

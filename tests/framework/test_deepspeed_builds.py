@@ -1,4 +1,5 @@
 """No test may pay DeepSpeed's first-use C++ builds: init_distributed on a cold extensions dir is fast."""
+
 import os
 import subprocess
 import sys

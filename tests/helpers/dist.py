@@ -8,6 +8,7 @@ faulthandler stack dump taken just before the deadline). CI never hangs.
 
 `fn` must be importable (a module-level function), because workers are spawned, not forked.
 """
+
 from __future__ import annotations
 
 import faulthandler
@@ -34,12 +35,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, kwargs: dict,
-            out_dir: str, timeout: float, env: dict) -> None:
+def _worker(
+    rank: int,
+    world_size: int,
+    port: int,
+    fn: Callable,
+    args: tuple,
+    kwargs: dict,
+    out_dir: str,
+    timeout: float,
+    env: dict,
+) -> None:
     os.environ.update({k: str(v) for k, v in env.items()})
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-                       "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     out = Path(out_dir)
     stack_file = open(out / f"stack_{rank}.txt", "w")
     # On SIGUSR1 (sent by the parent at its deadline) dump this rank's stack, even when the rank
@@ -49,8 +66,7 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, kw
     try:
         import torch.distributed as dist
 
-        dist.init_process_group("gloo", rank=rank, world_size=world_size,
-                                timeout=timedelta(seconds=max(timeout, 10)))
+        dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timedelta(seconds=max(timeout, 10)))
         result = {"ok": True, "value": fn(*args, **kwargs)}
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
@@ -63,17 +79,23 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable, args: tuple, kw
     # into a misleading "connection closed" error. The parent releases or kills us.
     while not (out / "release").exists():
         time.sleep(0.05)
-    os._exit(0)  # skip atexit handlers of C++ extensions that sometimes abort after destroy  # skip atexit handlers of C++ extensions that sometimes abort after destroy
+    os._exit(
+        0
+    )  # skip atexit handlers of C++ extensions that sometimes abort after destroy  # skip atexit handlers of C++ extensions that sometimes abort after destroy
 
 
-def run_distributed(fn: Callable, world_size: int, *args: Any, timeout: float = 120.0,
-                    env: dict | None = None, **kwargs: Any) -> list[Any]:
+def run_distributed(
+    fn: Callable, world_size: int, *args: Any, timeout: float = 120.0, env: dict | None = None, **kwargs: Any
+) -> list[Any]:
     ctx = mp.get_context("spawn")
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="anvil-dist-") as out_dir:
-        procs = [ctx.Process(target=_worker, daemon=True,
-                             args=(r, world_size, port, fn, args, kwargs, out_dir, timeout, env or {}))
-                 for r in range(world_size)]
+        procs = [
+            ctx.Process(
+                target=_worker, daemon=True, args=(r, world_size, port, fn, args, kwargs, out_dir, timeout, env or {})
+            )
+            for r in range(world_size)
+        ]
         for p in procs:
             p.start()
         deadline = time.monotonic() + timeout
@@ -87,8 +109,11 @@ def run_distributed(fn: Callable, world_size: int, *args: Any, timeout: float = 
                     if not results[r]["ok"]:
                         failed.append(r)
                 elif r not in results and not procs[r].is_alive() and procs[r].exitcode not in (0, None):
-                    results[r] = {"ok": False, "error": f"process died with exit code {procs[r].exitcode}",
-                                  "traceback": ""}
+                    results[r] = {
+                        "ok": False,
+                        "error": f"process died with exit code {procs[r].exitcode}",
+                        "traceback": "",
+                    }
                     failed.append(r)
             if failed or len(results) == world_size:
                 break
@@ -108,10 +133,13 @@ def run_distributed(fn: Callable, world_size: int, *args: Any, timeout: float = 
         if failed:
             r = failed[0]
             raise DistributedTestError(
-                f"rank {r} of {world_size} failed: {results[r]['error']}\n{results[r]['traceback']}")
+                f"rank {r} of {world_size} failed: {results[r]['error']}\n{results[r]['traceback']}"
+            )
         if stuck:
             stacks = "\n".join(
-                f"--- rank {r} ---\n{(Path(out_dir) / f'stack_{r}.txt').read_text()[-3000:]}" for r in stuck)
+                f"--- rank {r} ---\n{(Path(out_dir) / f'stack_{r}.txt').read_text()[-3000:]}" for r in stuck
+            )
             raise DistributedTestError(
-                f"rank(s) {stuck} of {world_size} hung: did not finish within {timeout:.0f}s\n{stacks}")
+                f"rank(s) {stuck} of {world_size} hung: did not finish within {timeout:.0f}s\n{stacks}"
+            )
         return [results[r]["value"] for r in range(world_size)]

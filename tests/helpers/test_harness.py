@@ -1,4 +1,5 @@
 """The multi-rank harness itself: results in rank order, failures and hangs named by rank."""
+
 import time
 
 import pytest

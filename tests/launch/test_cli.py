@@ -1,4 +1,5 @@
 """`anvil --help` and every subcommand's `--help` work, fast, without importing torch."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_top_level_help_is_fast_and_light():
-    code = ("import sys, launch.cli as c; c.build_parser().format_help(); "
-            "print('torch' in sys.modules, 'deepspeed' in sys.modules)")
+    code = (
+        "import sys, launch.cli as c; c.build_parser().format_help(); "
+        "print('torch' in sys.modules, 'deepspeed' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"], "anvil --help must not import torch/deepspeed"

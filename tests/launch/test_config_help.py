@@ -1,4 +1,5 @@
 """`--help-config` lists every key the loader accepts, each with its type, default and a help line."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -22,16 +23,26 @@ def test_every_key_has_a_type_default_and_help(cls):
 
 
 def test_train_help_config_prints_one_line_per_key_without_a_config_file():
-    out = subprocess.run([sys.executable, "-m", "launch.cli", "train", "--help-config"], capture_output=True,
-                         text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "train", "--help-config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == len(describe(RunConfig))
     lr = next(line for line in lines if line.startswith("train.lr "))
     assert lr.split()[1:4] == ["float", "default:", "0.001"] and " - " in lr
     # The same listing with a config file given (the contract's form).
-    again = subprocess.run([sys.executable, "-m", "launch.cli", "train", "configs/train/tiny.yaml", "--help-config"],
-                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "train", "configs/train/tiny.yaml", "--help-config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert again.returncode == 0 and again.stdout == out.stdout
 
 

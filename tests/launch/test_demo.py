@@ -1,5 +1,6 @@
 """`make demo`'s path at the smallest sizes: every stage runs through the real `anvil` commands,
 the report links images that exist, and a rerun reuses every finished stage."""
+
 import json
 import math
 import re
@@ -21,8 +22,18 @@ def test_demo_small_end_to_end_and_rerun(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
     assert demo.main(["--small", "--output", str(out)]) == 0
     first = capsys.readouterr().out
-    for stage in ("sample", "curate", "split", "tokenizer", "tokenize", "train", "evaluate", "generate",
-                  "export", "sweep"):
+    for stage in (
+        "sample",
+        "curate",
+        "split",
+        "tokenizer",
+        "tokenize",
+        "train",
+        "evaluate",
+        "generate",
+        "export",
+        "sweep",
+    ):
         assert (out / ".done" / f"{stage}.json").exists(), stage
     stats = json.loads((out / "curated" / "stats.json").read_text())
     assert stats["docs_out"] > 0 and "funnel" in first
@@ -45,8 +56,7 @@ def test_demo_small_end_to_end_and_rerun(tmp_path, capsys, monkeypatch):
         assert demo.check_report_in_chromium(out / "report.html") == []
         (out / "training_curves.png").write_bytes(b"not a png")
         assert len(demo.check_report_in_chromium(out / "report.html")) == 1
-        demo.Demo(out, demo.SMALL, True).plot_curves(
-            [json.loads(l) for l in (out / "run" / "metrics.jsonl").open()])
+        demo.Demo(out, demo.SMALL, True).plot_curves([json.loads(l) for l in (out / "run" / "metrics.jsonl").open()])
     # Rerun: every stage is reused, nothing runs again.
     assert demo.main(["--small", "--output", str(out)]) == 0
     second = capsys.readouterr().out

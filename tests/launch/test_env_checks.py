@@ -1,4 +1,5 @@
 """Pre-launch checks fail early, all at once, with the key / path / port that is wrong."""
+
 import socket
 import subprocess
 import sys
@@ -66,8 +67,22 @@ def test_cli_exits_3_before_starting_anything(tmp_path):
     with socket.socket() as busy:
         busy.bind(("", 0))
         busy.listen()
-        out = subprocess.run([sys.executable, "-m", "launch.cli", "launch", "--nproc-per-node", "2",
-                              "--master-port", str(busy.getsockname()[1]), str(cfg)],
-                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "launch.cli",
+                "launch",
+                "--nproc-per-node",
+                "2",
+                "--master-port",
+                str(busy.getsockname()[1]),
+                str(cfg),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
     assert out.returncode == EXIT_ENV_CHECK, out.stderr
     assert "pre-launch check failed" in out.stderr and "already in use" in out.stderr

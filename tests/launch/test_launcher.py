@@ -2,6 +2,7 @@
 
 Regenerate the golden files after an intended change with ANVIL_UPDATE_GOLDEN=1.
 """
+
 import os
 import shlex
 import subprocess
@@ -29,8 +30,9 @@ def check_golden(name: str, text: str) -> None:
 
 
 def node(**kw) -> L.NodeLaunch:
-    base = dict(config="configs/train/tiny.yaml", overrides=["train.steps=10", "run_dir=runs/a b"],
-                rdzv_id="anvil-test")
+    base = dict(
+        config="configs/train/tiny.yaml", overrides=["train.steps=10", "run_dir=runs/a b"], rdzv_id="anvil-test"
+    )
     return L.NodeLaunch(**{**base, **kw})
 
 
@@ -42,8 +44,9 @@ def test_single_node_torchrun_golden():
 def test_multi_node_torchrun_golden():
     lines = []
     for rank in (0, 1):
-        n = node(nnodes=2, node_rank=rank, nproc_per_node=8, master_addr="node0.cluster", master_port=29611,
-                 max_restarts=2)
+        n = node(
+            nnodes=2, node_rank=rank, nproc_per_node=8, master_addr="node0.cluster", master_port=29611, max_restarts=2
+        )
         lines.append(L.format_command(L.torchrun_argv(n, PY, ANVIL), L.node_env(n, "runs/x")))
     check_golden("multi_node.txt", "\n".join(lines) + "\n")
 
@@ -72,11 +75,16 @@ def test_ssh_remote_command_survives_hostile_values():
 
 def test_slurm_script_golden():
     n = node(nnodes=2, nproc_per_node=8, master_port=29700, max_restarts=1)
-    slurm = L.SlurmOptions(nodes=2, gpus_per_node=8, time="04:00:00", partition="gpu", account="proj-1",
-                           requeue_on_retry=3)
+    slurm = L.SlurmOptions(
+        nodes=2, gpus_per_node=8, time="04:00:00", partition="gpu", account="proj-1", requeue_on_retry=3
+    )
     check_golden("slurm.sbatch", L.slurm_script(n, slurm, ANVIL, CWD, "runs/a b"))
-    pyxis = L.SlurmOptions(nodes=2, gpus_per_node=8, container_image="/shared/images/anvil+cuda.sqsh",
-                           container_mounts="/shared:/shared,/home/me/project:/home/me/project")
+    pyxis = L.SlurmOptions(
+        nodes=2,
+        gpus_per_node=8,
+        container_image="/shared/images/anvil+cuda.sqsh",
+        container_mounts="/shared:/shared,/home/me/project:/home/me/project",
+    )
     check_golden("slurm_pyxis.sbatch", L.slurm_script(n, pyxis, ANVIL, CWD, "runs/a b"))
 
 
@@ -88,21 +96,24 @@ def test_slurm_script_is_valid_bash():
         L.slurm_script(node(), L.SlurmOptions(partition="gpu; rm -rf /"), ANVIL, CWD, "runs/r")
 
 
-@pytest.mark.parametrize("text, message", [
-    ("node0\n", "expected 'HOST slots=N'"),
-    ("node0 slots=4 extra\n", "expected 'HOST slots=N'"),
-    ("node0 gpus=4\n", "expected 'HOST slots=N'"),
-    ("node0 slots=0\n", "slots must be a positive integer"),
-    ("node0 slots=x\n", "slots must be a positive integer"),
-    ("node0 slots=2\nnode0 slots=2\n", "already listed on line 1"),
-    ("# nothing\n\n", "no hosts"),
-    ("node0;reboot slots=2\n", "invalid host name"),
-    ("$(whoami) slots=2\n", "invalid host name"),
-    ("-oProxyCommand=sh slots=2\n", "invalid host name"),
-    ("node`id` slots=2\n", "invalid host name"),
-    ("a|b slots=1\n", "invalid host name"),
-    ("node0 slots=2\nnode1&&x slots=2\n", "hosts:2: invalid host name"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("node0\n", "expected 'HOST slots=N'"),
+        ("node0 slots=4 extra\n", "expected 'HOST slots=N'"),
+        ("node0 gpus=4\n", "expected 'HOST slots=N'"),
+        ("node0 slots=0\n", "slots must be a positive integer"),
+        ("node0 slots=x\n", "slots must be a positive integer"),
+        ("node0 slots=2\nnode0 slots=2\n", "already listed on line 1"),
+        ("# nothing\n\n", "no hosts"),
+        ("node0;reboot slots=2\n", "invalid host name"),
+        ("$(whoami) slots=2\n", "invalid host name"),
+        ("-oProxyCommand=sh slots=2\n", "invalid host name"),
+        ("node`id` slots=2\n", "invalid host name"),
+        ("a|b slots=1\n", "invalid host name"),
+        ("node0 slots=2\nnode1&&x slots=2\n", "hosts:2: invalid host name"),
+    ],
+)
 def test_hostfile_rejects_malformed_lines_and_injection(text, message):
     with pytest.raises(ConfigError, match=message.replace("$", r"\$").replace("(", r"\(")):
         H.parse_hostfile(text, "hosts")
@@ -120,8 +131,17 @@ def test_hostfile_parses_comments_users_and_ips():
 
 
 def test_forwarded_env_is_an_explicit_list():
-    env = L.forwarded_env({**ENV, "CUDA_VISIBLE_DEVICES": "0", "HOME": "/root", "SECRET_TOKEN": "x",
-                           "ANVIL_NODE_RANK": "3", "MY_VAR": "1"}, extra=["MY_VAR"])
+    env = L.forwarded_env(
+        {
+            **ENV,
+            "CUDA_VISIBLE_DEVICES": "0",
+            "HOME": "/root",
+            "SECRET_TOKEN": "x",
+            "ANVIL_NODE_RANK": "3",
+            "MY_VAR": "1",
+        },
+        extra=["MY_VAR"],
+    )
     assert list(env) == ["MY_VAR", "NCCL_DEBUG", "OMP_NUM_THREADS", "PYTHONPATH", "WANDB_PROJECT"]
     with pytest.raises(ConfigError, match="invalid environment variable"):
         L.forwarded_env({}, extra=["A;B"])
@@ -144,8 +164,12 @@ def test_exit_codes_tell_the_scheduler_whether_to_retry():
     assert code == X.EXIT_RETRY and "rank 3" in msg
     error = {"kind": "error", "exit_code": X.EXIT_FAILED, "message": "rank 0: ValueError: bad"}
     assert X.classify_exit(1, [dead, error])[0] == X.EXIT_FAILED
-    killed = X.root_cause({2: {"exitcode": -15, "timestamp": 5, "local_rank": 0, "pid": 11},
-                           3: {"exitcode": -9, "timestamp": 5, "local_rank": 1, "pid": 12, "signal": "SIGKILL"}})
+    killed = X.root_cause(
+        {
+            2: {"exitcode": -15, "timestamp": 5, "local_rank": 0, "pid": 11},
+            3: {"exitcode": -9, "timestamp": 5, "local_rank": 1, "pid": 12, "signal": "SIGKILL"},
+        }
+    )
     code, msg = X.classify_exit(1, [], killed, node_rank=1)
     assert code == X.EXIT_RETRY and "rank 3 (node 1, local rank 1, pid 12) was killed by SIGKILL" in msg
     crashed = X.root_cause({0: {"exitcode": 1, "timestamp": 3}})
@@ -157,8 +181,9 @@ def test_exit_codes_tell_the_scheduler_whether_to_retry():
 
 
 def _cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "launch.cli", "launch", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "launch.cli", "launch", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
 
 
 def test_cli_dry_run_matches_golden_and_runs_nothing(tmp_path):
@@ -175,8 +200,21 @@ def test_cli_dry_run_matches_golden_and_runs_nothing(tmp_path):
 
     single = _cli("--dry-run", "--nproc-per-node", "4", str(cfg), "train.steps=10", cwd=tmp_path)
     hostfile = _cli("--dry-run", "--hostfile", "hosts", "--rdzv-id", "anvil-test", "c.yaml", cwd=tmp_path)
-    slurm = _cli("--dry-run", "--slurm", "--nodes", "2", "--gpus-per-node", "4", "--time", "1:00:00",
-                 "--script", "job.sbatch", "c.yaml", "train.micro_batch_size=1", cwd=tmp_path)
+    slurm = _cli(
+        "--dry-run",
+        "--slurm",
+        "--nodes",
+        "2",
+        "--gpus-per-node",
+        "4",
+        "--time",
+        "1:00:00",
+        "--script",
+        "job.sbatch",
+        "c.yaml",
+        "train.micro_batch_size=1",
+        cwd=tmp_path,
+    )
     for out in (single, hostfile, slurm):
         assert out.returncode == 0, out.stderr
     text = "\n".join(norm(o.stdout) for o in (single, hostfile, slurm))
@@ -215,16 +253,29 @@ def test_hostfile_fan_out_runs_one_ssh_per_host_and_combines_exit_codes(tmp_path
     """A stand-in `ssh` on PATH records what it was asked to run; node1 reports a lost rank (75)."""
     fake = tmp_path / "bin" / "ssh"
     fake.parent.mkdir()
-    fake.write_text('#!/bin/bash\nhost="${@: -2:1}"\nprintf "%s" "${@: -1}" > "$FAKE_SSH_OUT/$host.cmd"\n'
-                    'echo "hello from $host"\n[ "$host" = node1 ] && exit 75\nexit 0\n')
+    fake.write_text(
+        '#!/bin/bash\nhost="${@: -2:1}"\nprintf "%s" "${@: -1}" > "$FAKE_SSH_OUT/$host.cmd"\n'
+        'echo "hello from $host"\n[ "$host" = node1 ] && exit 75\nexit 0\n'
+    )
     fake.chmod(0o755)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("train:\n  global_batch_size: 4\n  micro_batch_size: 1\n")
     (tmp_path / "hosts").write_text("node0 slots=2\nnode1 slots=2\n")
-    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "FAKE_SSH_OUT": str(tmp_path),
-           "NCCL_SOCKET_IFNAME": "eth0", "SECRET_TOKEN": "do-not-forward"}
-    out = subprocess.run([sys.executable, "-m", "launch.cli", "launch", "--hostfile", "hosts", "c.yaml", "train.lr=0.01"],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    env = {
+        **os.environ,
+        "PATH": f"{fake.parent}:{os.environ['PATH']}",
+        "FAKE_SSH_OUT": str(tmp_path),
+        "NCCL_SOCKET_IFNAME": "eth0",
+        "SECRET_TOKEN": "do-not-forward",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "launch", "--hostfile", "hosts", "c.yaml", "train.lr=0.01"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == X.EXIT_RETRY, out.stderr
     assert "[node0] hello from node0" in out.stdout and "[node1] hello from node1" in out.stdout
     assert "failed on node1 (exit 75)" in out.stderr
@@ -232,10 +283,26 @@ def test_hostfile_fan_out_runs_one_ssh_per_host_and_combines_exit_codes(tmp_path
         words = shlex.split((tmp_path / f"node{rank}.cmd").read_text())
         assert words[:5] == ["cd", str(tmp_path), "&&", "exec", "env"]
         assert "NCCL_SOCKET_IFNAME=eth0" in words and not any("SECRET_TOKEN" in w for w in words)
-        tail = words[words.index("launch") - 1:]
-        assert tail[1:] == ["launch", "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "node0",
-                            "--master-port", "29500", "--nproc-per-node", "2", "--max-restarts", "0",
-                            "--rdzv-id", tail[tail.index("--rdzv-id") + 1], "c.yaml", "train.lr=0.01"]
+        tail = words[words.index("launch") - 1 :]
+        assert tail[1:] == [
+            "launch",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(rank),
+            "--master-addr",
+            "node0",
+            "--master-port",
+            "29500",
+            "--nproc-per-node",
+            "2",
+            "--max-restarts",
+            "0",
+            "--rdzv-id",
+            tail[tail.index("--rdzv-id") + 1],
+            "c.yaml",
+            "train.lr=0.01",
+        ]
 
 
 def test_slurm_submits_the_written_script(tmp_path):
@@ -245,8 +312,14 @@ def test_slurm_submits_the_written_script(tmp_path):
     fake.chmod(0o755)
     (tmp_path / "c.yaml").write_text("run_dir: runs/r\ntrain:\n  global_batch_size: 4\n  micro_batch_size: 1\n")
     env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "FAKE_OUT": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-m", "launch.cli", "launch", "--slurm", "--nodes", "2", "--nproc-per-node",
-                          "2", "c.yaml"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "launch", "--slurm", "--nodes", "2", "--nproc-per-node", "2", "c.yaml"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "Submitted batch job 42" in out.stdout
     script = (tmp_path / "runs/r/launch/anvil.sbatch").read_text()

@@ -4,6 +4,7 @@
 Each launch starts real torchrun process groups (seconds of start-up each), so these are few,
 short (a handful of steps of the ~1M model) and marked slow.
 """
+
 import json
 import os
 import signal
@@ -26,24 +27,49 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 
 def overrides(run_dir: Path, **extra) -> list[str]:
-    base = {"run_dir": str(run_dir), "train.steps": STEPS, "train.log_interval": 1,
-            "train.checkpoint_interval": CKPT, "train.eval_interval": 0, "train.eval_iters": 1,
-            "train.micro_batch_size": 2, "train.global_batch_size": 8, "parallel.timeout_s": TIMEOUT,
-            "logging.console": "false", "data.cache_dir": CACHE.get("dir", str(run_dir.parent / "cache"))}
+    base = {
+        "run_dir": str(run_dir),
+        "train.steps": STEPS,
+        "train.log_interval": 1,
+        "train.checkpoint_interval": CKPT,
+        "train.eval_interval": 0,
+        "train.eval_iters": 1,
+        "train.micro_batch_size": 2,
+        "train.global_batch_size": 8,
+        "parallel.timeout_s": TIMEOUT,
+        "logging.console": "false",
+        "data.cache_dir": CACHE.get("dir", str(run_dir.parent / "cache")),
+    }
     return [f"{k}={v}" for k, v in {**base, **extra}.items()]
 
 
 def start(log: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([ANVIL, "launch", *args], cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [ANVIL, "launch", *args], cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def two_nodes(tmp: Path, run_dir: Path, nproc: int, *extra: str) -> list[subprocess.Popen]:
     port = str(free_port())
-    return [start(tmp / f"node{r}.log", "--nnodes", "2", "--node-rank", str(r), "--master-addr", "127.0.0.1",
-                  "--master-port", port, "--nproc-per-node", str(nproc), *extra, "configs/train/tiny.yaml",
-                  *overrides(run_dir))
-            for r in (0, 1)]
+    return [
+        start(
+            tmp / f"node{r}.log",
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(r),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            port,
+            "--nproc-per-node",
+            str(nproc),
+            *extra,
+            "configs/train/tiny.yaml",
+            *overrides(run_dir),
+        )
+        for r in (0, 1)
+    ]
 
 
 def wait(procs: list[subprocess.Popen], timeout: float = 300) -> list[int]:
@@ -102,8 +128,15 @@ def one_node(tmp_path_factory) -> dict[int, float]:
     run_dir = tmp / "run"
     CACHE["dir"] = str(tmp / "cache")
     # A long collective timeout here only: rank 0 tokenizes the corpus while the others wait.
-    proc = start(tmp / "node0.log", "--nproc-per-node", "4", "--master-port", str(free_port()),
-                 "configs/train/tiny.yaml", *overrides(run_dir, **{"parallel.timeout_s": 300}))
+    proc = start(
+        tmp / "node0.log",
+        "--nproc-per-node",
+        "4",
+        "--master-port",
+        str(free_port()),
+        "configs/train/tiny.yaml",
+        *overrides(run_dir, **{"parallel.timeout_s": 300}),
+    )
     assert wait([proc]) == [0], logs(tmp)
     ref = losses(run_dir)
     assert sorted(ref) == list(range(1, STEPS + 1))

@@ -1,4 +1,5 @@
 """`anvil sweep plan|fit|plot|run --dry-run` through the CLI: outputs, contract fields, one-line errors."""
+
 import json
 from pathlib import Path
 
@@ -17,7 +18,7 @@ def _results(path: Path) -> None:
     for c in (1e15, 4e15, 1.6e16, 6.4e16):
         for n in np.geomspace(2e5, 2e7, 6):
             d = c / (6 * n)
-            loss = (2.0 + 300 / n ** 0.35 + 900 / d ** 0.3) * np.exp(rng.normal(0, 0.002))
+            loss = (2.0 + 300 / n**0.35 + 900 / d**0.3) * np.exp(rng.normal(0, 0.002))
             lines.append(f"r,{n:.0f},{d:.0f},{loss:.6f},{c}")
     path.write_text("\n".join(lines) + "\n")
 
@@ -26,15 +27,40 @@ def test_plan_fit_plot(tmp_path, capsys):
     assert main(["sweep", "plan", CPU_TINY, "--output", str(tmp_path / "plan.csv")]) == 0
     assert len((tmp_path / "plan.csv").read_text().splitlines()) >= 13  # >= 3 budgets x 4 sizes
     _results(tmp_path / "results.csv")
-    assert main(["sweep", "fit", str(tmp_path / "results.csv"), "--output", str(tmp_path / "fit.json"),
-                 "--plot", str(tmp_path / "fit.png"), "--heldout"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "fit",
+                str(tmp_path / "results.csv"),
+                "--output",
+                str(tmp_path / "fit.json"),
+                "--plot",
+                str(tmp_path / "fit.png"),
+                "--heldout",
+            ]
+        )
+        == 0
+    )
     fit = json.loads((tmp_path / "fit.json").read_text())
     assert {"E", "A", "B", "alpha", "beta", "a", "b", "G", "objective", "approach2"} <= set(fit)
     assert fit["alpha"] == pytest.approx(0.35, abs=0.05) and fit["beta"] == pytest.approx(0.3, abs=0.05)
     assert (tmp_path / "fit.png").stat().st_size > 10_000
     assert fit["heldout"]["fit_points"] == 18 and fit["heldout"]["relative_error"] < 0.02
-    assert main(["sweep", "plot", str(tmp_path / "results.csv"), "--fit", str(tmp_path / "fit.json"),
-                 "--output", str(tmp_path / "report")]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "plot",
+                str(tmp_path / "results.csv"),
+                "--fit",
+                str(tmp_path / "fit.json"),
+                "--output",
+                str(tmp_path / "report"),
+            ]
+        )
+        == 0
+    )
     for name in ("isoflop.png", "frontier.png", "contours.png", "report.html"):
         assert (tmp_path / "report" / name).stat().st_size > 1000, name
     assert "alpha" in (tmp_path / "report" / "report.html").read_text()
@@ -53,12 +79,15 @@ def test_run_dry_run_and_slurm_script(tmp_path, capsys):
     assert f"output_dir={out}" in script  # array tasks plan the sweep that was submitted
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["sweep", "fit", "missing.csv", "--output", "x.json"], "results file not found"),
-    (["sweep", "plan", "missing.yaml", "--output", "x.csv"], "config file not found"),
-    (["sweep", "run", CPU_TINY, "grid.budgets=[]", "--dry-run"], "grid.budgets"),
-    (["sweep", "run", CPU_TINY, "--index", "999", "--dry-run"], "outside the plan"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sweep", "fit", "missing.csv", "--output", "x.json"], "results file not found"),
+        (["sweep", "plan", "missing.yaml", "--output", "x.csv"], "config file not found"),
+        (["sweep", "run", CPU_TINY, "grid.budgets=[]", "--dry-run"], "grid.budgets"),
+        (["sweep", "run", CPU_TINY, "--index", "999", "--dry-run"], "outside the plan"),
+    ],
+)
 def test_bad_input_is_one_line(tmp_path, capsys, argv, message):
     try:
         code = main(argv)

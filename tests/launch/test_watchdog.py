@@ -1,9 +1,18 @@
 """The heartbeat watchdog names a silent or failed rank, quickly, over the real job store."""
+
 import os
 import time
 
 from launch.exits import EXIT_FAILED, EXIT_RETRY
-from framework.training.watchdog import FAILED, PeerTracker, Verdict, Watchdog, is_comm_error, read_status, watched_ranks
+from framework.training.watchdog import (
+    FAILED,
+    PeerTracker,
+    Verdict,
+    Watchdog,
+    is_comm_error,
+    read_status,
+    watched_ranks,
+)
 from tests.helpers.dist import run_distributed
 
 

@@ -1,4 +1,5 @@
 """Union-find gives one partition whatever the edge order; representatives follow the rule."""
+
 import numpy as np
 import pytest
 
@@ -13,11 +14,11 @@ def test_partition_independent_of_edge_order_and_batches():
         order = np.random.default_rng(seed).permutation(len(edges))
         uf = UnionFind(500)
         for s in range(0, len(edges), batch):
-            e = edges[order[s:s + batch]]
+            e = edges[order[s : s + batch]]
             uf.union_pairs(e[:, 1], e[:, 0])
         roots.append(uf.root)
     assert all((r == roots[0]).all() for r in roots)
-    for a, b in edges:     # root is the smallest member
+    for a, b in edges:  # root is the smallest member
         assert roots[0][a] == roots[0][b] <= min(a, b)
 
 
@@ -26,7 +27,7 @@ def test_representative_rules():
     length = np.array([5, 9, 3, 9, 7, 1])
     field = np.array([np.nan, 1.0, 2.0, 3.0, np.nan, 0.0])
     assert representatives(root, "first").tolist() == [0, 0, 2, 0, 2, 5]
-    assert representatives(root, "longest", length).tolist() == [1, 1, 4, 1, 4, 5]   # tie -> first
+    assert representatives(root, "longest", length).tolist() == [1, 1, 4, 1, 4, 5]  # tie -> first
     assert representatives(root, "field:q", length, field).tolist() == [3, 3, 2, 3, 2, 5]  # NaN last
     assert cluster_sizes(root) == {"2": 1, "3": 1}
     with pytest.raises(ValueError, match="field:NAME"):

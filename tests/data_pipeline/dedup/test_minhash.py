@@ -1,4 +1,5 @@
 """Signatures agree exactly with datasketch (affine64 scheme, same shingle hash), batched or not."""
+
 import numpy as np
 import pytest
 from datasketch import LeanMinHash, MinHash
@@ -43,9 +44,9 @@ def test_vectorised_shingle_hashes_match_reference():
 
 def test_normalisation_rules():
     assert normalize("Hello,  WORLD!! foo_bar") == b"hello world foo bar"
-    assert normalize("Ｆｕｌｌｗｉｄｔｈ ﬁne") == b"fullwidth fine"          # NFKC
-    assert normalize("中文") == "中 文".encode()                               # one token per ideograph
-    assert shingles("just three words", 5) == [b"just three words"]           # short doc: one shingle
+    assert normalize("Ｆｕｌｌｗｉｄｔｈ ﬁne") == b"fullwidth fine"  # NFKC
+    assert normalize("中文") == "中 文".encode()  # one token per ideograph
+    assert shingles("just three words", 5) == [b"just three words"]  # short doc: one shingle
     assert shingles("... !!! ---", 5) == []
 
 
@@ -54,7 +55,7 @@ def test_long_documents_are_hashed_in_windows(monkeypatch):
     whole = shingle_hashes(normalize(text), 5)
     monkeypatch.setattr(minhash, "_CHUNK_BYTES", 257)
     np.testing.assert_array_equal(shingle_hashes(normalize(text), 5), whole)
-    monkeypatch.setattr(minhash, "_PERM_BLOCK", 100)     # documents split across matrix blocks
+    monkeypatch.setattr(minhash, "_PERM_BLOCK", 100)  # documents split across matrix blocks
     sig = MinHasher(128, 5, 1).signatures([text, "short one", text[:900]])
     np.testing.assert_array_equal(sig[0], _datasketch(text).hashvalues)
     np.testing.assert_array_equal(sig[2], _datasketch(text[:900]).hashvalues)

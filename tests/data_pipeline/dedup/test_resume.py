@@ -1,6 +1,7 @@
 """Resumable dedup: killed in any phase (the resume.py fault hook), the same call continues from
 its finished units - counted in stats["resume"] - and writes the bytes of an uninterrupted run;
 damaged units are redone, changed inputs or settings reuse nothing, an incremental store survives."""
+
 import json
 import logging
 import os
@@ -39,8 +40,11 @@ def corpus(tmp_path_factory):
 
 
 def _files(out: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name != "timings.json"}
+    return {
+        str(p.relative_to(out)): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and p.name != "timings.json"
+    }
 
 
 def _same(a: Path, b: Path) -> None:
@@ -60,15 +64,18 @@ def _killed_at(point: str, fn):
 
 
 # point -> units the rerun must reuse (at least), by phase; bands=16 for the default settings
-@pytest.mark.parametrize("point, reused", [
-    ("scan:shard-000001-000002", {"scan": 7}),                     # file 0: 5 shards, file 1: 2
-    ("append:1", {"scan": 10, "append": 1}),
-    ("ids", {"scan": 10, "append": 3}),
-    ("band:5", {"scan": 10, "append": 3, "ids": 1, "bands": 5}),
-    ("decide", {"scan": 10, "append": 3, "ids": 1, "bands": 16}),
-    ("commit", {"scan": 10, "decide": 1}),                         # the commit is rolled forward
-    ("output", {"scan": 10, "decide": 1}),
-])
+@pytest.mark.parametrize(
+    "point, reused",
+    [
+        ("scan:shard-000001-000002", {"scan": 7}),  # file 0: 5 shards, file 1: 2
+        ("append:1", {"scan": 10, "append": 1}),
+        ("ids", {"scan": 10, "append": 3}),
+        ("band:5", {"scan": 10, "append": 3, "ids": 1, "bands": 5}),
+        ("decide", {"scan": 10, "append": 3, "ids": 1, "bands": 16}),
+        ("commit", {"scan": 10, "decide": 1}),  # the commit is rolled forward
+        ("output", {"scan": 10, "decide": 1}),
+    ],
+)
 def test_killed_in_each_phase_resumes_to_identical_output(corpus, tmp_path, point, reused):
     _, inp, ref = corpus
     out = tmp_path / "out"
@@ -102,11 +109,11 @@ def test_damaged_units_are_redone_and_logged(corpus, tmp_path, caplog):
     work = out / ".dedup-work"
     sig = work / "scan" / "shard-000000-000003" / "sig.u64"
     data = bytearray(sig.read_bytes())
-    data[100] ^= 0x01                                                  # one flipped bit
+    data[100] ^= 0x01  # one flipped bit
     sig.write_bytes(bytes(data))
     run = work / "reduce" / "runs" / "band7-run1.keys"
-    run.write_bytes(run.read_bytes()[:-8])                             # truncated by one record
-    (work / "reduce" / "pairs-002.npy").unlink()                       # gone
+    run.write_bytes(run.read_bytes()[:-8])  # truncated by one record
+    (work / "reduce" / "pairs-002.npy").unlink()  # gone
     with caplog.at_level(logging.INFO, logger="anvil.dedup"):
         stats = run_dedup([str(inp)], out, _cfg())
     _same(ref, out)
@@ -136,7 +143,7 @@ def test_changed_input_or_settings_reuse_nothing_stale(corpus, tmp_path, change,
             f.write(json.dumps({"id": "late", "text": "a late document with enough words in it to count"}) + "\n")
     elif change == "settings":
         cfg = _cfg(threshold=0.7)
-    else:        # killed after its store was committed; a reduce setting changes: scans stay valid
+    else:  # killed after its store was committed; a reduce setting changes: scans stay valid
         cfg = _cfg(memory_budget="1MB")
     stats = run_dedup([str(src)], out, cfg)
     r = stats["resume"]
@@ -162,7 +169,7 @@ def test_incremental_store_survives_a_kill_in_the_reduce(corpus, tmp_path):
     assert stats["resume"]["decide"]["reused"] == 1 and stats["batch"] == 2
     _same(tmp_path / "ref2", tmp_path / "b2")
     state, ref_state = (json.loads((tmp_path / d / "state.json").read_text()) for d in ("store", "ref-store"))
-    assert state.pop("last_batch") != ref_state.pop("last_batch") and state == ref_state   # the token names the store
+    assert state.pop("last_batch") != ref_state.pop("last_batch") and state == ref_state  # the token names the store
     for name in ("signatures.u64", "ids.jsonl", "rep.npy", "root.npy", "ids.off.npy", "band3.keys", "idhash.docs"):
         assert (tmp_path / "store" / name).read_bytes() == (tmp_path / "ref-store" / name).read_bytes(), name
 
@@ -171,7 +178,7 @@ def test_cli_process_killed_mid_band_then_rerun(corpus, tmp_path):
     """A real kill (os._exit in the middle of the band phase, no cleanup) of `anvil data dedup`."""
     _, inp, _ = corpus
     ref, out = tmp_path / "ref", tmp_path / "out"
-    run_dedup([str(inp)], ref, DedupConfig(memory_budget="64KB"))      # the CLI's defaults
+    run_dedup([str(inp)], ref, DedupConfig(memory_budget="64KB"))  # the CLI's defaults
     argv = [sys.executable, "-c", CLI, "data", "dedup", str(inp), "--output", str(out), "--memory-budget", "64KB"]
     env = {**os.environ, FAULT_ENV: "band:9:exit", "PYTHONPATH": str(ROOT)}
     killed = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -182,7 +189,6 @@ def test_cli_process_killed_mid_band_then_rerun(corpus, tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "reused units" in rerun.stderr + rerun.stdout and "bands 9/16" in rerun.stderr + rerun.stdout
     _same(ref, out)
-
 
 
 @pytest.mark.parametrize("algo", ["xxh3_128", "blake2b_128"])
@@ -196,14 +202,14 @@ def test_markers_detect_truncation_and_bit_flips(tmp_path, monkeypatch, algo):
     data.write_bytes(bytes(range(256)) * 4096)
     resume.write_marker(tmp_path / "done.json", "t1", [data])
     assert json.loads((tmp_path / "done.json").read_text())["files"]["data.bin"][1].startswith(algo + ":")
-    monkeypatch.setattr(resume, "ALGO", "blake2b_128" if algo == "xxh3_128" else algo)   # verified by its own name
+    monkeypatch.setattr(resume, "ALGO", "blake2b_128" if algo == "xxh3_128" else algo)  # verified by its own name
     assert resume.read_marker(tmp_path / "done.json", "t1", "unit") is not None
     assert resume.read_marker(tmp_path / "done.json", "other-settings", "unit") is None
     raw = bytearray(data.read_bytes())
     raw[500_000] ^= 0x10
     data.write_bytes(bytes(raw))
     assert resume.read_marker(tmp_path / "done.json", "t1", "unit") is None
-    assert not (tmp_path / "done.json").exists()          # a damaged unit loses its marker
+    assert not (tmp_path / "done.json").exists()  # a damaged unit loses its marker
     resume.write_marker(tmp_path / "done.json", "t1", [data])
     data.write_bytes(bytes(raw[:-1]))
     assert resume.read_marker(tmp_path / "done.json", "t1", "unit") is None

@@ -1,4 +1,5 @@
 """Shared by the executor tests: the sample corpus, local reference runs, and output comparison."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from data_pipeline.sample import write_sample_corpus
 from tests.data_pipeline.corpus import without_timings
 
 ROOT = Path(__file__).resolve().parents[3]
-DEMO = ROOT / "configs" / "data" / "demo.yaml"   # language .. exact_dedup, minhash_dedup, pii: 3 segments
+DEMO = ROOT / "configs" / "data" / "demo.yaml"  # language .. exact_dedup, minhash_dedup, pii: 3 segments
 
 
 def make_corpus(folder: Path, limit: int, shard_docs: int) -> Path:
@@ -20,7 +21,7 @@ def make_corpus(folder: Path, limit: int, shard_docs: int) -> Path:
 
 
 def overrides(raw: Path, out: Path) -> list[str]:
-    return [f"input={raw}", f"output={out}", "shard_bytes=1"]    # one task per input file
+    return [f"input={raw}", f"output={out}", "shard_bytes=1"]  # one task per input file
 
 
 def curate(raw: Path, out: Path, execute=None):

@@ -4,6 +4,7 @@ A truncated and a bit-flipped part file are found by `anvil data verify` and red
 a write that fails with ENOSPC half-way through one task fails only that task (file named, no
 marker, no half-file), and the rerun writes the bytes of an uninterrupted run. Same for an I/O
 error inside a stage's reduce."""
+
 from __future__ import annotations
 
 import errno
@@ -22,7 +23,7 @@ from data_pipeline.pipeline import load_recipe, run_recipe
 from launch.cli import main
 from tests.data_pipeline.corpus import real_docs
 
-STEPS = "steps=[gopher_repetition, exact_dedup, normalize]"    # two segments: filter | exact_dedup
+STEPS = "steps=[gopher_repetition, exact_dedup, normalize]"  # two segments: filter | exact_dedup
 
 
 def _corpus(folder: Path, files: int = 3, per: int = 40) -> Path:
@@ -30,20 +31,23 @@ def _corpus(folder: Path, files: int = 3, per: int = 40) -> Path:
     docs = real_docs()[: files * per]
     for f in range(files):
         with open(folder / f"in-{f}.jsonl", "w") as fh:
-            for d in docs[f * per:(f + 1) * per] + docs[:3]:       # exact duplicates across files
+            for d in docs[f * per : (f + 1) * per] + docs[:3]:  # exact duplicates across files
                 fh.write(json.dumps({"id": f"{f}-{d.id}", "text": d.text}) + "\n")
     return folder
 
 
 def _recipe(raw: Path, out: Path, *extra: str):
-    return load_recipe(Path(__file__).parents[3] / "configs" / "data" / "jsonl.yaml",
-                       [STEPS, f"input={raw}", f"output={out}", "shard_bytes=1", "report=false", *extra])
+    return load_recipe(
+        Path(__file__).parents[3] / "configs" / "data" / "jsonl.yaml",
+        [STEPS, f"input={raw}", f"output={out}", "shard_bytes=1", "report=false", *extra],
+    )
 
 
 def _outputs(out: Path) -> dict[str, bytes]:
     """Kept and rejected files (stats.json carries timings, compared without them)."""
-    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.jsonl.zst"))
-             if ".anvil" not in p.parts}
+    files = {
+        str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.jsonl.zst")) if ".anvil" not in p.parts
+    }
     stats = json.loads((out / "stats.json").read_text())
     for s in stats["steps"]:
         s.pop("seconds", None)
@@ -67,7 +71,7 @@ def test_markers_record_size_and_checksum(reference):
     assert "xxh3_64" in rec or "blake2b_64" in rec
     seg0 = json.loads((root / "ref" / ".anvil" / "markers" / "seg0-00000.json").read_text())["files"]
     assert "rejected/seg0-00000.jsonl.zst" in seg0 and ".anvil/seg0/00000.jsonl.zst" in seg0
-    assert any(k.startswith(".anvil/stage1/scan-00000") for k in seg0)     # the exact_dedup scan
+    assert any(k.startswith(".anvil/stage1/scan-00000") for k in seg0)  # the exact_dedup scan
     reduce1 = json.loads((root / "ref" / ".anvil" / "markers" / "reduce1.json").read_text())["files"]
     assert ".anvil/stage1/drop-00002.json" in reduce1
     assert verify_output(root / "ref").problems == []
@@ -89,9 +93,9 @@ def test_truncated_and_bit_flipped_parts_are_found_and_redone(reference, capsys,
     out = root / "damaged"
     shutil.copytree(root / "ref", out)
     part1, part2 = out / "part-00001.jsonl.zst", out / "part-00002.jsonl.zst"
-    part1.write_bytes(part1.read_bytes()[:-7])                 # truncated
+    part1.write_bytes(part1.read_bytes()[:-7])  # truncated
     data = bytearray(part2.read_bytes())
-    data[len(data) // 2] ^= 0x10                               # one bit flipped, same size
+    data[len(data) // 2] ^= 0x10  # one bit flipped, same size
     part2.write_bytes(bytes(data))
 
     assert main(["data", "verify", str(out)]) == 1
@@ -129,7 +133,7 @@ def test_unfinished_run_checks_the_files_its_next_tasks_read(reference):
     root, raw, _ = reference
     out = root / "unfinished"
     run_recipe(_recipe(raw, out, "keep_work=true"))
-    (out / ".anvil" / "markers" / "seg1-00000.json").unlink()       # segment 1, shard 0 still to do
+    (out / ".anvil" / "markers" / "seg1-00000.json").unlink()  # segment 1, shard 0 still to do
     inter = out / ".anvil" / "seg0" / "00000.jsonl.zst"
     inter.write_bytes(inter.read_bytes()[:10])
     plan = Plan(**{**json.loads((out / ".anvil" / "recipe.json").read_text()), "output": str(out)})
@@ -157,6 +161,7 @@ class _FullDisk:
 
 def _disk_fills(monkeypatch, name: str, limit: int) -> None:
     """Every file named `name` that the writers open gets only `limit` bytes."""
+
     def fake_open(path, mode="r", *a, **k):
         fh = open(path, mode, *a, **k)
         return _FullDisk(fh, limit) if Path(path).name == name + ".tmp" else fh
@@ -168,20 +173,29 @@ def test_disk_full_fails_one_task_then_rerun_equals_uninterrupted(reference, mon
     root, raw, expected = reference
     out = root / "full"
     _disk_fills(monkeypatch, "part-00001.jsonl.zst", 4_000)
-    argv = ["data", "run", str(Path(__file__).parents[3] / "configs/data/jsonl.yaml"), STEPS, f"input={raw}",
-            f"output={out}", "shard_bytes=1", "report=false", "--ignore-disk-estimate"]
+    argv = [
+        "data",
+        "run",
+        str(Path(__file__).parents[3] / "configs/data/jsonl.yaml"),
+        STEPS,
+        f"input={raw}",
+        f"output={out}",
+        "shard_bytes=1",
+        "report=false",
+        "--ignore-disk-estimate",
+    ]
     with pytest.raises(SystemExit) as info:
         main(argv)
     msg = str(info.value)
     assert "task seg1-00001" in msg and "part-00001.jsonl.zst" in msg and "No space left" in msg, msg
     assert "free disk space and rerun" in msg
-    assert not (out / "part-00001.jsonl.zst").exists()                  # no half-file under its name
+    assert not (out / "part-00001.jsonl.zst").exists()  # no half-file under its name
     assert not list(out.rglob("*.tmp"))
     assert not (out / ".anvil" / "markers" / "seg1-00001.json").exists()
-    assert (out / ".anvil" / "markers" / "seg1-00000.json").exists()     # finished tasks keep theirs
+    assert (out / ".anvil" / "markers" / "seg1-00000.json").exists()  # finished tasks keep theirs
     assert not (out / "stats.json").exists()
 
-    monkeypatch.undo()          # space freed
+    monkeypatch.undo()  # space freed
     assert main(argv) == 0
     assert _outputs(out) == expected
 
@@ -194,7 +208,7 @@ def test_io_error_in_a_reduce_fails_it_cleanly(reference, monkeypatch):
     original = ExactDedup.reduce
 
     def broken(self, num_shards, workdir):
-        (Path(workdir) / "drop-00000.json").write_text("{")        # a half-written file, then EIO
+        (Path(workdir) / "drop-00000.json").write_text("{")  # a half-written file, then EIO
         raise OSError(errno.EIO, "Input/output error", str(Path(workdir) / "drop-00001.json"))
 
     monkeypatch.setattr(ExactDedup, "reduce", broken)
@@ -229,7 +243,7 @@ def test_checksum_records_and_fallback(tmp_path, monkeypatch):
     f = tmp_path / "a.bin"
     f.write_bytes(b"abc" * 1000)
     rec = record_files([f], tmp_path)["a.bin"]
-    monkeypatch.setattr(integrity, "_xxhash", None)                  # xxhash not installed
+    monkeypatch.setattr(integrity, "_xxhash", None)  # xxhash not installed
     blake = record_files([f], tmp_path)["a.bin"]
     assert "blake2b_64" in blake and blake["size"] == 3000
     assert check_file("a.bin", blake, tmp_path) is None

@@ -1,6 +1,7 @@
 """The preflight (`--plan`, the free-disk check): its disk estimate, calibrated on a quarter of
 the input, is within 30% of what the run writes; `--plan` runs nothing; a run refuses to start
 when the free disk is below the estimate unless --ignore-disk-estimate."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,11 @@ def raw(tmp_path_factory):
 
 def _task_bytes(out: Path) -> int:
     """Bytes of the files the tasks wrote (not stats.json, markers or recipe.json)."""
-    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.name != "stats.json"
-               and "markers" not in p.parts and p.name != "recipe.json")
+    return sum(
+        p.stat().st_size
+        for p in out.rglob("*")
+        if p.is_file() and p.name != "stats.json" and "markers" not in p.parts and p.name != "recipe.json"
+    )
 
 
 def test_disk_estimate_within_30_percent_of_the_run(raw, tmp_path):
@@ -44,7 +48,7 @@ def test_disk_estimate_within_30_percent_of_the_run(raw, tmp_path):
     overrides = [STEPS, f"input={raw}", f"output={tmp_path / 'out'}", "keep_work=true", "report=false"]
     est = preflight.estimate_recipe(load_recipe(RECIPE, overrides), target=total // 4)
     assert 2.5 <= est.scale <= 5, est.scale
-    assert not (tmp_path / "out").exists()                       # the estimate wrote nothing there
+    assert not (tmp_path / "out").exists()  # the estimate wrote nothing there
     assert [s.name.split(" (")[0] for s in est.stages] == ["segment 0", "reduce 1", "segment 1"]
     run_recipe(load_recipe(RECIPE, overrides))
     measured = _task_bytes(tmp_path / "out")
@@ -57,8 +61,16 @@ def test_plan_prints_stages_and_runs_nothing(raw, tmp_path, capsys):
     out = tmp_path / "planned"
     assert main(["data", "run", str(RECIPE), STEPS, f"input={raw}", f"output={out}", "--plan"]) == 0
     text = capsys.readouterr().out
-    for needle in ("preflight (curation)", "segment 0 (gopher_repetition)", "reduce 1 (exact_dedup)",
-                   "segment 1 (exact_dedup, normalize)", "disk", "memory", "CPU time", "free disk at the output"):
+    for needle in (
+        "preflight (curation)",
+        "segment 0 (gopher_repetition)",
+        "reduce 1 (exact_dedup)",
+        "segment 1 (exact_dedup, normalize)",
+        "disk",
+        "memory",
+        "CPU time",
+        "free disk at the output",
+    ):
         assert needle in text, text
     assert not out.exists()
 
@@ -79,7 +91,7 @@ def test_run_refuses_when_free_disk_is_below_the_estimate(raw, tmp_path, monkeyp
 def test_plenty_of_disk_skips_the_calibration(raw, tmp_path, monkeypatch):
     monkeypatch.setattr(preflight, "estimate_recipe", lambda *a, **k: pytest.fail("calibrated needlessly"))
     recipe = load_recipe(RECIPE, [STEPS, f"input={raw}", f"output={tmp_path / 'o'}"])
-    preflight.preflight_disk_check(recipe, workers=1, strict=False)          # this disk has room
+    preflight.preflight_disk_check(recipe, workers=1, strict=False)  # this disk has room
 
 
 def test_resumed_run_needs_only_what_is_left(raw, tmp_path):
@@ -108,7 +120,7 @@ def test_dedup_disk_estimate_within_30_percent(raw, tmp_path):
     cfg = DedupConfig(threshold=0.8, memory_budget="8MB")
     total = sum(p.stat().st_size for p in raw.iterdir())
     est = preflight.estimate_dedup([str(raw)], cfg, target=total // 3)
-    full = preflight.estimate_dedup([str(raw)], cfg, target=total)     # x1: the measured run itself
+    full = preflight.estimate_dedup([str(raw)], cfg, target=total)  # x1: the measured run itself
     assert full.scale == 1 and 2 <= est.scale <= 4
     assert abs(est.disk_peak - full.disk_peak) <= 0.3 * full.disk_peak, (est.disk_peak, full.disk_peak)
     out = tmp_path / "d"

@@ -1,5 +1,6 @@
 """`--ray-address`: the CLI joins an existing multi-node Ray cluster (two simulated nodes of one CPU
 each, ray.cluster_utils.Cluster) and still gives the local executor's bytes, for curation and dedup."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,15 @@ import os
 import pytest
 
 from launch.cli import main
-from tests.data_pipeline.executors.common import (DEMO, assert_same_output, curate, dedup_config, dedup_local,
-                                                 make_corpus, overrides)
+from tests.data_pipeline.executors.common import (
+    DEMO,
+    assert_same_output,
+    curate,
+    dedup_config,
+    dedup_local,
+    make_corpus,
+    overrides,
+)
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.timeout(300)
@@ -33,11 +41,31 @@ def cluster(tmp_path_factory):
 
 def test_curation_and_dedup_on_a_two_node_cluster(cluster):
     root, raw, address = cluster
-    assert main(["data", "run", str(DEMO), *overrides(raw, root / "ray"), "--executor", "ray",
-                 "--ray-address", address]) == 0
+    assert (
+        main(["data", "run", str(DEMO), *overrides(raw, root / "ray"), "--executor", "ray", "--ray-address", address])
+        == 0
+    )
     assert not ray.is_initialized(), "the driver should leave the cluster it joined"
     assert_same_output(root / "local", root / "ray")
     cfg = dedup_config()
-    assert main(["data", "dedup", str(raw), "--output", str(root / "ray-dedup"), "--threshold", str(cfg.threshold),
-                 "--memory-budget", cfg.memory_budget, "--executor", "ray", "--ray-address", address]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "dedup",
+                str(raw),
+                "--output",
+                str(root / "ray-dedup"),
+                "--threshold",
+                str(cfg.threshold),
+                "--memory-budget",
+                cfg.memory_budget,
+                "--executor",
+                "ray",
+                "--ray-address",
+                address,
+            ]
+        )
+        == 0
+    )
     assert_same_output(root / "local-dedup", root / "ray-dedup")

@@ -1,6 +1,7 @@
 """The Slurm array executor: the scripts against golden files, --dry-run writes nothing, and a
 stand-in `sbatch` (runs each script at once, every array element in turn, refusing a job whose
 afterok dependency did not succeed) gives the local executor's bytes for curation and dedup."""
+
 from __future__ import annotations
 
 import os
@@ -12,13 +13,27 @@ import pytest
 from data_pipeline.executors.base import Plan
 from data_pipeline.executors.slurm import SlurmOptions, curation_jobs, dedup_jobs, submit
 from launch.cli import main
-from tests.data_pipeline.executors.common import (DEMO, assert_same_output, curate, dedup_config, dedup_local,
-                                                 make_corpus, overrides)
+from tests.data_pipeline.executors.common import (
+    DEMO,
+    assert_same_output,
+    curate,
+    dedup_config,
+    dedup_local,
+    make_corpus,
+    overrides,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("ANVIL_UPDATE_GOLDEN") == "1"
-OPTS = SlurmOptions(retries=2, partition="cpu", time="04:00:00", cpus_per_task=2, max_parallel=64,
-                    python="/opt/anvil/.venv/bin/python", chdir="/home/me/project")
+OPTS = SlurmOptions(
+    retries=2,
+    partition="cpu",
+    time="04:00:00",
+    cpus_per_task=2,
+    max_parallel=64,
+    python="/opt/anvil/.venv/bin/python",
+    chdir="/home/me/project",
+)
 
 FAKE_SBATCH = r"""#!/bin/bash
 # stand-in sbatch: --parsable [--dependency=afterok:ID] SCRIPT; runs SCRIPT now and prints a job id
@@ -49,18 +64,36 @@ def golden(name: str, text: str) -> None:
 
 
 def test_curation_scripts_golden(capsys):
-    plan = Plan(inputs=[["/data/crawl/a.warc.gz"], ["/data/crawl/b.warc.gz"], ["/data/crawl/c.warc.gz"]],
-                output="/data/clean",
-                segments=[[{"extract": {}}, {"language": {"languages": ["en"]}}], [{"exact_dedup": {}}, {"pii": {}}],
-                          [{"minhash_dedup": {"memory_budget": "2GB"}}]])
+    plan = Plan(
+        inputs=[["/data/crawl/a.warc.gz"], ["/data/crawl/b.warc.gz"], ["/data/crawl/c.warc.gz"]],
+        output="/data/clean",
+        segments=[
+            [{"extract": {}}, {"language": {"languages": ["en"]}}],
+            [{"exact_dedup": {}}, {"pii": {}}],
+            [{"minhash_dedup": {"memory_budget": "2GB"}}],
+        ],
+    )
     folder = Path("/data/clean/.anvil/slurm")
-    finish = [OPTS.python, "-m", "launch.cli", "data", "run", "/home/me/project/configs/data/web.yaml",
-              "input=/data/crawl", "output=/data/clean"]
+    finish = [
+        OPTS.python,
+        "-m",
+        "launch.cli",
+        "data",
+        "run",
+        "/home/me/project/configs/data/web.yaml",
+        "input=/data/crawl",
+        "output=/data/clean",
+    ]
     jobs = curation_jobs(plan, folder / "plan.json", finish, OPTS)
     assert [(j.name, j.array, j.after) for j in jobs] == [
-        ("seg0", 3, None), ("reduce1", 0, "seg0"), ("seg1", 3, "reduce1"), ("reduce2", 0, "seg1"),
-        ("seg2", 3, "reduce2"), ("finish", 0, "seg2")]
-    assert jobs[3].mem_mb == 2048 + 256       # the minhash stage's memory_budget
+        ("seg0", 3, None),
+        ("reduce1", 0, "seg0"),
+        ("seg1", 3, "reduce1"),
+        ("reduce2", 0, "seg1"),
+        ("seg2", 3, "reduce2"),
+        ("finish", 0, "seg2"),
+    ]
+    assert jobs[3].mem_mb == 2048 + 256  # the minhash stage's memory_budget
     assert submit(jobs, folder, OPTS, "anvil-curate", dry_run=True) == {}
     golden("curation.sbatch.txt", capsys.readouterr().out)
 
@@ -74,7 +107,7 @@ def test_dedup_scripts_golden(capsys):
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm")
-    raw = make_corpus(root, limit=120, shard_docs=60)     # 2 input files
+    raw = make_corpus(root, limit=120, shard_docs=60)  # 2 input files
     curate(raw, root / "local")
     dedup_local(raw, root / "local-dedup")
     return root, raw
@@ -115,8 +148,24 @@ def test_curation_on_slurm_matches_local(work, fake_sbatch, capsys):
 def test_dedup_on_slurm_matches_local(work, fake_sbatch):
     root, raw = work
     cfg = dedup_config()
-    assert main(["data", "dedup", str(raw), "--output", str(root / "slurm-dedup"), "--threshold", str(cfg.threshold),
-                 "--memory-budget", cfg.memory_budget, "--executor", "slurm"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "dedup",
+                str(raw),
+                "--output",
+                str(root / "slurm-dedup"),
+                "--threshold",
+                str(cfg.threshold),
+                "--memory-budget",
+                cfg.memory_budget,
+                "--executor",
+                "slurm",
+            ]
+        )
+        == 0
+    )
     logs = "".join(p.read_text() for p in sorted(fake_sbatch.glob("job-*.log")))
     assert (fake_sbatch / "failed").read_text() == "", logs
     assert_same_output(root / "local-dedup", root / "slurm-dedup")
@@ -135,11 +184,11 @@ def test_submission_verifies_finished_tasks(work, tmp_path, monkeypatch):
     data = bytearray(part.read_bytes())
     data[40] ^= 2
     part.write_bytes(bytes(data))
-    monkeypatch.setenv("PATH", str(tmp_path))            # no sbatch: stops right after writing the scripts
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch: stops right after writing the scripts
     with pytest.raises(SystemExit, match="sbatch not found"):
         main(["data", "run", str(DEMO), *overrides(raw, out), "--executor", "slurm"])
     markers = out / ".anvil" / "markers"
-    assert not (markers / "seg2-00000.json").exists()        # the damaged task
-    assert not (markers / "reduce2.json").exists()           # its input, removed when the run ended
-    assert (markers / "seg2-00001.json").exists()            # intact: its array element skips it
+    assert not (markers / "seg2-00000.json").exists()  # the damaged task
+    assert not (markers / "reduce2.json").exists()  # its input, removed when the run ended
+    assert (markers / "seg2-00001.json").exists()  # intact: its array element skips it
     assert (out / ".anvil" / "slurm" / "seg2.sbatch").exists()

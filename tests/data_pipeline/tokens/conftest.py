@@ -1,4 +1,5 @@
 """Shared tiny fixtures: a JSONL corpus in 3 shards, a 384-token tokenizer, a tokenized prefix."""
+
 import json
 
 import pytest
@@ -7,8 +8,14 @@ from data_pipeline.sample import iter_sample_documents
 
 # Documents that stress byte-level BPE: special-token strings as text, control characters,
 # multi-byte scripts and emoji, whitespace only.
-TRICKY = ["<|endoftext|>", "<|pad|><|endoftext|><|reserved_3|>", "\x00\x01\x02\x7f", "   \n\t ",
-          "naïve café 日本語 العربية 🙂🚀", "a" * 5000]
+TRICKY = [
+    "<|endoftext|>",
+    "<|pad|><|endoftext|><|reserved_3|>",
+    "\x00\x01\x02\x7f",
+    "   \n\t ",
+    "naïve café 日本語 العربية 🙂🚀",
+    "a" * 5000,
+]
 
 
 def write_jsonl(path, texts, start=0):

@@ -1,4 +1,5 @@
 """The built-in data the trainer falls back to: real text, the tiny model's vocabulary, cached."""
+
 import time
 
 import numpy as np
@@ -17,13 +18,14 @@ def test_builtin_data_matches_tiny_model_and_is_cached(tmp_path):
     assert report["tokenizer_vocab_size"] == vocab == 384
     meta = read_sidecar(prefix)
     assert meta["documents"] > 1000 and meta["tokens"] > 1_000_000
-    train, valid = build_datasets([prefix], [], "98,2,0", 64, 1, 256, 16, str(tmp_path / "cache"), vocab,
-                                  meta["eod_id"])
+    train, valid = build_datasets(
+        [prefix], [], "98,2,0", 64, 1, 256, 16, str(tmp_path / "cache"), vocab, meta["eod_id"]
+    )
     # A packed sample is a contiguous run of the tokenized corpus (EOD = 0 between documents).
     corpus = np.fromfile(prefix + ".bin", dtype=np.uint16)
     sample = train[3]
     starts = np.flatnonzero(corpus[: len(corpus) - 64] == sample[0])
-    assert any((corpus[s:s + 65] == sample).all() for s in starts)
+    assert any((corpus[s : s + 65] == sample).all() for s in starts)
     # Real English text (the sample corpus depends on the installed packages, so look at a few samples).
     tok = load_tokenizer(tok_path)
     text = " ".join(tok.decode(train[i].tolist()) for i in range(8)).lower()

@@ -1,6 +1,7 @@
 """Training data: megatron-built prefixes load, blends hit their weights, same seed same order,
 caches are built once and shared by ranks, the sampler resumes exactly at another DP size, and
 mismatched vocabularies / damaged prefixes are refused before training."""
+
 import hashlib
 import json
 import shutil
@@ -10,8 +11,7 @@ import pytest
 import torch
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-from framework.data.datasets import (GlobalBatchSampler, build_datasets, check_compatible,
-                                           micro_batch_indices)
+from framework.data.datasets import GlobalBatchSampler, build_datasets, check_compatible, micro_batch_indices
 from framework.data.shards import PrefixError
 from tests.helpers.dist import run_distributed
 
@@ -86,8 +86,9 @@ def test_resume_at_another_data_parallel_size(prefixes, tmp_path):
     assert uninterrupted == list(range(120))
     saved_at = 4  # checkpoint after 4 global batches at DP=2 stores consumed_samples = 48
     for dp in (1, 2, 4):
-        assert global_sequence(0, saved_at, 2) + global_sequence(saved_at, 6, dp, mbs=3 if dp == 4 else 2) \
-            == uninterrupted
+        assert (
+            global_sequence(0, saved_at, 2) + global_sequence(saved_at, 6, dp, mbs=3 if dp == 4 else 2) == uninterrupted
+        )
     # The same through the DataLoader-facing sampler and real samples: DP=2 for 4 batches, then DP=4.
     train, _ = build(prefixes, tmp_path, n=200)
     head = consumed_in_order([GlobalBatchSampler(48, 0, 12, 2, r, 2) for r in range(2)], micro_per_batch=3)
@@ -103,7 +104,7 @@ def consumed_in_order(samplers, micro_per_batch):
     order = []
     for b in range(len(per_rank[0]) // micro_per_batch):
         for batches in per_rank:
-            order += [i for mb in batches[b * micro_per_batch:(b + 1) * micro_per_batch] for i in mb]
+            order += [i for mb in batches[b * micro_per_batch : (b + 1) * micro_per_batch] for i in mb]
     return order
 
 

@@ -1,6 +1,7 @@
 """Tokenization markers record the size and checksum of each part: a truncated or bit-flipped
 part is redone by the rerun; a full disk leaves no part or prefix under its final name; `anvil
 data verify PREFIX` checks the finished prefix against its sidecar."""
+
 from __future__ import annotations
 
 import errno
@@ -37,9 +38,9 @@ def test_damaged_parts_are_redone(corpus, tokenizer_path, prefix, tmp_path, warn
     marker = json.loads((parts / "00001.done.json").read_text())
     assert marker["files"]["00001.bin"]["size"] == (parts / "00001.bin").stat().st_size
     b0, b2 = parts / "00000.bin", parts / "00002.idx"
-    b0.write_bytes(b0.read_bytes()[:-2])                           # truncated
+    b0.write_bytes(b0.read_bytes()[:-2])  # truncated
     data = bytearray(b2.read_bytes())
-    data[-1] ^= 1                                                  # a bit flipped
+    data[-1] ^= 1  # a bit flipped
     b2.write_bytes(bytes(data))
     stats = _run(corpus, tokenizer_path, out)
     assert stats.sources_resumed == 1 and stats.sources_done == 2
@@ -83,7 +84,7 @@ def test_disk_full_leaves_no_half_prefix_and_rerun_matches(corpus, tokenizer_pat
     with pytest.raises(OSError, match="No space left"):
         _run(corpus, tokenizer_path, out)
     leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name != "rejected")
-    assert leftovers == ["full.parts"], leftovers          # no PREFIX.bin/.idx/.json, no .tmp
+    assert leftovers == ["full.parts"], leftovers  # no PREFIX.bin/.idx/.json, no .tmp
     monkeypatch.setattr(idx.IndexedDatasetBuilder, "add_index", original)
     stats = _run(corpus, tokenizer_path, out)
     assert stats.sources_resumed == 3

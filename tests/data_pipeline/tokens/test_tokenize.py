@@ -1,5 +1,6 @@
 """Tokenization into Megatron shards: megatron reads them back exactly, order is independent of
 --workers, runs resume by input shard, sidecar counts, bad input is counted or refused clearly."""
+
 import json
 
 import numpy as np
@@ -36,8 +37,9 @@ def test_sidecar_and_rejected_records(corpus, tokenizer_path, prefix):
     assert meta["skipped"] == {"empty": 0, "empty_text": 1}
     assert [s["documents"] for s in meta["inputs"]] == [85, 80, 80]
     rejected = [json.loads(line) for line in rejected_path(prefix).read_text().splitlines()]
-    assert rejected == [{"line": 84, "reason": "empty_text", "source": str(corpus[0] / "shard-0.jsonl"),
-                         "step": "read", "id": "d83"}]
+    assert rejected == [
+        {"line": 84, "reason": "empty_text", "source": str(corpus[0] / "shard-0.jsonl"), "step": "read", "id": "d83"}
+    ]
 
 
 def test_output_is_identical_for_any_worker_count(corpus, tokenizer_path, prefix, tmp_path):
@@ -58,17 +60,22 @@ def test_interrupted_run_resumes_by_input_shard(corpus, tokenizer_path, prefix, 
                 if state["fail"] and path.name == "shard-2.jsonl" and k == 5:
                     raise KeyboardInterrupt  # the job is killed in the middle of the last shard
                 yield doc
+
         return open_
 
     def sources():
-        return [Source(s.name, dict(s.identity), reader(corpus[0] / s.name.split("/")[-1]))
-                for s in input_sources([str(corpus[0])])]
+        return [
+            Source(s.name, dict(s.identity), reader(corpus[0] / s.name.split("/")[-1]))
+            for s in input_sources([str(corpus[0])])
+        ]
 
     out = str(tmp_path / "resumed")
     with pytest.raises(KeyboardInterrupt):
         tokenize_sources(sources(), str(tokenizer_path), out, batch_docs=4)
-    assert sorted(p.name for p in (tmp_path / "resumed.parts").glob("*.done.json")) == \
-        ["00000.done.json", "00001.done.json"]
+    assert sorted(p.name for p in (tmp_path / "resumed.parts").glob("*.done.json")) == [
+        "00000.done.json",
+        "00001.done.json",
+    ]
     state["fail"] = False
     stats = tokenize_sources(sources(), str(tokenizer_path), out, batch_docs=4)
     assert (stats.sources_resumed, stats.sources_done) == (2, 1)
@@ -93,17 +100,55 @@ def test_bad_input_fails_clearly(tmp_path, tokenizer_path, prefix, capsys):
     write_jsonl(tmp_path / "blank.jsonl", ["", "  "])
     for name in ("empty.jsonl", "blank.jsonl"):
         with pytest.raises(SystemExit, match=r"anvil data tokenize: no documents to tokenize"):
-            main(["data", "tokenize", str(tmp_path / name), "--tokenizer", str(tokenizer_path),
-                  "--output-prefix", str(tmp_path / "out")])
+            main(
+                [
+                    "data",
+                    "tokenize",
+                    str(tmp_path / name),
+                    "--tokenizer",
+                    str(tokenizer_path),
+                    "--output-prefix",
+                    str(tmp_path / "out"),
+                ]
+            )
     with pytest.raises(SystemExit, match="tokenizer .*missing.json: file not found"):
-        main(["data", "tokenize", str(tmp_path / "blank.jsonl"), "--tokenizer", str(tmp_path / "missing.json"),
-              "--output-prefix", str(tmp_path / "out")])
+        main(
+            [
+                "data",
+                "tokenize",
+                str(tmp_path / "blank.jsonl"),
+                "--tokenizer",
+                str(tmp_path / "missing.json"),
+                "--output-prefix",
+                str(tmp_path / "out"),
+            ]
+        )
     with pytest.raises(SystemExit, match="anvil data tokenize: input not found: .*nothing-here"):
-        main(["data", "tokenize", str(tmp_path / "nothing-here"), "--tokenizer", str(tokenizer_path),
-              "--output-prefix", str(tmp_path / "out")])
+        main(
+            [
+                "data",
+                "tokenize",
+                str(tmp_path / "nothing-here"),
+                "--tokenizer",
+                str(tokenizer_path),
+                "--output-prefix",
+                str(tmp_path / "out"),
+            ]
+        )
     with pytest.raises(SystemExit, match="--workers must be >= 1"):
-        main(["data", "tokenize", str(tmp_path / "blank.jsonl"), "--tokenizer", str(tokenizer_path),
-              "--output-prefix", str(tmp_path / "out"), "--workers", "0"])
+        main(
+            [
+                "data",
+                "tokenize",
+                str(tmp_path / "blank.jsonl"),
+                "--tokenizer",
+                str(tokenizer_path),
+                "--output-prefix",
+                str(tmp_path / "out"),
+                "--workers",
+                "0",
+            ]
+        )
     # A truncated index is refused with both byte counts; a truncated .bin too.
     for ext, cut in ((".idx", 40), (".bin", 2)):
         bad = tmp_path / f"trunc{ext[1:]}"
@@ -116,11 +161,26 @@ def test_bad_input_fails_clearly(tmp_path, tokenizer_path, prefix, capsys):
 
 
 def test_cli_round_trip(corpus, tmp_path, capsys):
-    assert main(["tokenizer", "train", str(corpus[0]), "--vocab-size", "260", "--output",
-                 str(tmp_path / "tok.json")]) == 0
+    assert (
+        main(["tokenizer", "train", str(corpus[0]), "--vocab-size", "260", "--output", str(tmp_path / "tok.json")]) == 0
+    )
     assert load_tokenizer(tmp_path / "tok.json").get_vocab_size() == 384
-    assert main(["data", "tokenize", str(corpus[0] / "shard-1.jsonl"), "--tokenizer", str(tmp_path / "tok.json"),
-                 "--output-prefix", str(tmp_path / "p"), "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "tokenize",
+                str(corpus[0] / "shard-1.jsonl"),
+                "--tokenizer",
+                str(tmp_path / "tok.json"),
+                "--output-prefix",
+                str(tmp_path / "p"),
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert len(IndexedDataset(str(tmp_path / "p"))) == 80
     assert "documents" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="anvil tokenizer train: --vocab-size must be at least 258"):

@@ -1,8 +1,15 @@
 """Tokenizer training: padded vocabulary, special tokens, lossless round trip, determinism, errors."""
+
 import pytest
 
-from data_pipeline.tokens.tokenizer import (EOD_TOKEN, PAD_TOKEN, load_tokenizer, padded_vocab_size,
-                                            special_ids, train_tokenizer)
+from data_pipeline.tokens.tokenizer import (
+    EOD_TOKEN,
+    PAD_TOKEN,
+    load_tokenizer,
+    padded_vocab_size,
+    special_ids,
+    train_tokenizer,
+)
 from tests.data_pipeline.tokens.conftest import TRICKY
 
 

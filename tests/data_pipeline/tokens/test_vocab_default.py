@@ -1,5 +1,6 @@
 """`model.vocab_size` follows the tokenizer when the config does not set it (padded to 128), so the
 new-user command `anvil train configs/train/tiny.yaml data.paths=[tok] data.tokenizer=tok.json` trains."""
+
 import json
 import os
 from pathlib import Path
@@ -44,9 +45,21 @@ def test_vocab_follows_the_tokenizer_unless_set_explicitly(big_vocab, tmp_path):
 def test_new_user_command_trains_and_a_too_small_vocab_names_both_numbers(big_vocab, tmp_path, capsys):
     prefix, tok = big_vocab
     run = tmp_path / "run"
-    args = ["train", TINY, f"data.paths=[{prefix}]", f"data.tokenizer={tok}", f"run_dir={run}",
-            f"data.cache_dir={tmp_path / 'cache'}", "train.steps=2", "train.log_interval=1", "train.eval_iters=1",
-            "model.seq_len=32", "train.micro_batch_size=2", "train.global_batch_size=2", "train.warmup_steps=1"]
+    args = [
+        "train",
+        TINY,
+        f"data.paths=[{prefix}]",
+        f"data.tokenizer={tok}",
+        f"run_dir={run}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "train.steps=2",
+        "train.log_interval=1",
+        "train.eval_iters=1",
+        "model.seq_len=32",
+        "train.micro_batch_size=2",
+        "train.global_batch_size=2",
+        "train.warmup_steps=1",
+    ]
     saved = dict(os.environ)  # in-process: the trainer sets RANK/MASTER_PORT for its one-rank group
     os.environ.update(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"), ANVIL_PROGRESS="0")
     try:

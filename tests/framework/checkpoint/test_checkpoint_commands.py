@@ -2,6 +2,7 @@
 ranks would (uneven flat ranges, a bf16 copy in bf16 runs), on checkpoints of the earlier format
 (model.safetensors + optimizer.safetensors + ds/), and end to end: a converted checkpoint resumes
 training with the uninterrupted run's losses."""
+
 from __future__ import annotations
 
 import json
@@ -45,10 +46,19 @@ def _full(precision: str, seed: int = 0) -> dict[tuple[str, str], torch.Tensor]:
 
 
 def _meta(step: int = 5, precision: str = "fp32") -> dict:
-    return {"format": store.FORMAT, "tensors": "anvil-sharded/1", "adam_step": step, "step": step,
-            "consumed_samples": 8 * step, "tokens": 64 * step, "world_size": 4, "dp_size": 2, "zero_stage": 1,
-            "precision": precision, "config": {"model": MODEL, "parallel": {"tensor": 2, "pipeline": 1},
-                                               "train": {"global_batch_size": 8}}}
+    return {
+        "format": store.FORMAT,
+        "tensors": "anvil-sharded/1",
+        "adam_step": step,
+        "step": step,
+        "consumed_samples": 8 * step,
+        "tokens": 64 * step,
+        "world_size": 4,
+        "dp_size": 2,
+        "zero_stage": 1,
+        "precision": precision,
+        "config": {"model": MODEL, "parallel": {"tensor": 2, "pipeline": 1}, "train": {"global_batch_size": 8}},
+    }
 
 
 def _sharded(run: Path, precision: str = "fp32", skip=lambda rank, piece: False) -> tuple[Path, dict]:
@@ -82,8 +92,11 @@ def _legacy(run: Path, with_optimizer: bool = True) -> tuple[Path, dict]:
     (ckpt / "ds").mkdir(parents=True)
     save_file({n: t for (n, k), t in full.items() if k == "fp32"}, str(ckpt / "model.safetensors"))
     if with_optimizer:
-        save_file({f"{k}.{n}": t for (n, k), t in full.items()}, str(ckpt / "optimizer.safetensors"),
-                  metadata={"format": "anvil-universal/1", "adam_step": "4"})
+        save_file(
+            {f"{k}.{n}": t for (n, k), t in full.items()},
+            str(ckpt / "optimizer.safetensors"),
+            metadata={"format": "anvil-universal/1", "adam_step": "4"},
+        )
     meta = {k: v for k, v in _meta(step=4).items() if k not in ("tensors", "adam_step")}
     (ckpt / "anvil.json").write_text(json.dumps(meta))
     (run / "checkpoints" / "latest").write_text(ckpt.name + "\n")
@@ -96,6 +109,7 @@ def _shard_tensors(ckpt: Path) -> dict[tuple[str, str], torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------- consolidate
+
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_consolidate_writes_layout_free_weights(tmp_path, precision, capsys):
@@ -124,14 +138,21 @@ def test_consolidate_writes_layout_free_weights(tmp_path, precision, capsys):
     # --masters and --dtype; an earlier consolidation is replaced
     assert main(["checkpoint", "consolidate", str(ckpt), "--output", str(out), "--masters", "--dtype", "bf16"]) == 0
     sd = load_file(out / "model.safetensors")
-    assert all(t.dtype == torch.bfloat16 and torch.equal(t, full[(n, "fp32")].to(torch.bfloat16)) for n, t in sd.items())
+    assert all(
+        t.dtype == torch.bfloat16 and torch.equal(t, full[(n, "fp32")].to(torch.bfloat16)) for n, t in sd.items()
+    )
 
 
 def test_consolidate_refusals_name_the_problem(tmp_path):
-    _sharded(tmp_path / "run", skip=lambda rank, p: rank == 3 and p.name == "blocks.1.mlp.up_proj.weight"
-             and p.kind == "fp32")
-    with pytest.raises(SystemExit, match=r"anvil checkpoint consolidate: .*fp32 of blocks\.1\.mlp\.up_proj\.weight: "
-                                         r".*missing from the checkpoint"):
+    _sharded(
+        tmp_path / "run",
+        skip=lambda rank, p: rank == 3 and p.name == "blocks.1.mlp.up_proj.weight" and p.kind == "fp32",
+    )
+    with pytest.raises(
+        SystemExit,
+        match=r"anvil checkpoint consolidate: .*fp32 of blocks\.1\.mlp\.up_proj\.weight: "
+        r".*missing from the checkpoint",
+    ):
         main(["checkpoint", "consolidate", str(tmp_path / "run"), "--output", str(tmp_path / "w")])
     assert not (tmp_path / "w" / "model.safetensors").exists()
     (tmp_path / "other").mkdir()
@@ -151,7 +172,9 @@ def test_missing_moments_only_block_what_needs_them(tmp_path, capsys):
         main(["checkpoint", "verify", str(tmp_path / "run")])
     with pytest.raises(SystemExit, match=r"exp_avg_sq of norm\.weight"):
         main(["checkpoint", "convert", str(tmp_path / "run"), "--output", str(tmp_path / "c")])
-    assert main(["checkpoint", "convert", str(tmp_path / "run"), "--output", str(tmp_path / "c"), "--weights-only"]) == 0
+    assert (
+        main(["checkpoint", "convert", str(tmp_path / "run"), "--output", str(tmp_path / "c"), "--weights-only"]) == 0
+    )
     capsys.readouterr()
     assert main(["checkpoint", "info", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
@@ -159,6 +182,7 @@ def test_missing_moments_only_block_what_needs_them(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------- info, verify
+
 
 def test_info_reports_files_kinds_and_state(tmp_path, capsys):
     ckpt, full = _sharded(tmp_path / "run", "bf16")
@@ -200,16 +224,29 @@ def test_cli_exit_codes_for_verify(tmp_path):
     _sharded(tmp_path / "good")
     _sharded(tmp_path / "bad", skip=lambda rank, p: rank == 0 and p.name == "embed.tok.weight")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    ok = subprocess.run([sys.executable, "-m", "launch.cli", "checkpoint", "verify", str(tmp_path / "good")],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "checkpoint", "verify", str(tmp_path / "good")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
-    bad = subprocess.run([sys.executable, "-m", "launch.cli", "checkpoint", "verify", str(tmp_path / "bad")],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "checkpoint", "verify", str(tmp_path / "bad")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and "embed.tok.weight" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
 # --------------------------------------------------------------------------------------- convert
+
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_convert_to_one_shard_of_full_tensors(tmp_path, precision, capsys):
@@ -270,15 +307,29 @@ def test_earlier_format_info_consolidate_convert(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------- end to end
 
+
 def _train(run_dir: Path, cache: Path, steps: int) -> subprocess.CompletedProcess:
-    args = ["train", str(ROOT / "configs/train/tiny.yaml"), f"run_dir={run_dir}", f"data.cache_dir={cache}",
-            "model.n_layers=2", "model.d_model=64", "model.seq_len=32", "train.micro_batch_size=2",
-            "train.global_batch_size=4", "train.log_interval=1", "train.checkpoint_interval=2",
-            "train.warmup_steps=1", "train.eval_iters=1", f"train.steps={steps}"]
+    args = [
+        "train",
+        str(ROOT / "configs/train/tiny.yaml"),
+        f"run_dir={run_dir}",
+        f"data.cache_dir={cache}",
+        "model.n_layers=2",
+        "model.d_model=64",
+        "model.seq_len=32",
+        "train.micro_batch_size=2",
+        "train.global_batch_size=4",
+        "train.log_interval=1",
+        "train.checkpoint_interval=2",
+        "train.warmup_steps=1",
+        "train.eval_iters=1",
+        f"train.steps={steps}",
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), ANVIL_PROGRESS="0")
-    proc = subprocess.run([sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -290,8 +341,19 @@ def test_converted_checkpoint_resumes_like_the_original(tmp_path):
     straight = tmp_path / "straight"
     _train(straight, cache, steps=4)
     out = tmp_path / "conv" / "checkpoints" / "step_00000002"
-    assert main(["checkpoint", "convert", str(straight / "checkpoints" / "step_00000002"), "--output", str(out),
-                 "--publish"]) == 0
+    assert (
+        main(
+            [
+                "checkpoint",
+                "convert",
+                str(straight / "checkpoints" / "step_00000002"),
+                "--output",
+                str(out),
+                "--publish",
+            ]
+        )
+        == 0
+    )
     proc = _train(tmp_path / "conv", cache, steps=4)
     assert "resumed from" in proc.stderr
 
@@ -303,7 +365,19 @@ def test_converted_checkpoint_resumes_like_the_original(tmp_path):
     assert max(abs(a - b) for a, b in zip(losses(straight), losses(tmp_path / "conv"))) < 1e-6
     # the check has teeth: without the Adam state the fourth step differs
     light = tmp_path / "light" / "checkpoints" / "step_00000002"
-    assert main(["checkpoint", "convert", str(straight / "checkpoints" / "step_00000002"), "--output", str(light),
-                 "--weights-only", "--publish"]) == 0
+    assert (
+        main(
+            [
+                "checkpoint",
+                "convert",
+                str(straight / "checkpoints" / "step_00000002"),
+                "--output",
+                str(light),
+                "--weights-only",
+                "--publish",
+            ]
+        )
+        == 0
+    )
     _train(tmp_path / "light", cache, steps=4)
     assert abs(losses(straight)[1] - losses(tmp_path / "light")[1]) > 1e-4

@@ -6,6 +6,7 @@ Checkpoints here are written by `store.write_full` (one process, no engine): the
 as training's `store.save`. The trainer's own fallback is tested in
 tests/framework/training/test_rollback.py (one spawned training process for all scenarios).
 """
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,10 @@ def _write(root, step: int):
     from framework.interop.hf_export import expected_shapes
 
     g = torch.Generator().manual_seed(step)
-    items = [(Piece.full(name, "fp32", shape), torch.randn(shape, generator=g))
-             for name, shape in expected_shapes(build(ModelConfig, MODEL, "model")).items()]
+    items = [
+        (Piece.full(name, "fp32", shape), torch.randn(shape, generator=g))
+        for name, shape in expected_shapes(build(ModelConfig, MODEL, "model")).items()
+    ]
     meta = {"step": step, "consumed_samples": 4 * step, "tokens": 64 * step, "config": {"model": MODEL}}
     return store.write_full(root, step, items, meta, "model: {}\n", keep=None)
 

@@ -7,6 +7,7 @@ the layout does not change. bf16: a resume under another layout (including the b
 process ZeRO-0 direction that used to fail with KeyError 'exp_avg') equals the uninterrupted run
 of the saving layout within BF16_TOL, and the same-layout resume is bit-identical.
 """
+
 import pytest
 import torch
 
@@ -21,8 +22,10 @@ DEEP = dict(n_layers=4, global_batch=8)  # a block per stage at (1,2,4); a sampl
 
 def _batches(cfg):
     g = torch.Generator().manual_seed(321)
-    return [torch.randint(0, cfg.model.vocab_size, (cfg.train.global_batch_size, cfg.model.seq_len + 1), generator=g)
-            for _ in range(SAVE_AT + MORE)]
+    return [
+        torch.randint(0, cfg.model.vocab_size, (cfg.train.global_batch_size, cfg.model.seq_len + 1), generator=g)
+        for _ in range(SAVE_AT + MORE)
+    ]
 
 
 def _session(jobs: list[dict]) -> list[list[float]]:
@@ -49,15 +52,22 @@ def _session(jobs: list[dict]) -> list[list[float]]:
         if job.get("load_from"):
             start = store.load(store.latest_checkpoint(job["load_from"]), engine)["step"]
         losses = []
-        for batch in _batches(cfg)[start:job["stop"]]:
+        for batch in _batches(cfg)[start : job["stop"]]:
             per = cfg.train.global_batch_size // dp
-            mine = batch[topo.dp_rank * per:(topo.dp_rank + 1) * per]
+            mine = batch[topo.dp_rank * per : (topo.dp_rank + 1) * per]
             loss = engine.train_step([(s[:, :-1], s[:, 1:]) for s in mine.split(1)], LR).loss.reshape(1).clone()
             dist.all_reduce(loss)
             losses.append(loss.item() / world)
         if job.get("save_to"):
-            meta = {"step": job["stop"], "consumed_samples": job["stop"] * cfg.train.global_batch_size, "tokens": 0, "dp_size": dp,
-                    "world_size": world, "zero_stage": cfg.parallel.zero_stage, "config": to_dict(cfg)}
+            meta = {
+                "step": job["stop"],
+                "consumed_samples": job["stop"] * cfg.train.global_batch_size,
+                "tokens": 0,
+                "dp_size": dp,
+                "world_size": world,
+                "zero_stage": cfg.parallel.zero_stage,
+                "config": to_dict(cfg),
+            }
             store.save(job["save_to"], job["stop"], engine, meta, 1, "")
         results.append(losses)
         del engine
@@ -75,21 +85,31 @@ def _diff(a, b) -> float:
 def test_reshard_fp32_across_eight_rank_layouts(tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
     z1_222, z3_811 = dict(tensor=2, pipeline=2, zero=1, **DEEP), dict(zero=3, **DEEP)
-    eight = run_distributed(_session, 8, [
-        dict(layout=z1_222, stop=SAVE_AT, save_to=a),                                                # save (2,2,2) Z1
-        dict(layout=z3_811, stop=SAVE_AT + MORE, load_from=a),                                       # -> (8,1,1) Z3
-        dict(layout=dict(tensor=2, pipeline=4, zero=1, **DEEP), stop=SAVE_AT + MORE, load_from=a),  # -> (1,2,4) Z1
-        dict(layout=z3_811, stop=SAVE_AT, save_to=b),                                                # save (8,1,1) Z3
-        dict(layout=z1_222, stop=SAVE_AT + MORE, load_from=b),                                       # -> (2,2,2) Z1
-        # the parity matrix's 8-rank layouts (test_parity.py): (2,2,2) ZeRO-0, ZeRO-1 with tied embeddings
-        dict(layout=dict(tensor=2, pipeline=2, zero=0, **DEEP), stop=SAVE_AT),
-        dict(layout=dict(tensor=2, pipeline=2, zero=1, tied=True, **DEEP), stop=SAVE_AT),
-    ], timeout=900)[0]
+    eight = run_distributed(
+        _session,
+        8,
+        [
+            dict(layout=z1_222, stop=SAVE_AT, save_to=a),  # save (2,2,2) Z1
+            dict(layout=z3_811, stop=SAVE_AT + MORE, load_from=a),  # -> (8,1,1) Z3
+            dict(layout=dict(tensor=2, pipeline=4, zero=1, **DEEP), stop=SAVE_AT + MORE, load_from=a),  # -> (1,2,4) Z1
+            dict(layout=z3_811, stop=SAVE_AT, save_to=b),  # save (8,1,1) Z3
+            dict(layout=z1_222, stop=SAVE_AT + MORE, load_from=b),  # -> (2,2,2) Z1
+            # the parity matrix's 8-rank layouts (test_parity.py): (2,2,2) ZeRO-0, ZeRO-1 with tied embeddings
+            dict(layout=dict(tensor=2, pipeline=2, zero=0, **DEEP), stop=SAVE_AT),
+            dict(layout=dict(tensor=2, pipeline=2, zero=1, tied=True, **DEEP), stop=SAVE_AT),
+        ],
+        timeout=900,
+    )[0]
     c = str(tmp_path / "c")
-    one = run_distributed(_session, 1, [dict(layout=DEEP, stop=SAVE_AT + MORE, load_from=a),
-                                        dict(layout=DEEP, stop=SAVE_AT, save_to=c)], timeout=300)[0]
-    two = run_distributed(_session, 2, [dict(layout=dict(zero=3, **DEEP), stop=SAVE_AT + MORE, load_from=c)],
-                          timeout=300)[0]
+    one = run_distributed(
+        _session,
+        1,
+        [dict(layout=DEEP, stop=SAVE_AT + MORE, load_from=a), dict(layout=DEEP, stop=SAVE_AT, save_to=c)],
+        timeout=300,
+    )[0]
+    two = run_distributed(
+        _session, 2, [dict(layout=dict(zero=3, **DEEP), stop=SAVE_AT + MORE, load_from=c)], timeout=300
+    )[0]
     cfg = make_cfg(**DEEP)
     ref = reference_losses(cfg, _batches(cfg))
     assert _diff(eight[0], ref[:SAVE_AT]) < 1e-5 and _diff(eight[3], ref[:SAVE_AT]) < 1e-5
@@ -98,9 +118,13 @@ def test_reshard_fp32_across_eight_rank_layouts(tmp_path):
     tied_ref = reference_losses(tied, _batches(tied))[:SAVE_AT]
     assert _diff(eight[6], tied_ref) < 1e-5, f"(2,2,2) ZeRO-1 tied: {eight[6]} vs {tied_ref}"
     want = ref[SAVE_AT:]
-    for label, got in [("(2,2,2)Z1 -> (8,1,1)Z3", eight[1]), ("(2,2,2)Z1 -> (1,2,4)Z1", eight[2]),
-                       ("(8,1,1)Z3 -> (2,2,2)Z1", eight[4]), ("(2,2,2)Z1 -> one process", one[0]),
-                       ("one process -> (2,1,1)Z3", two[0])]:
+    for label, got in [
+        ("(2,2,2)Z1 -> (8,1,1)Z3", eight[1]),
+        ("(2,2,2)Z1 -> (1,2,4)Z1", eight[2]),
+        ("(8,1,1)Z3 -> (2,2,2)Z1", eight[4]),
+        ("(2,2,2)Z1 -> one process", one[0]),
+        ("one process -> (2,1,1)Z3", two[0]),
+    ]:
         assert _diff(got, want) < 1e-5, f"{label}: {got} vs uninterrupted {want}"
 
 
@@ -109,21 +133,30 @@ def test_same_layout_resume_is_bit_identical_and_bf16_reshards(tmp_path):
     fp, bf = str(tmp_path / "fp32"), str(tmp_path / "bf16")
     z1 = dict(zero=1, global_batch=4)
     z1_bf = dict(z1, precision="bf16")
-    two = run_distributed(_session, 2, [
-        dict(layout=z1, stop=SAVE_AT + MORE),                                   # 0 fp32 straight
-        dict(layout=z1, stop=SAVE_AT, save_to=fp),                              # 1
-        dict(layout=z1, stop=SAVE_AT + MORE, load_from=fp),                     # 2 same layout
-        dict(layout=z1_bf, stop=SAVE_AT + MORE),                                # 3 bf16 straight
-        dict(layout=z1_bf, stop=SAVE_AT, save_to=bf),                           # 4
-        dict(layout=z1_bf, stop=SAVE_AT + MORE, load_from=bf),                  # 5 same layout
-        dict(layout=dict(z1_bf, tensor=2, zero=3), stop=SAVE_AT + MORE, load_from=bf),  # 6 -> (1,2,1) Z3
-        dict(layout=dict(z1_bf, pipeline=2), stop=SAVE_AT + MORE, load_from=bf),        # 7 -> (1,1,2) Z1
-    ], timeout=600)[0]
+    two = run_distributed(
+        _session,
+        2,
+        [
+            dict(layout=z1, stop=SAVE_AT + MORE),  # 0 fp32 straight
+            dict(layout=z1, stop=SAVE_AT, save_to=fp),  # 1
+            dict(layout=z1, stop=SAVE_AT + MORE, load_from=fp),  # 2 same layout
+            dict(layout=z1_bf, stop=SAVE_AT + MORE),  # 3 bf16 straight
+            dict(layout=z1_bf, stop=SAVE_AT, save_to=bf),  # 4
+            dict(layout=z1_bf, stop=SAVE_AT + MORE, load_from=bf),  # 5 same layout
+            dict(layout=dict(z1_bf, tensor=2, zero=3), stop=SAVE_AT + MORE, load_from=bf),  # 6 -> (1,2,1) Z3
+            dict(layout=dict(z1_bf, pipeline=2), stop=SAVE_AT + MORE, load_from=bf),  # 7 -> (1,1,2) Z1
+        ],
+        timeout=600,
+    )[0]
     # bf16 ZeRO-1 on 2 ranks -> one process ZeRO-0 (DeepSpeed's bf16 optimizer): used to fail, KeyError 'exp_avg'
-    one = run_distributed(_session, 1, [dict(layout=dict(z1_bf, zero=0), stop=SAVE_AT + MORE, load_from=bf)],
-                          timeout=300)[0]
+    one = run_distributed(
+        _session, 1, [dict(layout=dict(z1_bf, zero=0), stop=SAVE_AT + MORE, load_from=bf)], timeout=300
+    )[0]
     assert two[1] == two[0][:SAVE_AT] and two[2] == two[0][SAVE_AT:], f"fp32 same-layout resume: {two[2]} vs {two[0]}"
     assert two[4] == two[3][:SAVE_AT] and two[5] == two[3][SAVE_AT:], f"bf16 same-layout resume: {two[5]} vs {two[3]}"
-    for label, got in [("bf16 (2,1,1)Z1 -> (1,2,1)Z3", two[6]), ("bf16 (2,1,1)Z1 -> (1,1,2)Z1", two[7]),
-                       ("bf16 (2,1,1)Z1 -> one process Z0", one[0])]:
+    for label, got in [
+        ("bf16 (2,1,1)Z1 -> (1,2,1)Z3", two[6]),
+        ("bf16 (2,1,1)Z1 -> (1,1,2)Z1", two[7]),
+        ("bf16 (2,1,1)Z1 -> one process Z0", one[0]),
+    ]:
         assert _diff(got, two[3][SAVE_AT:]) < BF16_TOL, f"{label}: {got} vs {two[3][SAVE_AT:]}"

@@ -2,6 +2,7 @@
 being written, then a rerun of the same command gives the uninterrupted run's metrics.jsonl.
 Also: checkpoints refuse malicious pickles, generate reads any checkpoint, torchrun DP=2 works.
 """
+
 import json
 import os
 import pickle
@@ -21,11 +22,23 @@ STEPS = 12
 
 
 def _args(run_dir: Path, cache: Path) -> list[str]:
-    return ["train", str(ROOT / "configs/train/tiny.yaml"), f"run_dir={run_dir}", f"data.cache_dir={cache}",
-            "model.n_layers=2", "model.d_model=64", "model.seq_len=32", "train.micro_batch_size=2",
-            "train.global_batch_size=4", f"train.steps={STEPS}", "train.log_interval=1",
-            "train.checkpoint_interval=3", "train.eval_interval=4", "train.warmup_steps=2",
-            "train.keep_checkpoints=2"]
+    return [
+        "train",
+        str(ROOT / "configs/train/tiny.yaml"),
+        f"run_dir={run_dir}",
+        f"data.cache_dir={cache}",
+        "model.n_layers=2",
+        "model.d_model=64",
+        "model.seq_len=32",
+        "train.micro_batch_size=2",
+        "train.global_batch_size=4",
+        f"train.steps={STEPS}",
+        "train.log_interval=1",
+        "train.checkpoint_interval=3",
+        "train.eval_interval=4",
+        "train.warmup_steps=2",
+        "train.keep_checkpoints=2",
+    ]
 
 
 def _env(**extra) -> dict:
@@ -75,8 +88,14 @@ def test_sigkill_and_kill_during_checkpoint_then_rerun_equals_uninterrupted(runs
     base, cache, straight = runs
     crashed = base / "crashed"
     kill_at = random.Random().randint(4, STEPS - 2)
-    proc = subprocess.Popen(ANVIL + _args(crashed, cache), env=_env(), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ANVIL + _args(crashed, cache),
+        env=_env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     metrics = crashed / "metrics.jsonl"
     while time.monotonic() < deadline and proc.poll() is None:
@@ -178,15 +197,29 @@ def test_torchrun_two_ranks_zero1_matches_one_process(runs):
     run_dir = base / "torchrun"
     from tests.helpers.dist import free_port
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", str(free_port()), ANVIL[0]] + _args(run_dir, cache) + ["train.steps=4",
-                                                                                 "parallel.zero_stage=1"]
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            ANVIL[0],
+        ]
+        + _args(run_dir, cache)
+        + ["train.steps=4", "parallel.zero_stage=1"]
+    )
     # steps=4 changes the cosine schedule; compare against the same config in one process
     res = subprocess.run(cmd, env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     single = base / "single4"
-    res = _run(_args(single, cache) + ["train.steps=4", "logging.wandb=true", "logging.tensorboard=true"],
-               WANDB_MODE="", WANDB_API_KEY="")
+    res = _run(
+        _args(single, cache) + ["train.steps=4", "logging.wandb=true", "logging.tensorboard=true"],
+        WANDB_MODE="",
+        WANDB_API_KEY="",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     _assert_same(_metrics(single), _metrics(run_dir), tol=1e-5)
     # wandb went offline by itself (no key, no prompt) and TensorBoard wrote events

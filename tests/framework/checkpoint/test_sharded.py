@@ -1,5 +1,6 @@
 """The anvil-sharded/1 storage library: layouts written by simulated TP x DP ranks read back under
 any other layout, region or flat range; safetensors compatibility; errors; consolidation; legacy."""
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,23 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from framework.checkpoint import sharded
-from framework.checkpoint.sharded import (FORMAT, IncompleteCheckpointError, Piece, ShardedReader, chunk_boxes,
-                                          consolidate, open_checkpoint_tensors, write_shard)
+from framework.checkpoint.sharded import (
+    FORMAT,
+    IncompleteCheckpointError,
+    Piece,
+    ShardedReader,
+    chunk_boxes,
+    consolidate,
+    open_checkpoint_tensors,
+    write_shard,
+)
 
-SHAPES = {"blocks.0.attn.q_proj.weight": (7, 5), "blocks.0.mlp.up_proj.weight": (13, 6),
-          "blocks.0.norm.weight": (13,), "embed.weight": (9, 4)}
+SHAPES = {
+    "blocks.0.attn.q_proj.weight": (7, 5),
+    "blocks.0.mlp.up_proj.weight": (13, 6),
+    "blocks.0.norm.weight": (13,),
+    "embed.weight": (9, 4),
+}
 KINDS = ("fp32", "exp_avg", "exp_avg_sq")
 
 
@@ -152,7 +165,7 @@ def test_header_alignment_and_size(tmp_path):
     raw = (tmp_path / "x.safetensors").read_bytes()
     hlen = struct.unpack("<Q", raw[:8])[0]
     assert hlen % 8 == 0 and n == len(raw) == 8 + hlen + 3 * 4 + 2 * 2
-    header = json.loads(raw[8:8 + hlen])
+    header = json.loads(raw[8 : 8 + hlen])
     assert header["fp32/a/0"] == {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}
     assert header["param/b/1"]["dtype"] == "F16" and header["__metadata__"]["note"] == "é"
     with pytest.raises(ValueError, match="reserved"):
@@ -167,16 +180,20 @@ def test_piece_json_round_trip_and_helpers():
     assert Piece.full("w", "fp32", (7, 5)) == Piece("w", "fp32", (7, 5), ((0, 7), (0, 5)), (0, 35))
     assert chunk_boxes((7, 5), 0, 2) == [((0, 4), (0, 5)), ((4, 3), (0, 5))]
     full = torch.arange(35).reshape(7, 5)
-    assert [full[b].shape[1] for b in map(lambda b: tuple(slice(s, s + n) for s, n in b), chunk_boxes((7, 5), 1, 4))] \
-        == [c.shape[1] for c in torch.chunk(full, 4, 1)]
+    assert [
+        full[b].shape[1] for b in map(lambda b: tuple(slice(s, s + n) for s, n in b), chunk_boxes((7, 5), 1, 4))
+    ] == [c.shape[1] for c in torch.chunk(full, 4, 1)]
 
 
-@pytest.mark.parametrize("piece,data,match", [
-    (Piece("w", "fp32", (7, 5), ((0, 7), (0, 5)), (0, 10)), torch.zeros(9), "9 elements"),
-    (Piece("w", "fp32", (7, 5), ((4, 4), (0, 5)), (0, 20)), torch.zeros(20), "not within the global shape"),
-    (Piece("w", "fp32", (7, 5), ((0, 2), (0, 5)), (5, 11)), torch.zeros(6), "outside box"),
-    (Piece("w", "adam", (3,), ((0, 3),), (0, 3)), torch.zeros(3), "unknown kind"),
-])
+@pytest.mark.parametrize(
+    "piece,data,match",
+    [
+        (Piece("w", "fp32", (7, 5), ((0, 7), (0, 5)), (0, 10)), torch.zeros(9), "9 elements"),
+        (Piece("w", "fp32", (7, 5), ((4, 4), (0, 5)), (0, 20)), torch.zeros(20), "not within the global shape"),
+        (Piece("w", "fp32", (7, 5), ((0, 2), (0, 5)), (5, 11)), torch.zeros(6), "outside box"),
+        (Piece("w", "adam", (3,), ((0, 3),), (0, 3)), torch.zeros(3), "unknown kind"),
+    ],
+)
 def test_write_validates(tmp_path, piece, data, match):
     with pytest.raises(ValueError, match=match) as e:
         write_shard(tmp_path / "x.safetensors", [(piece, data)])
@@ -221,8 +238,10 @@ def test_missing_box_and_overlap(tmp_path):
 def test_flat_ranges_overlapping_rejected_identical_duplicates_tolerated(tmp_path):
     full = torch.randn(10)
     box = ((0, 10),)
-    write_shard(tmp_path / "rank_00000.safetensors", [(Piece("w", "fp32", (10,), box, (0, 6)), full[:6]),
-                                                      (Piece("w", "fp32", (10,), box, (6, 10)), full[6:])])
+    write_shard(
+        tmp_path / "rank_00000.safetensors",
+        [(Piece("w", "fp32", (10,), box, (0, 6)), full[:6]), (Piece("w", "fp32", (10,), box, (6, 10)), full[6:])],
+    )
     write_shard(tmp_path / "rank_00001.safetensors", [(Piece("w", "fp32", (10,), box, (6, 10)), full[6:])])
     assert torch.equal(ShardedReader(tmp_path).read("w", "fp32"), full)
     write_shard(tmp_path / "rank_00002.safetensors", [(Piece("w", "fp32", (10,), box, (4, 8)), full[4:8])])
@@ -235,14 +254,16 @@ def test_flat_read_touches_only_needed_elements(tmp_path, monkeypatch):
     top, bottom = chunk_boxes(full.shape, 0, 2)
     items = []
     for box in (top, bottom):
-        local = full[box[0][0]:box[0][0] + box[0][1]].flatten()
+        local = full[box[0][0] : box[0][0] + box[0][1]].flatten()
         for a, b in [(0, 10_000), (10_000, 25_001), (25_001, local.numel())]:
             items.append((Piece("w", "fp32", (1000, 64), box, (a, b)), local[a:b]))
     write_shard(tmp_path / "rank_00000.safetensors", items)
     reader = ShardedReader(tmp_path)
     fetched = []
     orig = ShardedReader._read_stored
-    monkeypatch.setattr(ShardedReader, "_read_stored", lambda self, s, a, b: fetched.append(b - a) or orig(self, s, a, b))
+    monkeypatch.setattr(
+        ShardedReader, "_read_stored", lambda self, s, a, b: fetched.append(b - a) or orig(self, s, a, b)
+    )
     got = reader.read("w", "fp32", box=bottom, flat=(9_990, 10_030))
     assert torch.equal(got, full[500:].flatten()[9_990:10_030])
     assert sum(fetched) <= 2 * 64  # the one or two rows holding the range, not the box
@@ -251,17 +272,24 @@ def test_flat_read_touches_only_needed_elements(tmp_path, monkeypatch):
 def test_consolidate_matches_full_tensors(saved, tmp_path):
     folder, tensors = saved
     reader = ShardedReader(folder)
-    n = consolidate(reader, tmp_path / "model.safetensors", kind_preference=("param", "fp32"),
-                    metadata={"format": "anvil-checkpoint/1", "step": 7})
+    n = consolidate(
+        reader,
+        tmp_path / "model.safetensors",
+        kind_preference=("param", "fp32"),
+        metadata={"format": "anvil-checkpoint/1", "step": 7},
+    )
     assert n == (tmp_path / "model.safetensors").stat().st_size
     loaded = load_file(str(tmp_path / "model.safetensors"))
     assert sorted(loaded) == sorted(SHAPES)
     for name in SHAPES:
         assert torch.equal(loaded[name], tensors[(name, "fp32")])
-    consolidate(reader, tmp_path / "m.safetensors", kind_preference=("exp_avg",), dtype=torch.bfloat16,
-                names=["embed.weight"])
+    consolidate(
+        reader, tmp_path / "m.safetensors", kind_preference=("exp_avg",), dtype=torch.bfloat16, names=["embed.weight"]
+    )
     loaded = load_file(str(tmp_path / "m.safetensors"))
-    assert list(loaded) == ["embed.weight"] and torch.equal(loaded["embed.weight"], tensors[("embed.weight", "exp_avg")].bfloat16())
+    assert list(loaded) == ["embed.weight"] and torch.equal(
+        loaded["embed.weight"], tensors[("embed.weight", "exp_avg")].bfloat16()
+    )
     with pytest.raises(KeyError, match="none of the kinds"):
         consolidate(reader, tmp_path / "p.safetensors", kind_preference=("param",))
 
@@ -272,8 +300,11 @@ def test_legacy_folder(tmp_path):
     save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "anvil-checkpoint/1"})
     reader = open_checkpoint_tensors(tmp_path)
     assert reader.keys() == sorted((n, "param") for n in SHAPES)
-    save_file({f"{k}.{n}": t for (n, k), t in tensors.items()}, str(tmp_path / "optimizer.safetensors"),
-              metadata={"format": sharded.LEGACY_FORMAT, "adam_step": "3"})
+    save_file(
+        {f"{k}.{n}": t for (n, k), t in tensors.items()},
+        str(tmp_path / "optimizer.safetensors"),
+        metadata={"format": sharded.LEGACY_FORMAT, "adam_step": "3"},
+    )
     reader = open_checkpoint_tensors(tmp_path)
     assert reader.keys() == sorted([*tensors, *((n, "param") for n in SHAPES)])
     assert reader.metadata["optimizer.safetensors"]["adam_step"] == "3" and reader.check_complete() == []
@@ -300,8 +331,10 @@ def test_missing_folder_errors(tmp_path):
 
 def test_edge_shapes(tmp_path):
     scalar, empty = torch.tensor(2.5), torch.zeros(0, 3)
-    write_shard(tmp_path / "rank_00000.safetensors", [(Piece.full("s", "fp32", ()), scalar.reshape(1)),
-                                                      (Piece.full("e", "fp32", (0, 3)), empty.reshape(-1))])
+    write_shard(
+        tmp_path / "rank_00000.safetensors",
+        [(Piece.full("s", "fp32", ()), scalar.reshape(1)), (Piece.full("e", "fp32", (0, 3)), empty.reshape(-1))],
+    )
     reader = ShardedReader(tmp_path)
     assert torch.equal(reader.read("s", "fp32"), scalar) and reader.read("e", "fp32").shape == (0, 3)
     assert reader.read("s", "fp32", flat=(0, 1)).tolist() == [2.5]

@@ -1,5 +1,6 @@
 """Perplexity: held-out shards (`anvil eval`) and per-document scores, against transformers' own
 loss, independent of batching; and the `perplexity` curation step's buckets and threshold."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,12 @@ def prefix(lm):
 
     tmp, folder, _ = lm
     docs = list(iter_sample_documents(40))
-    tokenize_sources([Source("s", {"n": 40}, lambda on_reject=None: iter(docs))], str(folder / "tokenizer.json"),
-                     str(tmp / "tok" / "s"), progress=False)
+    tokenize_sources(
+        [Source("s", {"n": 40}, lambda on_reject=None: iter(docs))],
+        str(folder / "tokenizer.json"),
+        str(tmp / "tok" / "s"),
+        progress=False,
+    )
     return str(tmp / "tok" / "s")
 
 
@@ -41,7 +46,7 @@ def test_eval_matches_transformers_loss(lm, prefix):
     ds = IndexedDataset(prefix)
     stream = np.concatenate([np.asarray(ds[i], dtype=np.int64) for i in range(len(ds))])[:2000]
     n = (len(stream) - 1) // 64
-    x = torch.from_numpy(np.stack([stream[j * 64: j * 64 + 65] for j in range(n)]))
+    x = torch.from_numpy(np.stack([stream[j * 64 : j * 64 + 65] for j in range(n)]))
     with torch.no_grad():
         ref = scorer.model(input_ids=x[:, :-1], labels=x[:, :-1]).loss  # HF shifts labels itself
         # HF's loss covers positions 1..63 of each window; add the window's last target ourselves.
@@ -50,8 +55,9 @@ def test_eval_matches_transformers_loss(lm, prefix):
     assert got["tokens"] == n * 64 and got["windows"] == n
     assert got["loss"] == pytest.approx(float(expected), abs=1e-5)
     assert got["perplexity"] == pytest.approx(math.exp(got["loss"]))
-    assert evaluate_prefix(scorer, [prefix], seq_len=64, batch_size=8, max_tokens=2000)["loss"] == \
-        pytest.approx(got["loss"], abs=1e-6)
+    assert evaluate_prefix(scorer, [prefix], seq_len=64, batch_size=8, max_tokens=2000)["loss"] == pytest.approx(
+        got["loss"], abs=1e-6
+    )
 
 
 def test_eval_cli_json_and_bad_prefix(lm, prefix, tmp_path, capsys):
@@ -59,8 +65,9 @@ def test_eval_cli_json_and_bad_prefix(lm, prefix, tmp_path, capsys):
 
     _, folder, _ = lm
     out = tmp_path / "e.json"
-    assert main(["eval", "--checkpoint", str(folder), "--data", prefix, "--max-tokens", "1000",
-                 "--output", str(out)]) == 0
+    assert (
+        main(["eval", "--checkpoint", str(folder), "--data", prefix, "--max-tokens", "1000", "--output", str(out)]) == 0
+    )
     result = json.loads(out.read_text())
     assert {"loss", "perplexity", "tokens", "windows", "seq_len"} <= set(result)
     assert main(["eval", "--checkpoint", str(folder), "--data", str(tmp_path / "nope")]) == 2
@@ -102,8 +109,9 @@ def test_perplexity_step_buckets_and_threshold(lm, tmp_path):
     docs = [Document(id=d.id, text=d.text) for d in iter_sample_documents(30)]
     shards = [docs[:17], docs[17:]]
     (tmp_path / "a").mkdir()
-    kept, stats = _run_stage({"model": str(folder), "keep": ["head", "middle"], "batch_size": 4,
-                              "max_tokens": 128}, shards, tmp_path / "a")
+    kept, stats = _run_stage(
+        {"model": str(folder), "keep": ["head", "middle"], "batch_size": 4, "max_tokens": 128}, shards, tmp_path / "a"
+    )
     ppl = {d.id: r["perplexity"] for d, r in zip(docs, score_texts(scorer, [d.text for d in docs], 8, 128))}
     cut = np.percentile(list(ppl.values()), 200 / 3)
     assert {d.id for d in kept} == {i for i, p in ppl.items() if p <= cut}
@@ -111,8 +119,9 @@ def test_perplexity_step_buckets_and_threshold(lm, tmp_path):
     assert sum(s.dropped["perplexity_tail"] for s in stats) == 30 - len(kept) == 10
     (tmp_path / "b").mkdir()
     median = float(np.median(list(ppl.values())))
-    kept, stats = _run_stage({"model": str(folder), "mode": "threshold", "max_perplexity": median,
-                              "max_tokens": 128}, [docs], tmp_path / "b")
+    kept, stats = _run_stage(
+        {"model": str(folder), "mode": "threshold", "max_perplexity": median, "max_tokens": 128}, [docs], tmp_path / "b"
+    )
     assert len(kept) == 15 and stats[0].dropped["perplexity_above_max"] == 15
 
 

@@ -1,10 +1,10 @@
 """LoRA fine-tuning: really distributed, 1 rank == 2 ranks (DDP vs ZeRO-3), only adapters train,
 held-out loss goes down, and the merged model is base + scale * B @ A exactly where adapted."""
+
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +15,31 @@ from tests.framework.interop.hf_fixtures import sample_jsonl, tiny_llama_folder
 
 ROOT = Path(__file__).resolve().parents[3]
 ANVIL = [sys.executable, "-m", "launch.cli"]
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-            "-m", "launch.cli"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-       "ANVIL_COLLECTIVE_TIMEOUT_S": "60", "PYTHONPATH": str(ROOT)}
-ARGS = ["finetune", "--steps", "12", "--seq-len", "64", "--lr", "3e-3", "--lora-rank", "4",
-        "--micro-batch-size", "2", "--global-batch-size", "4", "log_interval=4"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "launch.cli"]
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "ANVIL_COLLECTIVE_TIMEOUT_S": "60",
+    "PYTHONPATH": str(ROOT),
+}
+ARGS = [
+    "finetune",
+    "--steps",
+    "12",
+    "--seq-len",
+    "64",
+    "--lr",
+    "3e-3",
+    "--lora-rank",
+    "4",
+    "--micro-batch-size",
+    "2",
+    "--global-batch-size",
+    "4",
+    "log_interval=4",
+]
 
 
 def _run(cmd: list[str], timeout: float = 240) -> None:
@@ -102,7 +121,23 @@ def test_bad_batch_layout_fails_with_key(tmp_path):
     base = tmp_path / "m"
     base.mkdir()
     (base / "config.json").write_text("{}")
-    proc = subprocess.run(ANVIL + ["finetune", "--model", str(base), "--data", "x.jsonl",
-                                   "--micro-batch-size", "3", "--global-batch-size", "8"],
-                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ANVIL
+        + [
+            "finetune",
+            "--model",
+            str(base),
+            "--data",
+            "x.jsonl",
+            "--micro-batch-size",
+            "3",
+            "--global-batch-size",
+            "8",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "global_batch_size" in proc.stderr, proc.stderr[-2000:]

@@ -7,6 +7,7 @@ tokenizer. Logits within 1e-4 in fp32 and identical greedy tokens; import -> exp
 identical tensors; malformed folders and checkpoints name the tensor or key. Resuming training
 from an import: test_hf_import.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,30 @@ from framework.interop.parity import compare
 from tests.framework.interop.hf_fixtures import tiny_llama_folder
 
 ROOT = Path(__file__).resolve().parents[3]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-       "ANVIL_COLLECTIVE_TIMEOUT_S": "60", "PYTHONPATH": str(ROOT)}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "ANVIL_COLLECTIVE_TIMEOUT_S": "60",
+    "PYTHONPATH": str(ROOT),
+}
 CACHE = ROOT / ".cache" / "test_data"
 ANVIL = [sys.executable, "-m", "launch.cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "launch.cli"]
-TRAIN = ["train", "configs/train/tiny.yaml", "model.n_layers=2", "model.d_model=64", "model.seq_len=32",
-         "train.steps=2", "train.checkpoint_interval=2", "train.micro_batch_size=2", "train.global_batch_size=4",
-         "train.log_interval=1", "train.eval_iters=1"]
+TRAIN = [
+    "train",
+    "configs/train/tiny.yaml",
+    "model.n_layers=2",
+    "model.d_model=64",
+    "model.seq_len=32",
+    "train.steps=2",
+    "train.checkpoint_interval=2",
+    "train.micro_batch_size=2",
+    "train.global_batch_size=4",
+    "train.log_interval=1",
+    "train.eval_iters=1",
+]
 
 
 def _run(cmd: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
@@ -57,8 +74,11 @@ def runs(tmp_path_factory):
     _run(ANVIL + TRAIN + llama + [f"run_dir={tmp / 'one'}"])
     _run(TORCHRUN + TRAIN + llama + [f"run_dir={tmp / 'tp2'}", "parallel.tensor=2"])
     _run(TORCHRUN + TRAIN + llama + [f"run_dir={tmp / 'pp2'}", "parallel.pipeline=2", "parallel.zero_stage=1"])
-    _run(TORCHRUN + TRAIN + [f"run_dir={tmp / 'zero3'}", cache, "parallel.zero_stage=3", "model.arch=gpt2",
-                             "model.tie_embeddings=true"])
+    _run(
+        TORCHRUN
+        + TRAIN
+        + [f"run_dir={tmp / 'zero3'}", cache, "parallel.zero_stage=3", "model.arch=gpt2", "model.tie_embeddings=true"]
+    )
     return tmp
 
 
@@ -119,8 +139,10 @@ def test_eval_of_checkpoint_equals_eval_of_export(runs, capsys, tmp_path):
     results = []
     for i, target in enumerate((runs / "one", runs / "hf_eval")):
         out = tmp_path / f"eval{i}.json"
-        assert _cli(["eval", "--checkpoint", str(target), "--data", prefix, "--max-tokens", "3000",
-                     "--output", str(out)]) == 0
+        assert (
+            _cli(["eval", "--checkpoint", str(target), "--data", prefix, "--max-tokens", "3000", "--output", str(out)])
+            == 0
+        )
         results.append(json.loads(out.read_text()))
     assert results[0]["tokens"] == results[1]["tokens"] > 2000
     assert abs(results[0]["loss"] - results[1]["loss"]) < 1e-5
@@ -143,16 +165,37 @@ def test_import_export_round_trip_identical(runs, tmp_path):
     tested in test_hf_import.py)."""
     hf = tiny_llama_folder(tmp_path / "llama", tie=False, vocab_size=336)  # padded past the tokenizer
     run = tmp_path / "run"
-    assert _cli(["import", "hf", "--model", str(hf), "--output", str(run), "model.seq_len=32", "parallel.tensor=2",
-                 "train.micro_batch_size=2", "train.global_batch_size=2"]) == 0
+    assert (
+        _cli(
+            [
+                "import",
+                "hf",
+                "--model",
+                str(hf),
+                "--output",
+                str(run),
+                "model.seq_len=32",
+                "parallel.tensor=2",
+                "train.micro_batch_size=2",
+                "train.global_batch_size=2",
+            ]
+        )
+        == 0
+    )
     export_hf(run, tmp_path / "back")
     a, b = load_file(hf / "model.safetensors"), load_file(tmp_path / "back" / "model.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     parity = compare(run, tmp_path / "back", batches=1)
     assert parity["max_abs_logit_diff"] < 1e-4 and parity["greedy_equal"]
     ca, cb = read_config(hf), read_config(tmp_path / "back")
-    for key in ("hidden_size", "intermediate_size", "num_key_value_heads", "rms_norm_eps", "vocab_size",
-                "tie_word_embeddings"):
+    for key in (
+        "hidden_size",
+        "intermediate_size",
+        "num_key_value_heads",
+        "rms_norm_eps",
+        "vocab_size",
+        "tie_word_embeddings",
+    ):
         assert ca[key] == cb[key], key
     assert cb["max_position_embeddings"] == 32  # the model.seq_len=32 override at import
     # GPT-2 with tied embeddings, saved at ZeRO-3: its export imports and re-exports identically too.
@@ -189,14 +232,19 @@ def _import_error(folder: Path) -> str:
 def test_malformed_hf_folders_name_the_tensor_or_key(hf_llama, tmp_path):
     missing = _broken_copy(hf_llama, tmp_path / "missing", lambda sd: sd.pop("model.layers.1.mlp.up_proj.weight"))
     assert "model.layers.1.mlp.up_proj.weight" in _import_error(missing)
-    shape = _broken_copy(hf_llama, tmp_path / "shape", lambda sd: sd.__setitem__(
-        "model.layers.0.self_attn.k_proj.weight", torch.zeros(64, 64)))
+    shape = _broken_copy(
+        hf_llama,
+        tmp_path / "shape",
+        lambda sd: sd.__setitem__("model.layers.0.self_attn.k_proj.weight", torch.zeros(64, 64)),
+    )
     msg = _import_error(shape)
     assert "model.layers.0.self_attn.k_proj.weight" in msg and "(64, 64)" in msg and "(32, 64)" in msg
-    for key, value, named in (("model_type", "bert", "model_type"),
-                              ("rope_parameters", {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0},
-                               "rope_parameters.rope_type"),
-                              ("attention_bias", True, "attention_bias"), ("head_dim", 8, "head_dim")):
+    for key, value, named in (
+        ("model_type", "bert", "model_type"),
+        ("rope_parameters", {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0}, "rope_parameters.rope_type"),
+        ("attention_bias", True, "attention_bias"),
+        ("head_dim", 8, "head_dim"),
+    ):
         bad = tmp_path / f"cfg_{key}"
         shutil.copytree(hf_llama, bad)
         cfg = json.loads((bad / "config.json").read_text())
@@ -221,8 +269,9 @@ def test_malformed_checkpoint_names_the_tensor(runs, tmp_path):
     from framework.checkpoint.store import load_weights
 
     weights, meta = load_weights(runs / "one")
-    bad = _checkpoint_with({k: v for k, v in weights.items() if k != "blocks.1.mlp.down_proj.weight"}, meta,
-                           tmp_path / "ckpt")
+    bad = _checkpoint_with(
+        {k: v for k, v in weights.items() if k != "blocks.1.mlp.down_proj.weight"}, meta, tmp_path / "ckpt"
+    )
     with pytest.raises(ExportError, match=r"blocks\.1\.mlp\.down_proj\.weight"):
         export_hf(bad, tmp_path / "out")
     bad = _checkpoint_with({**weights, "norm.weight": torch.ones(65)}, meta, tmp_path / "ckpt2")

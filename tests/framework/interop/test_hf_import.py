@@ -2,6 +2,7 @@
 `anvil train` resumes from it under any layout: the first logged loss at 1 process ZeRO-0 and at
 2 ranks ZeRO-3 equals the Hugging Face model's own loss on the same batch (a wrong, missing or
 re-initialised weight would move it far more than the 1e-4 tolerance)."""
+
 from __future__ import annotations
 
 import json
@@ -20,12 +21,25 @@ from framework.interop.hf_export import ExportError
 from tests.framework.interop.hf_fixtures import tiny_llama_folder
 
 ROOT = Path(__file__).resolve().parents[3]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-       "ANVIL_COLLECTIVE_TIMEOUT_S": "60", "PYTHONPATH": str(ROOT)}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "ANVIL_COLLECTIVE_TIMEOUT_S": "60",
+    "PYTHONPATH": str(ROOT),
+}
 ANVIL = [sys.executable, "-m", "launch.cli"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "launch.cli"]
-SETTINGS = ["model.seq_len=32", "train.micro_batch_size=2", "train.global_batch_size=4", "train.steps=1",
-            "train.log_interval=1", "train.eval_iters=1", "train.checkpoint_interval=1"]
+SETTINGS = [
+    "model.seq_len=32",
+    "train.micro_batch_size=2",
+    "train.global_batch_size=4",
+    "train.steps=1",
+    "train.log_interval=1",
+    "train.eval_iters=1",
+    "train.checkpoint_interval=1",
+]
 
 
 def _run(cmd: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -46,8 +60,12 @@ def _tokenize(run: Path, prefix: Path) -> Path:
     from data_pipeline.tokens.tokenize import Source, tokenize_sources
 
     docs = [Document(id=str(i), text=f"def function_{i}(x):\n    return x * {i} + {i * i}\n" * 12) for i in range(40)]
-    tokenize_sources([Source("docs", {"n": 40}, lambda on_reject=None: iter(docs))],
-                     str(run / "tokenizer.json"), str(prefix), progress=False)
+    tokenize_sources(
+        [Source("docs", {"n": 40}, lambda on_reject=None: iter(docs))],
+        str(run / "tokenizer.json"),
+        str(prefix),
+        progress=False,
+    )
     return prefix
 
 
@@ -79,7 +97,9 @@ def test_import_writes_one_layout_free_shard_and_resumes_at_zero0_and_zero3(tmp_
     run = tmp_path / "run"
     cache = f"data.cache_dir={tmp_path / 'cache'}"
     # parallel.zero_stage=3 goes into config.yaml only: nothing of the layout is in the checkpoint
-    assert _cli(["import", "hf", "--model", str(hf), "--output", str(run), cache, "parallel.zero_stage=3", *SETTINGS]) == 0
+    assert (
+        _cli(["import", "hf", "--model", str(hf), "--output", str(run), cache, "parallel.zero_stage=3", *SETTINGS]) == 0
+    )
     assert "imported" in capsys.readouterr().out
     ckpt = run / "checkpoints" / "step_00000000"
     assert (run / "checkpoints" / "latest").read_text().strip() == ckpt.name
@@ -120,8 +140,20 @@ def test_import_under_torchrun_rank0_writes_then_trains_at_tp2(tmp_path):
     """The README's torchrun form still works: every rank checks the config, rank 0 writes."""
     hf = tiny_llama_folder(tmp_path / "llama", vocab_size=336, init_std=0.3)  # padded past the tokenizer
     run = tmp_path / "run"
-    proc = _run(TORCHRUN + ["import", "hf", "--model", str(hf), "--output", str(run), "parallel.tensor=2",
-                            f"data.cache_dir={tmp_path / 'cache'}", *SETTINGS])
+    proc = _run(
+        TORCHRUN
+        + [
+            "import",
+            "hf",
+            "--model",
+            str(hf),
+            "--output",
+            str(run),
+            "parallel.tensor=2",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            *SETTINGS,
+        ]
+    )
     assert proc.stdout.count("imported") == 1
     assert [p.name for p in (run / "checkpoints" / "step_00000000" / "shards").iterdir()] == ["rank_00000.safetensors"]
     prefix = _tokenize(run, tmp_path / "tok" / "docs")
@@ -146,12 +178,18 @@ def test_gpt2_positions_cut_to_a_shorter_seq_len():
     from framework.configtree import build
     from framework.interop.hf_import import fit_positions
 
-    cfg = build(ModelConfig, {"arch": "gpt2", "n_layers": 1, "d_model": 8, "n_heads": 2, "vocab_size": 16,
-                              "seq_len": 4}, "model")
+    cfg = build(
+        ModelConfig,
+        {"arch": "gpt2", "n_layers": 1, "d_model": 8, "n_heads": 2, "vocab_size": 16, "seq_len": 4},
+        "model",
+    )
     pos = torch.arange(48.0).reshape(6, 8)
     cut = fit_positions({"embed.pos.weight": pos}, cfg, "hf/")["embed.pos.weight"]
     assert torch.equal(cut, pos[:4])
-    longer = build(ModelConfig, {**{"arch": "gpt2", "n_layers": 1, "d_model": 8, "n_heads": 2, "vocab_size": 16},
-                                 "seq_len": 7}, "model")
+    longer = build(
+        ModelConfig,
+        {**{"arch": "gpt2", "n_layers": 1, "d_model": 8, "n_heads": 2, "vocab_size": 16}, "seq_len": 7},
+        "model",
+    )
     with pytest.raises(ExportError, match="model.seq_len.*6 learned positions"):
         fit_positions({"embed.pos.weight": pos}, longer, "hf/")

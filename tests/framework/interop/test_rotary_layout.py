@@ -1,6 +1,7 @@
 """Rotary layouts: weights written for the interleaved convention (Meta's original Llama, GPT-J)
 give the same attention scores in Anvil's / HF's rotate_half convention after
 `permute_for_rotate_half`, and give different ones without it (the classic gibberish bug)."""
+
 import torch
 
 from framework.interop.hf_import import permute_for_rotate_half
@@ -29,8 +30,13 @@ def test_permute_for_rotate_half_preserves_attention_scores():
     wq, wk, x = torch.randn(heads * hd, d), torch.randn(heads * hd, d), torch.randn(T, d)
     cos, sin = rotary_tables(T, hd, 10000.0, "cpu")
     reference = _scores(wq, wk, x, heads, _interleaved)
-    permuted = _scores(permute_for_rotate_half(wq, heads), permute_for_rotate_half(wk, heads), x, heads,
-                       lambda t: apply_rotary(t, cos, sin))
+    permuted = _scores(
+        permute_for_rotate_half(wq, heads),
+        permute_for_rotate_half(wk, heads),
+        x,
+        heads,
+        lambda t: apply_rotary(t, cos, sin),
+    )
     unpermuted = _scores(wq, wk, x, heads, lambda t: apply_rotary(t, cos, sin))
     torch.testing.assert_close(permuted, reference, atol=1e-4, rtol=1e-4)
     assert (unpermuted - reference).abs().max() > 1e-2

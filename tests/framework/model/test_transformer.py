@@ -1,4 +1,5 @@
 """The model: parameter counts in closed form, causality, shapes, init scale, presets on the meta device."""
+
 import math
 
 import pytest
@@ -36,8 +37,19 @@ def test_presets_on_meta_device_match_closed_form(name):
 
 
 def test_preset_sizes_are_what_their_names_say():
-    expected = {"1m": 1e6, "10m": 1e7, "125m": 1.25e8, "350m": 3.5e8, "760m": 7.6e8, "1.3b": 1.3e9,
-                "2.7b": 2.7e9, "6.7b": 6.7e9, "13b": 1.3e10, "30b": 3.0e10, "70b": 7.0e10}
+    expected = {
+        "1m": 1e6,
+        "10m": 1e7,
+        "125m": 1.25e8,
+        "350m": 3.5e8,
+        "760m": 7.6e8,
+        "1.3b": 1.3e9,
+        "2.7b": 2.7e9,
+        "6.7b": 6.7e9,
+        "13b": 1.3e10,
+        "30b": 3.0e10,
+        "70b": 7.0e10,
+    }
     assert set(expected) == set(list_presets())
     for name, target in expected.items():
         total = count_params(load_run_config(str(PRESET_DIR / f"{name}.yaml")).model).total
@@ -98,13 +110,28 @@ def test_neox_init_scales_residual_projections_by_depth():
 
 def test_parameter_names_are_stable():
     names = set(Transformer(ModelConfig(n_layers=1)).state_dict())
-    assert {"embed.tok.weight", "blocks.0.attn_norm.weight", "blocks.0.attn.q_proj.weight",
-            "blocks.0.attn.k_proj.weight", "blocks.0.attn.v_proj.weight", "blocks.0.attn.o_proj.weight",
-            "blocks.0.mlp_norm.weight", "blocks.0.mlp.gate_proj.weight", "blocks.0.mlp.up_proj.weight",
-            "blocks.0.mlp.down_proj.weight", "norm.weight", "head.weight"} == names
+    assert {
+        "embed.tok.weight",
+        "blocks.0.attn_norm.weight",
+        "blocks.0.attn.q_proj.weight",
+        "blocks.0.attn.k_proj.weight",
+        "blocks.0.attn.v_proj.weight",
+        "blocks.0.attn.o_proj.weight",
+        "blocks.0.mlp_norm.weight",
+        "blocks.0.mlp.gate_proj.weight",
+        "blocks.0.mlp.up_proj.weight",
+        "blocks.0.mlp.down_proj.weight",
+        "norm.weight",
+        "head.weight",
+    } == names
     gpt2 = set(Transformer(ModelConfig(arch="gpt2", n_layers=1)).state_dict())
-    assert {"embed.pos.weight", "blocks.0.mlp.fc_in.bias", "blocks.0.mlp.fc_out.weight",
-            "blocks.0.attn.q_proj.bias", "norm.bias"} <= gpt2
+    assert {
+        "embed.pos.weight",
+        "blocks.0.mlp.fc_in.bias",
+        "blocks.0.mlp.fc_out.weight",
+        "blocks.0.attn.q_proj.bias",
+        "norm.bias",
+    } <= gpt2
 
 
 def test_too_long_sequence_is_refused():

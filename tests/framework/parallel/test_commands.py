@@ -1,9 +1,8 @@
 """`anvil plan`: output, exit codes, one-line errors (checkpoint commands: tests/framework/checkpoint)."""
-import json
+
 from pathlib import Path
 
 import pytest
-import torch
 
 from launch.cli import main
 
@@ -11,8 +10,21 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_plan_recommends_a_layout_for_70b_on_64_devices(capsys):
-    assert main(["plan", str(ROOT / "configs/models/70b.yaml"), "train.precision=bf16", "train.micro_batch_size=1",
-                 "train.global_batch_size=512", "--world-size", "64", "--fitting-only"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                str(ROOT / "configs/models/70b.yaml"),
+                "train.precision=bf16",
+                "train.micro_batch_size=1",
+                "train.global_batch_size=512",
+                "--world-size",
+                "64",
+                "--fitting-only",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "recommended: parallel.tensor=" in out and "Korthikanti" in out
 

@@ -4,6 +4,7 @@ measured as peak RSS above the RSS before building (framework.training.memory), 
 allocator. Building the whole model first (what Anvil did before) would exceed the bound by ~60 MB
 at (2,2,1) and ~100 MB at DP 4 ZeRO-3. Also: every rank's shard holds exactly the layout-free values.
 """
+
 import pytest
 
 from tests.helpers.dist import run_distributed
@@ -14,9 +15,12 @@ SLACK = 24 * 2**20
 def _cfg(tensor=1, zero=0):
     from framework.config import ModelConfig, ParallelConfig, RunConfig, TrainConfig
 
-    return RunConfig(seed=3, model=ModelConfig(n_layers=8, d_model=512, n_heads=8, vocab_size=8192, seq_len=32),
-                     parallel=ParallelConfig(tensor=tensor, zero_stage=zero),
-                     train=TrainConfig(micro_batch_size=1, global_batch_size=4))
+    return RunConfig(
+        seed=3,
+        model=ModelConfig(n_layers=8, d_model=512, n_heads=8, vocab_size=8192, seq_len=32),
+        parallel=ParallelConfig(tensor=tensor, zero_stage=zero),
+        train=TrainConfig(micro_batch_size=1, global_batch_size=4),
+    )
 
 
 def _build_all(cases: list[dict]) -> list[dict]:
@@ -65,8 +69,14 @@ def _build(case: dict) -> dict:
             shape, box = tp_box(params[local], topo)
             exact &= torch.equal(params[local].detach(), init.values(rules[name], name, shape, cfg.seed, box))
     topology.destroy()
-    return {"peak_above_start": mem.peaks()["build"] - start, "shard": shard, "largest_param": largest_param,
-            "largest_unit": largest_unit, "full_model": full_model, "exact": exact}
+    return {
+        "peak_above_start": mem.peaks()["build"] - start,
+        "shard": shard,
+        "largest_param": largest_param,
+        "largest_unit": largest_unit,
+        "full_model": full_model,
+        "exact": exact,
+    }
 
 
 CASES = [dict(tensor=2), dict(zero=3)]  # (2,2,1) ZeRO-0 and (4,1,1) ZeRO-3
@@ -81,6 +91,7 @@ def test_startup_peak_is_shard_plus_one_parameter():
         bound = r["shard"] + extra + SLACK
         assert r["peak_above_start"] <= bound, (
             f"{case} rank {rank}: build peak {r['peak_above_start'] / 2**20:.1f} MB > shard {r['shard'] / 2**20:.1f} MB "
-            f"+ {extra / 2**20:.1f} MB + slack (full model {r['full_model'] / 2**20:.1f} MB)")
+            f"+ {extra / 2**20:.1f} MB + slack (full model {r['full_model'] / 2**20:.1f} MB)"
+        )
         assert r["shard"] < 0.6 * r["full_model"]
         assert r["exact"], f"{case} rank {rank}: shard values differ from the layout-free initial values"

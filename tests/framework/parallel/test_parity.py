@@ -7,7 +7,6 @@ a plain single-process PyTorch AdamW loop within 1e-5. One process group per wor
 runs all of that world size's layouts, re-making the groups between them; the 8-rank layouts run in
 tests/framework/checkpoint/test_reshard.py's 8-rank session.
 """
-import dataclasses
 
 import pytest
 import torch
@@ -18,21 +17,34 @@ from tests.helpers.dist import run_distributed
 STEPS, GLOBAL_BATCH, LR = 5, 4, 1e-2
 
 
-def make_cfg(tensor=1, pipeline=1, zero=0, tied=False, sp=False, ckpt=False, precision="fp32",
-             n_layers=2, global_batch=GLOBAL_BATCH) -> RunConfig:
+def make_cfg(
+    tensor=1,
+    pipeline=1,
+    zero=0,
+    tied=False,
+    sp=False,
+    ckpt=False,
+    precision="fp32",
+    n_layers=2,
+    global_batch=GLOBAL_BATCH,
+) -> RunConfig:
     return RunConfig(
         seed=7,
         model=ModelConfig(n_layers=n_layers, d_model=32, n_heads=4, vocab_size=64, seq_len=16, tie_embeddings=tied),
-        parallel=ParallelConfig(tensor=tensor, pipeline=pipeline, zero_stage=zero, sequence_parallel=sp,
-                                activation_checkpointing=ckpt),
-        train=TrainConfig(micro_batch_size=1, global_batch_size=global_batch, lr=LR, grad_clip=1.0,
-                          precision=precision))
+        parallel=ParallelConfig(
+            tensor=tensor, pipeline=pipeline, zero_stage=zero, sequence_parallel=sp, activation_checkpointing=ckpt
+        ),
+        train=TrainConfig(
+            micro_batch_size=1, global_batch_size=global_batch, lr=LR, grad_clip=1.0, precision=precision
+        ),
+    )
 
 
 def batches(cfg: RunConfig) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(99)
-    return [torch.randint(0, cfg.model.vocab_size, (GLOBAL_BATCH, cfg.model.seq_len + 1), generator=g)
-            for _ in range(STEPS)]
+    return [
+        torch.randint(0, cfg.model.vocab_size, (GLOBAL_BATCH, cfg.model.seq_len + 1), generator=g) for _ in range(STEPS)
+    ]
 
 
 def reference_losses(cfg: RunConfig, global_batches: list | None = None) -> list[float]:
@@ -44,7 +56,7 @@ def reference_losses(cfg: RunConfig, global_batches: list | None = None) -> list
     t = cfg.train
     opt = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=LR, betas=(t.beta1, t.beta2), eps=t.adam_eps)
     out = []
-    for batch in (batches(cfg) if global_batches is None else global_batches):
+    for batch in batches(cfg) if global_batches is None else global_batches:
         losses = []
         for seq in batch.split(1):
             loss = model(seq[:, :-1], seq[:, 1:])
@@ -81,7 +93,7 @@ def _run_layouts(cases: list[dict]) -> list[list[float]]:
         per_rank = GLOBAL_BATCH // dp
         losses = []
         for batch in batches(cfg):
-            mine = batch[topo.dp_rank * per_rank:(topo.dp_rank + 1) * per_rank]
+            mine = batch[topo.dp_rank * per_rank : (topo.dp_rank + 1) * per_rank]
             micro = [(s[:, :-1], s[:, 1:]) for s in mine.split(1)]
             loss = engine.train_step(micro, LR).loss.reshape(1).clone()
             dist.all_reduce(loss)  # mean over data-parallel replicas (tensor/pipeline peers agree)
@@ -94,14 +106,18 @@ def _run_layouts(cases: list[dict]) -> list[list[float]]:
 
 
 WORLD_CASES = {
-    2: [dict(zero=z) for z in (0, 1, 2, 3)]                      # (2,1,1)
-       + [dict(tensor=2, zero=z) for z in (0, 1, 2, 3)]          # (1,2,1)
-       + [dict(pipeline=2, zero=z) for z in (0, 1)]              # (1,1,2)
-       + [dict(pipeline=2, zero=0, tied=True), dict(tensor=2, zero=1, sp=True),
-          dict(pipeline=2, zero=1, ckpt=True), dict(tensor=2, zero=0, ckpt=True)],
-    4: [dict(tensor=2, zero=z) for z in (0, 1, 2, 3)]            # (2,2,1)
-       + [dict(pipeline=2, zero=z) for z in (0, 1)]              # (2,1,2)
-       + [dict(tensor=2, pipeline=2, zero=z) for z in (0, 1)],   # (1,2,2)
+    2: [dict(zero=z) for z in (0, 1, 2, 3)]  # (2,1,1)
+    + [dict(tensor=2, zero=z) for z in (0, 1, 2, 3)]  # (1,2,1)
+    + [dict(pipeline=2, zero=z) for z in (0, 1)]  # (1,1,2)
+    + [
+        dict(pipeline=2, zero=0, tied=True),
+        dict(tensor=2, zero=1, sp=True),
+        dict(pipeline=2, zero=1, ckpt=True),
+        dict(tensor=2, zero=0, ckpt=True),
+    ],
+    4: [dict(tensor=2, zero=z) for z in (0, 1, 2, 3)]  # (2,2,1)
+    + [dict(pipeline=2, zero=z) for z in (0, 1)]  # (2,1,2)
+    + [dict(tensor=2, pipeline=2, zero=z) for z in (0, 1)],  # (1,2,2)
 }
 # (2,2,2) at ZeRO-0, ZeRO-1 and ZeRO-1 with tied embeddings: in test_reshard's 8-rank session (one
 # 8-process start-up fewer), compared with `reference_losses` the same way.
@@ -123,8 +139,13 @@ def test_parity_matrix(world):
 
 
 BF16_TOL = 2e-2  # bf16 keeps 8 mantissa bits: layouts round partial sums differently (measured <= 6.7e-3)
-BF16_CASES = [dict(zero=1), dict(zero=3), dict(tensor=2, zero=1), dict(pipeline=2, zero=1),
-              dict(tensor=2, pipeline=2, zero=1)]
+BF16_CASES = [
+    dict(zero=1),
+    dict(zero=3),
+    dict(tensor=2, zero=1),
+    dict(pipeline=2, zero=1),
+    dict(tensor=2, pipeline=2, zero=1),
+]
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """`train.inject_nan_at` under pipeline parallelism: the last stage's loss turns NaN, every stage
 skips the update (weights bit-identical), and the next step trains normally."""
+
 import math
 
 import pytest
@@ -41,8 +42,14 @@ def _nan_step(zero: int) -> dict:
     good = engine.train_step(batch, 1e-2)
     changed = any(not torch.equal(a, p.detach()) for a, p in zip(before, engine.module.parameters()))
     topology.destroy()
-    return {"bad_applied": bad.applied, "bad_loss": float(bad.loss), "unchanged": unchanged,
-            "good_applied": good.applied, "good_loss": float(good.loss), "changed": changed}
+    return {
+        "bad_applied": bad.applied,
+        "bad_loss": float(bad.loss),
+        "unchanged": unchanged,
+        "good_applied": good.applied,
+        "good_loss": float(good.loss),
+        "changed": changed,
+    }
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The memory planner: closed-form counts equal the model, model-state bytes equal what the engine
 really allocates (within 2%) at several layouts and ZeRO stages, and `rank_memory`'s per-phase peaks
 (start-up, steps, save, load) match the host memory `anvil train` measures on CPU ranks."""
+
 import gc
 import json
 import os
@@ -21,8 +22,16 @@ from tests.helpers.dist import run_distributed
 def test_closed_form_counts_match_the_model(arch, tied):
     from framework.model.transformer import Transformer
 
-    m = ModelConfig(arch=arch, n_layers=3, d_model=64, n_heads=4, n_kv_heads=2 if arch == "llama" else None,
-                    vocab_size=256, seq_len=32, tie_embeddings=tied)
+    m = ModelConfig(
+        arch=arch,
+        n_layers=3,
+        d_model=64,
+        n_heads=4,
+        n_kv_heads=2 if arch == "llama" else None,
+        vocab_size=256,
+        seq_len=32,
+        tie_embeddings=tied,
+    )
     assert planner.stage_params(m, Layout(1, 1, 1)) == [Transformer(m).num_params()]
 
 
@@ -47,19 +56,25 @@ def test_activation_estimates_shrink_with_checkpointing_and_sequence_parallelism
 
 
 def test_recommendation_prefers_data_parallelism_that_fits():
-    cfg = RunConfig(model=ModelConfig(n_layers=4, d_model=256, n_heads=8, vocab_size=512, seq_len=64),
-                    train=TrainConfig(micro_batch_size=1, global_batch_size=8))
+    cfg = RunConfig(
+        model=ModelConfig(n_layers=4, d_model=256, n_heads=8, vocab_size=512, seq_len=64),
+        train=TrainConfig(micro_batch_size=1, global_batch_size=8),
+    )
     best = planner.recommend(planner.plan(cfg, 4, planner.parse_bytes("80GB")))
     assert (best.layout, best.zero) == (Layout(4, 1, 1), 1)
     # 64 MB per device: a 70B model fits nowhere; a small one needs model parallelism or ZeRO.
-    big = RunConfig(model=ModelConfig(n_layers=80, d_model=8192, n_heads=64, n_kv_heads=8, vocab_size=32000, seq_len=4096))
+    big = RunConfig(
+        model=ModelConfig(n_layers=80, d_model=8192, n_heads=64, n_kv_heads=8, vocab_size=32000, seq_len=4096)
+    )
     assert planner.recommend(planner.plan(big, 8, planner.parse_bytes("80GB"))) is None
 
 
 def test_recommendation_respects_the_global_batch():
     # global batch 6 with micro-batch 1 cannot be split over DP 4: check_layout refuses it, so must the planner.
-    cfg = RunConfig(model=ModelConfig(n_layers=4, d_model=256, n_heads=8, vocab_size=512, seq_len=64),
-                    train=TrainConfig(micro_batch_size=1, global_batch_size=6))
+    cfg = RunConfig(
+        model=ModelConfig(n_layers=4, d_model=256, n_heads=8, vocab_size=512, seq_len=64),
+        train=TrainConfig(micro_batch_size=1, global_batch_size=6),
+    )
     plans = planner.plan(cfg, 4, planner.parse_bytes("80GB"))
     assert {p.layout.data for p in plans if not p.batch_ok} == {4}
     best = planner.recommend(plans)
@@ -80,14 +95,22 @@ def _live_tensor_bytes() -> int:
     return sum(seen.values())
 
 
-CASES = [dict(zero=1), dict(zero=2), dict(tensor=2, zero=0), dict(tensor=2, zero=1),
-         dict(pipeline=2, zero=0), dict(pipeline=2, zero=1)]
+CASES = [
+    dict(zero=1),
+    dict(zero=2),
+    dict(tensor=2, zero=0),
+    dict(tensor=2, zero=1),
+    dict(pipeline=2, zero=0),
+    dict(pipeline=2, zero=1),
+]
 
 
 def _cfg(tensor=1, pipeline=1, zero=0) -> RunConfig:
-    return RunConfig(model=ModelConfig(n_layers=4, d_model=128, n_heads=4, vocab_size=512, seq_len=8),
-                     parallel=ParallelConfig(tensor=tensor, pipeline=pipeline, zero_stage=zero),
-                     train=TrainConfig(micro_batch_size=1, global_batch_size=2))
+    return RunConfig(
+        model=ModelConfig(n_layers=4, d_model=128, n_heads=4, vocab_size=512, seq_len=8),
+        parallel=ParallelConfig(tensor=tensor, pipeline=pipeline, zero_stage=zero),
+        train=TrainConfig(micro_batch_size=1, global_batch_size=2),
+    )
 
 
 def _measure(cases):
@@ -112,23 +135,23 @@ def _measure(cases):
         base = _live_tensor_bytes()
         engine = Engine(cfg, build_model(cfg), topo.layout.data, device)
         opt = engine.ds.optimizer  # DeepSpeed's (ZeRO) optimizer, or the client one at ZeRO-0
-        step, seen = opt.step, []
+        original_step, seen = opt.step, []
 
         def measured_step(*args, **kwargs):  # reduced gradients and (from step 2) Adam moments live
             gc.collect()
             seen.append(_live_tensor_bytes() - base)
-            return step(*args, **kwargs)
+            return original_step(*args, **kwargs)
 
         opt.step = measured_step
         g = torch.Generator().manual_seed(0)
         for _ in range(2):
             seqs = torch.randint(0, 512, (cfg.train.global_batch_size // topo.layout.data, 9), generator=g)
             engine.train_step([(s[:, :-1], s[:, 1:]) for s in seqs.split(1)], 1e-3)
-        opt.step = step
+        opt.step = original_step
         n = planner.stage_params(cfg.model, topo.layout)[topo.pp_rank]
         want = sum(planner.model_state_bytes(n, topo.layout.data, cfg.parallel.zero_stage, "fp32").values())
         out.append((case, seen[-1], want))
-        del engine, opt, step
+        del engine, opt
         topology.destroy()
         dist.barrier()
     return out
@@ -144,12 +167,14 @@ def test_model_state_bytes_match_engine_allocations():
 def test_rank_memory_phases_device_and_host():
     from dataclasses import replace
 
-    cfg = RunConfig(model=ModelConfig(n_layers=4, d_model=256, n_heads=8, vocab_size=512, seq_len=64),
-                    train=TrainConfig(micro_batch_size=1, global_batch_size=8))
+    cfg = RunConfig(
+        model=ModelConfig(n_layers=4, d_model=256, n_heads=8, vocab_size=512, seq_len=64),
+        train=TrainConfig(micro_batch_size=1, global_batch_size=8),
+    )
     for precision in ("fp32", "bf16"):
         c = replace(cfg, train=replace(cfg.train, precision=precision))
         for layout in planner.valid_layouts(cfg.model, 4):
-            for zero in ((0, 1) if layout.pipeline > 1 else (0, 1, 2, 3)):
+            for zero in (0, 1) if layout.pipeline > 1 else (0, 1, 2, 3):
                 cpu, gpu = planner.rank_memory(c, layout, zero), planner.rank_memory(c, layout, zero, device="cuda")
                 for phase in ("startup", "steps", "save", "load"):
                     assert cpu[phase] == cpu[f"host_{phase}"] > 0  # a CPU rank's device is its host
@@ -160,6 +185,7 @@ def test_rank_memory_phases_device_and_host():
                 assert gpu["host_steps"] == 0 and gpu["host_load"] > gpu["host_startup"]  # mapped checkpoint bytes
     with pytest.raises(ValueError, match="pipeline"):
         planner.rank_memory(cfg, Layout(2, 1, 2), 3)
+
     # ZeRO-3's partitions shrink with DP, ZeRO-0's states do not.
     def at(dp: int, zero: int) -> dict:
         return planner.rank_memory(cfg, Layout(dp, 1, 1), zero)
@@ -170,8 +196,10 @@ def test_rank_memory_phases_device_and_host():
 def test_recommendation_never_picks_a_layout_whose_startup_does_not_fit():
     # fp32 ZeRO-2 over DP 8: 4 + 12/8 bytes/param between steps, but start-up flattens the fp32
     # parameters into a copy (8 bytes/param for a moment).
-    cfg = RunConfig(model=ModelConfig(n_layers=8, d_model=1024, n_heads=8, vocab_size=1024, seq_len=64),
-                    train=TrainConfig(micro_batch_size=1, global_batch_size=8))
+    cfg = RunConfig(
+        model=ModelConfig(n_layers=8, d_model=1024, n_heads=8, vocab_size=1024, seq_len=64),
+        train=TrainConfig(micro_batch_size=1, global_batch_size=8),
+    )
     z2 = next(p for p in planner.plan(cfg, 8, None) if p.layout == Layout(8, 1, 1) and p.zero == 2)
     n = max(planner.stage_params(cfg.model, Layout(8, 1, 1)))
     assert z2.startup == 8 * n and z2.model_states + z2.act <= z2.steps < z2.startup
@@ -196,8 +224,12 @@ MODEL = dict(n_layers=4, d_model=896, n_heads=8, vocab_size=384, seq_len=32)  # 
 # DeepSpeed's optimizer paths (`planner.optimizer_path`) they take: bf16 (TP2), zero3, fp16 (whose
 # start-up, 20 bytes/param, is its peak) and zero (PP2); adamw (fp32 ZeRO-0) was checked the same way
 # by hand, and its model states are in test_model_state_bytes_match_engine_allocations.
-RUNS = [("TP2 ZeRO-1 bf16", 1, 2, 1, 1, "bf16"), ("DP2 ZeRO-3 bf16", 2, 1, 1, 3, "bf16"),
-        ("DP2 ZeRO-0 bf16", 2, 1, 1, 0, "bf16"), ("PP2 ZeRO-1 fp32", 1, 1, 2, 1, "fp32")]
+RUNS = [
+    ("TP2 ZeRO-1 bf16", 1, 2, 1, 1, "bf16"),
+    ("DP2 ZeRO-3 bf16", 2, 1, 1, 3, "bf16"),
+    ("DP2 ZeRO-0 bf16", 2, 1, 1, 0, "bf16"),
+    ("PP2 ZeRO-1 fp32", 1, 1, 2, 1, "fp32"),
+]
 # Measured (peak - baseline), max over ranks, must lie within REL of the prediction plus ABS: the
 # fixed overheads (HOST_FIXED_*) vary by about +-15 MiB between layouts (more with tensor
 # parallelism), the model terms are exact to a few MiB. Load has REL_LOAD: the reader memory-maps
@@ -241,20 +273,43 @@ def _evict(run_dir: Path) -> None:
 def _train(run_dir: Path, prefix: str, steps: int, dp: int, tp: int, pp: int, zero: int, precision: str) -> dict:
     from tests.helpers.dist import free_port
 
-    args = ["train", str(ROOT / "configs/train/tiny.yaml"), f"run_dir={run_dir}", f"data.paths=[{prefix}]",
-            f"data.cache_dir={run_dir.parent / 'cache'}", *(f"model.{k}={v}" for k, v in MODEL.items()),
-            "train.micro_batch_size=1", "train.global_batch_size=2", f"train.steps={steps}", "train.warmup_steps=1",
-            "train.log_interval=1", "train.eval_interval=0", "train.eval_iters=1", "train.checkpoint_interval=1000",
-            f"train.precision={precision}", f"parallel.zero_stage={zero}", f"parallel.tensor={tp}",
-            f"parallel.pipeline={pp}"]
+    args = [
+        "train",
+        str(ROOT / "configs/train/tiny.yaml"),
+        f"run_dir={run_dir}",
+        f"data.paths=[{prefix}]",
+        f"data.cache_dir={run_dir.parent / 'cache'}",
+        *(f"model.{k}={v}" for k, v in MODEL.items()),
+        "train.micro_batch_size=1",
+        "train.global_batch_size=2",
+        f"train.steps={steps}",
+        "train.warmup_steps=1",
+        "train.log_interval=1",
+        "train.eval_interval=0",
+        "train.eval_iters=1",
+        "train.checkpoint_interval=1000",
+        f"train.precision={precision}",
+        f"parallel.zero_stage={zero}",
+        f"parallel.tensor={tp}",
+        f"parallel.pipeline={pp}",
+    ]
     # glibc's default mmap threshold rises to the largest freed block, after which freed tensors stay in
     # the heap and RSS keeps them; a fixed threshold returns them, so RSS follows the live allocations.
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), ANVIL_PROGRESS="0",
-               MALLOC_MMAP_THRESHOLD_="65536")
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), ANVIL_PROGRESS="0", MALLOC_MMAP_THRESHOLD_="65536"
+    )
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(dp * tp * pp),
-           "--master_port", str(free_port()), ANVIL] + args
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(dp * tp * pp),
+        "--master_port",
+        str(free_port()),
+        ANVIL,
+    ] + args
     _evict(run_dir)
     res = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -273,8 +328,11 @@ def test_rank_memory_matches_measured_cpu_peaks(tmp_path):
     rows, bad = [], []
     for i, (name, dp, tp, pp, zero, precision) in enumerate(RUNS):
         measured = _train(run_dir, prefix, 2 * (i + 1), dp, tp, pp, zero, precision)
-        cfg = replace(base, train=replace(base.train, precision=precision),
-                      parallel=replace(base.parallel, tensor=tp, pipeline=pp, zero_stage=zero))
+        cfg = replace(
+            base,
+            train=replace(base.train, precision=precision),
+            parallel=replace(base.parallel, tensor=tp, pipeline=pp, zero_stage=zero),
+        )
         predicted = planner.rank_memory(cfg, Layout(dp, tp, pp), zero, device="cpu")
         for phase in ("startup", "load", "steps", "save"):
             if phase not in measured:  # the first run resumes nothing
@@ -282,10 +340,13 @@ def test_rank_memory_matches_measured_cpu_peaks(tmp_path):
             got = max((p - b) * GB for p, b in zip(measured[phase], measured["baseline"]))
             want = predicted[phase]
             ok = abs(got - want) <= (REL_LOAD if phase == "load" else REL) * want + ABS
-            rows.append(f"{name:16s} {phase:8s} measured {got / planner.MiB:7.1f} MiB  "
-                        f"predicted {want / planner.MiB:7.1f} MiB  {100 * (got - want) / want:+6.1f}%")
+            rows.append(
+                f"{name:16s} {phase:8s} measured {got / planner.MiB:7.1f} MiB  "
+                f"predicted {want / planner.MiB:7.1f} MiB  {100 * (got - want) / want:+6.1f}%"
+            )
             print(rows[-1], flush=True)
             if not ok:
                 bad.append(rows[-1])
-    assert not bad, "outside {:.0%} (load {:.0%}) + {:.0f} MiB:\n".format(REL, REL_LOAD, ABS / planner.MiB) \
-        + "\n".join(bad)
+    assert not bad, "outside {:.0%} (load {:.0%}) + {:.0f} MiB:\n".format(REL, REL_LOAD, ABS / planner.MiB) + "\n".join(
+        bad
+    )

@@ -1,4 +1,5 @@
 """Tensor-parallel layers equal the gathered full layer: outputs, input gradients, weight gradients."""
+
 import torch
 import torch.nn.functional as F
 
@@ -44,15 +45,27 @@ def _check_layers(sequence_parallel: bool):
 
     rule = init.Rule("normal", 0.02)
     init_equal = all(
-        torch.equal(init.values(rule, "w", shape, 5, tp_box(layer.weight, topo)[1]), init.values(rule, "w", shape, 5)[
-            tuple(slice(a, a + n) for a, n in tp_box(layer.weight, topo)[1])])
+        torch.equal(
+            init.values(rule, "w", shape, 5, tp_box(layer.weight, topo)[1]),
+            init.values(rule, "w", shape, 5)[tuple(slice(a, a + n) for a, n in tp_box(layer.weight, topo)[1])],
+        )
         and tp_box(layer.weight, topo)[0] == shape
-        for layer, shape in ((col, (f, d)), (row, (d, f)), (emb, (v, d))))
+        for layer, shape in ((col, (f, d)), (row, (d, f)), (emb, (v, d)))
+    )
     grads = [emb.weight.grad, col.weight.grad, row.weight.grad, head.weight.grad]
-    want = [ref[0].grad.chunk(2, 0)[r], ref[1].grad.chunk(2, 0)[r], ref[2].grad.chunk(2, 1)[r], ref[3].grad.chunk(2, 0)[r]]
+    want = [
+        ref[0].grad.chunk(2, 0)[r],
+        ref[1].grad.chunk(2, 0)[r],
+        ref[2].grad.chunk(2, 1)[r],
+        ref[3].grad.chunk(2, 0)[r],
+    ]
     topology.destroy()
     dist.barrier()
-    return (abs(loss.item() - ref_loss.item()), max((g - w).abs().max().item() for g, w in zip(grads, want)), init_equal)
+    return (
+        abs(loss.item() - ref_loss.item()),
+        max((g - w).abs().max().item() for g, w in zip(grads, want)),
+        init_equal,
+    )
 
 
 def _check_both():

@@ -1,4 +1,5 @@
 """Rank order: Anvil's groups, megatron-core's and DeepSpeed's are the same ranks in the same groups."""
+
 import pytest
 
 from framework.configtree import ConfigError
@@ -41,8 +42,11 @@ def test_validate_layout_refuses_with_reasons():
     from framework.parallel.topology import validate_layout
 
     def cfg(**par):
-        return RunConfig(model=ModelConfig(n_layers=2, d_model=32, n_heads=4, vocab_size=64, seq_len=16),
-                         parallel=ParallelConfig(**par), train=TrainConfig(micro_batch_size=1, global_batch_size=4))
+        return RunConfig(
+            model=ModelConfig(n_layers=2, d_model=32, n_heads=4, vocab_size=64, seq_len=16),
+            parallel=ParallelConfig(**par),
+            train=TrainConfig(micro_batch_size=1, global_batch_size=4),
+        )
 
     assert validate_layout(cfg(tensor=2, pipeline=2), 8) == Layout(2, 2, 2)
     with pytest.raises(ConfigError, match="ZeRO-2 with pipeline parallelism is not supported by DeepSpeed"):

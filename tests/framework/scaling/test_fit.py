@@ -1,11 +1,19 @@
 """The fitters on generated data: known parameters come back, the same input gives the same bytes."""
+
 import json
 
 import numpy as np
 import pytest
 
-from framework.scaling.fit import (FitError, best_loss_at, fit_all, fit_isoflop, fit_parametric, group_budgets,
-                                   read_results)
+from framework.scaling.fit import (
+    FitError,
+    best_loss_at,
+    fit_all,
+    fit_isoflop,
+    fit_parametric,
+    group_budgets,
+    read_results,
+)
 
 TRUE = {"E": 1.9, "A": 400.0, "B": 1500.0, "alpha": 0.35, "beta": 0.30}
 
@@ -34,8 +42,10 @@ def test_recovers_known_parameters_from_noisy_points():
     true_a = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
     assert fit.a == pytest.approx(true_a, abs=0.02)
     # the predicted compute-optimal loss two decades past the data is within 1%
-    true_best = min(TRUE["E"] + TRUE["A"] / n ** TRUE["alpha"] + TRUE["B"] / (1e24 / 6 / n) ** TRUE["beta"]
-                    for n in np.geomspace(1e8, 1e13, 4000))
+    true_best = min(
+        TRUE["E"] + TRUE["A"] / n ** TRUE["alpha"] + TRUE["B"] / (1e24 / 6 / n) ** TRUE["beta"]
+        for n in np.geomspace(1e8, 1e13, 4000)
+    )
     assert best_loss_at(fit, 1e24) == pytest.approx(true_best, rel=0.01)
     # approach 2 on the same points finds the same allocation exponent
     iso = fit_isoflop(C, N=N, loss=L)

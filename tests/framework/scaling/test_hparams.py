@@ -1,4 +1,5 @@
 """Hyperparameter rules against their papers, the plan's `rule` column, and `sweep fit --hparams`."""
+
 import csv
 import json
 import math
@@ -16,37 +17,44 @@ from launch.cli import main
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[3]
 
 
-@pytest.mark.parametrize("N, lr, batch_tokens, beta2", [
-    # Porian et al. 2024 as OLMo-core's ladder uses it: at N = 108M the paper's constants themselves
-    # (lr 0.0047, 160 sequences of 2048), and at 1B: 0.0047 (1e9/108e6)^(-1/3), 327680 (1e9/108e6)^(2/3).
-    (108e6, 0.0047, 160 * 2048, 0.99),
-    (1e9, 0.0022382, 1_444_888, 0.95),
-])
+@pytest.mark.parametrize(
+    "N, lr, batch_tokens, beta2",
+    [
+        # Porian et al. 2024 as OLMo-core's ladder uses it: at N = 108M the paper's constants themselves
+        # (lr 0.0047, 160 sequences of 2048), and at 1B: 0.0047 (1e9/108e6)^(-1/3), 327680 (1e9/108e6)^(2/3).
+        (108e6, 0.0047, 160 * 2048, 0.99),
+        (1e9, 0.0022382, 1_444_888, 0.95),
+    ],
+)
 def test_porian_rule_at_two_sizes(N, lr, batch_tokens, beta2):
     got_lr, got_batch = hp.porian(N)
     assert got_lr == pytest.approx(lr, rel=1e-4) and got_batch == pytest.approx(batch_tokens, rel=1e-4)
     assert hp.porian_beta2(got_batch) == beta2  # beta2 0.99 below 524,288 tokens per step, 0.95 above
 
 
-@pytest.mark.parametrize("n_layers, d_model, lr, batch_tokens", [
-    # DeepSeek LLM's own models (Table 2 of arXiv:2401.02954), trained on D = 2T tokens with
-    # sequences of 4096: 7B used lr 4.2e-4 and 2304 sequences, 67B lr 3.2e-4 and 4608 sequences.
-    (30, 4096, 4.2e-4, 2304 * 4096),
-    (95, 8192, 3.2e-4, 4608 * 4096),
-])
+@pytest.mark.parametrize(
+    "n_layers, d_model, lr, batch_tokens",
+    [
+        # DeepSeek LLM's own models (Table 2 of arXiv:2401.02954), trained on D = 2T tokens with
+        # sequences of 4096: 7B used lr 4.2e-4 and 2304 sequences, 67B lr 3.2e-4 and 4608 sequences.
+        (30, 4096, 4.2e-4, 2304 * 4096),
+        (95, 8192, 3.2e-4, 4608 * 4096),
+    ],
+)
 def test_deepseek_rule_reproduces_the_papers_settings(n_layers, d_model, lr, batch_tokens):
-    N = 12 * n_layers * d_model ** 2  # so that 6N is the paper's 72 L d^2
+    N = 12 * n_layers * d_model**2  # so that 6N is the paper's 72 L d^2
     C = hp.deepseek_compute(N, n_layers, d_model, 4096, 2e12)
-    assert C == pytest.approx((72 * n_layers * d_model ** 2 + 6 * n_layers * 4096 * d_model) * 2e12)
+    assert C == pytest.approx((72 * n_layers * d_model**2 + 6 * n_layers * 4096 * d_model) * 2e12)
     got_lr, got_batch = hp.deepseek(C)
-    assert got_lr == pytest.approx(0.3118 * C ** -0.1250) and got_batch == pytest.approx(0.2920 * C ** 0.3271)
+    assert got_lr == pytest.approx(0.3118 * C**-0.1250) and got_batch == pytest.approx(0.2920 * C**0.3271)
     assert got_lr == pytest.approx(lr, rel=0.03)  # the paper rounded its choices (and 67B uses GQA)
     assert got_batch == pytest.approx(batch_tokens, rel=0.1)
 
 
 def _cfg(**rules) -> SweepConfig:
-    cfg = SweepConfig(name="t", family=FamilyConfig(min_layers=1, max_layers=8, aspect_ratio=32, head_dim=16,
-                                                    seq_len=64))
+    cfg = SweepConfig(
+        name="t", family=FamilyConfig(min_layers=1, max_layers=8, aspect_ratio=32, head_dim=16, seq_len=64)
+    )
     cfg.grid.budgets = [1e11, 1e12]
     cfg.grid.min_steps = 1
     for k, v in rules.items():
@@ -60,8 +68,13 @@ def test_plan_rows_follow_the_rule_and_record_it(tmp_path):
         rows, _ = plan(cfg)
         for r in rows:
             shape = Shape(r["n_layers"], r["d_model"], r["n_heads"])
-            want = (hp.porian(r["N"]) if name == "porian" else
-                    hp.deepseek(hp.deepseek_compute(r["N"], r["n_layers"], r["d_model"], 64, r["budget"] / (6 * r["N"]))))
+            want = (
+                hp.porian(r["N"])
+                if name == "porian"
+                else hp.deepseek(
+                    hp.deepseek_compute(r["N"], r["n_layers"], r["d_model"], 64, r["budget"] / (6 * r["N"]))
+                )
+            )
             assert r["rule"] == name and r["lr"] == pytest.approx(want[0], rel=1e-5)
             assert abs(r["batch_tokens"] - want[1]) <= 4 * 64  # whole sequences, then multiples of micro (4)
             assert r["global_batch_size"] % r["micro_batch_size"] == 0
@@ -88,7 +101,7 @@ def test_fitted_rule_reads_hparams_json(tmp_path):
     cfg = _cfg(hparams="fitted", hparams_fit=str(tmp_path / "hp.json"), lr_multiplier=0.5)
     for r in plan(cfg)[0]:
         C = 6 * r["N"] * (r["budget"] / (6 * r["N"]))
-        assert r["lr"] == pytest.approx(0.5 * 2.0 * C ** -0.2, rel=1e-5) and r["rule"] == "fitted:hp.json"
+        assert r["lr"] == pytest.approx(0.5 * 2.0 * C**-0.2, rel=1e-5) and r["rule"] == "fitted:hp.json"
     with pytest.raises(ConfigError, match="rules.hparams_fit"):
         plan(_cfg(hparams="fitted", hparams_fit=str(tmp_path / "missing.json")))
     bad = tmp_path / "s.yaml"
@@ -107,7 +120,7 @@ def _grid_results(path, noise=0.0, seed=0):
     lines = ["name,C,lr,batch_tokens,loss"]
     for C in (1e17, 1e18, 1e19, 1e20):
         lr_opt, b_opt = PLANT["lr"][0] * C ** PLANT["lr"][1], PLANT["batch_tokens"][0] * C ** PLANT["batch_tokens"][1]
-        lr_centre, b_centre = 0.1 * C ** -0.11, 0.5 * C ** 0.31  # the rule being tuned: off by up to 1.7x
+        lr_centre, b_centre = 0.1 * C**-0.11, 0.5 * C**0.31  # the rule being tuned: off by up to 1.7x
         for i in range(-6, 7):
             for j in range(-6, 7):
                 lr, b = lr_centre * 2 ** (i / 3), b_centre * 2 ** (j / 3)
@@ -121,14 +134,28 @@ def _grid_results(path, noise=0.0, seed=0):
 def test_sweep_fit_hparams_recovers_a_planted_optimum(tmp_path, capsys, method, tol):
     _grid_results(tmp_path / "results.csv")
     out = tmp_path / "hparams.json"
-    assert main(["sweep", "fit", str(tmp_path / "results.csv"), "--hparams", "--hparams-method", method,
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "fit",
+                str(tmp_path / "results.csv"),
+                "--hparams",
+                "--hparams-method",
+                method,
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     fit = json.loads(out.read_text())
     for key, (coef, exponent) in PLANT.items():
         assert fit[key]["exponent"] == pytest.approx(exponent, abs=tol), key
         # the law at the middle of the range
-        assert fit[key]["coef"] * 1e18 ** fit[key]["exponent"] == pytest.approx(coef * 1e18 ** exponent,
-                                                                               rel=max(tol, 1e-6) * 5), key
+        assert fit[key]["coef"] * 1e18 ** fit[key]["exponent"] == pytest.approx(
+            coef * 1e18**exponent, rel=max(tol, 1e-6) * 5
+        ), key
     assert len(fit["budgets"]) == 4 and fit["method"] == method and fit["tolerance"] == 0.0025
     assert "lr_opt(C)" in capsys.readouterr().out
     # the fitted law drives a plan
@@ -138,9 +165,18 @@ def test_sweep_fit_hparams_recovers_a_planted_optimum(tmp_path, capsys, method, 
 
 def test_hparams_fit_with_noise_and_bad_input(tmp_path, capsys):
     _grid_results(tmp_path / "results.csv", noise=0.0005, seed=3)
-    fit = hp.fit_hparams(*(np.array(c, dtype=float) for c in zip(*[
-        (float(r["C"]), float(r["lr"]), float(r["batch_tokens"]), float(r["loss"]))
-        for r in csv.DictReader((tmp_path / "results.csv").open())])), method="quadratic")
+    fit = hp.fit_hparams(
+        *(
+            np.array(c, dtype=float)
+            for c in zip(
+                *[
+                    (float(r["C"]), float(r["lr"]), float(r["batch_tokens"]), float(r["loss"]))
+                    for r in csv.DictReader((tmp_path / "results.csv").open())
+                ]
+            )
+        ),
+        method="quadratic",
+    )
     assert fit["lr"]["exponent"] == pytest.approx(-0.125, abs=0.03)
     assert fit["batch_tokens"]["exponent"] == pytest.approx(0.327, abs=0.03)
     (tmp_path / "bad.csv").write_text("N,D,loss\n1,2,3\n")

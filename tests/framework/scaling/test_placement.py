@@ -1,4 +1,5 @@
 """Grid placement: every budget's sizes bracket the predicted optimum, so approach 2 finds a minimum at each."""
+
 import json
 
 import numpy as np
@@ -31,7 +32,7 @@ def _ladder_cfg(tmp_path=None, **grid) -> SweepConfig:
 
 @pytest.mark.parametrize("k", [4, 5, 6])
 def test_bracket_puts_at_least_two_sizes_each_side(k):
-    counts = [int(1000 * 1.45 ** i) for i in range(16)]
+    counts = [int(1000 * 1.45**i) for i in range(16)]
     for n_opt in np.geomspace(3000, 1.5e5, 23):
         picked = [counts[i] for i in bracket_sizes(counts, float(n_opt), k, 8.0)]
         assert len(set(picked)) == k
@@ -84,10 +85,23 @@ def test_short_ladder_is_reported_and_bad_prior_named(tmp_path):
 def test_plan_cli_prints_the_placement(tmp_path, capsys):
     from launch.cli import main
 
-    assert main(["sweep", "plan", str(ROOT / "configs" / "sweeps" / "demo.yaml"), "--output",
-                 str(tmp_path / "plan.csv")]) == 0
+    assert (
+        main(["sweep", "plan", str(ROOT / "configs" / "sweeps" / "demo.yaml"), "--output", str(tmp_path / "plan.csv")])
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("2 sizes below, 2 above") == 3 and "WARNING" not in out
-    assert main(["sweep", "plan", str(ROOT / "configs" / "sweeps" / "demo.yaml"), "grid.tokens_per_param=2",
-                 "--output", str(tmp_path / "plan2.csv")]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "plan",
+                str(ROOT / "configs" / "sweeps" / "demo.yaml"),
+                "grid.tokens_per_param=2",
+                "--output",
+                str(tmp_path / "plan2.csv"),
+            ]
+        )
+        == 0
+    )
     assert "WARNING: fewer than grid.min_each_side=2" in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """The sweep planner: shapes, parameter counts that agree with the model, isoFLOP rows, valid overrides."""
+
 import csv
 
 import pytest
@@ -6,7 +7,7 @@ import pytest
 from framework.config import ModelConfig, load_run_config
 from framework.configtree import ConfigError
 from framework.scaling.config import FamilyConfig, SweepConfig, load_sweep
-from framework.scaling.plan import Shape, family_shapes, flops_per_token, non_embedding_params, plan, run_overrides, write_plan
+from framework.scaling.plan import Shape, flops_per_token, non_embedding_params, plan, run_overrides, write_plan
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[3]
 
@@ -51,7 +52,11 @@ def test_lr_rule_and_overrides_are_valid_training_configs():
     assert len({r["budget"] for r in rows}) >= 3 and len(rows) >= 12
     for row in rows:
         run = load_run_config(str(ROOT / cfg.base_config), run_overrides(row, cfg, "/tmp/x"))
-        assert (run.model.n_layers, run.model.d_model, run.train.steps) == (row["n_layers"], row["d_model"], row["steps"])
+        assert (run.model.n_layers, run.model.d_model, run.train.steps) == (
+            row["n_layers"],
+            row["d_model"],
+            row["steps"],
+        )
         assert run.train.lr == pytest.approx(cfg.rules.lr * (cfg.rules.lr_base_width / row["d_model"]) ** 0.5, rel=1e-5)
         run.check_layout(1)
 

@@ -1,4 +1,5 @@
 """The data-constrained fit: Muennighoff et al.'s effective data, and a law recovered despite repeated epochs."""
+
 import csv
 import json
 import math
@@ -60,14 +61,29 @@ def test_repetition_term_recovers_the_law_that_the_plain_fit_misses(tmp_path, ca
     assert abs(plain.beta - TRUE["beta"]) > 0.05  # repetition misleads the plain fit
     # through the CLI, for a results file without the column: --unique-tokens
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
-    (tmp_path / "no_u.csv").write_text("N,D,loss,C\n" + "".join(f"{r['N']},{r['D']},{r['loss']},{r['C']}\n" for r in rows))
+    (tmp_path / "no_u.csv").write_text(
+        "N,D,loss,C\n" + "".join(f"{r['N']},{r['D']},{r['loss']},{r['C']}\n" for r in rows)
+    )
     out = tmp_path / "fit.json"
     import framework.scaling.fit as fitmod
 
     full = fitmod.fit_parametric  # 8 starts instead of 128: this part checks the wiring, in seconds
     monkeypatch.setattr(fitmod, "fit_parametric", lambda *a, **kw: full(*a, **(kw | {"top_k": 8})))
-    assert main(["sweep", "fit", str(tmp_path / "no_u.csv"), "--repetition", "--unique-tokens", str(U),
-                 "--output", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "fit",
+                str(tmp_path / "no_u.csv"),
+                "--repetition",
+                "--unique-tokens",
+                str(U),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     fit = json.loads(out.read_text())
     assert fit["beta"] == pytest.approx(TRUE["beta"], rel=0.02) and fit["repetition"]["R_star"] == 15.4
     assert "repetition term: R* = 15.4" in capsys.readouterr().out

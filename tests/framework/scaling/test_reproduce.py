@@ -3,6 +3,7 @@
 Epoch AI's replication of Chinchilla (arXiv:2404.10102) on Hoffmann et al.'s Figure 4 points, with
 Hoffmann's published parameters as a negative control, and Llama 3's isoFLOP minima (approach 2).
 """
+
 import csv
 import math
 from pathlib import Path
@@ -44,10 +45,14 @@ def chinchilla_check(p: dict, objective: float) -> list[str]:
     n_opt = G * (5.88e23 / 6) ** a
     tpp = 5.88e23 / 6 / n_opt / n_opt
     checks = {
-        "objective": objective <= 1.0183e-3, "alpha": abs(p["alpha"] - 0.3478) <= 0.003,
-        "beta": abs(p["beta"] - 0.3659) <= 0.003, "E": abs(p["E"] - 1.8169) <= 0.005,
-        "A": abs(p["A"] / 482.0 - 1) <= 0.05, "B": abs(p["B"] / 2085.4 - 1) <= 0.08,
-        "a": abs(a - 0.513) <= 0.003, "tokens_per_param": 17 <= tpp <= 19,
+        "objective": objective <= 1.0183e-3,
+        "alpha": abs(p["alpha"] - 0.3478) <= 0.003,
+        "beta": abs(p["beta"] - 0.3659) <= 0.003,
+        "E": abs(p["E"] - 1.8169) <= 0.005,
+        "A": abs(p["A"] / 482.0 - 1) <= 0.05,
+        "B": abs(p["B"] / 2085.4 - 1) <= 0.08,
+        "a": abs(a - 0.513) <= 0.003,
+        "tokens_per_param": 17 <= tpp <= 19,
     }
     return [k for k, ok in checks.items() if not ok]
 

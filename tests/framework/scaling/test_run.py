@@ -1,4 +1,5 @@
 """The sweep runner: final-loss parsing, and a killed sweep that finishes on rerun without redoing runs."""
+
 import csv
 import json
 import os
@@ -27,9 +28,15 @@ run: {{final_evals: 3, wandb: true, threads: 1}}
 
 def test_final_loss_is_mean_of_last_k_validation_losses(tmp_path):
     m = tmp_path / "metrics.jsonl"
-    lines = [{"step": 10, "loss": 5.0}, {"step": 10, "val_loss": 4.0}, {"step": 20, "val_loss": 3.0},
-             {"step": 30, "val_loss": 9.0}, {"step": 30, "val_loss": 2.0},  # a resumed run repeats step 30
-             {"step": 40, "loss": 1.0}, {"step": 40, "val_loss": 1.0}]
+    lines = [
+        {"step": 10, "loss": 5.0},
+        {"step": 10, "val_loss": 4.0},
+        {"step": 20, "val_loss": 3.0},
+        {"step": 30, "val_loss": 9.0},
+        {"step": 30, "val_loss": 2.0},  # a resumed run repeats step 30
+        {"step": 40, "loss": 1.0},
+        {"step": 40, "val_loss": 1.0},
+    ]
     m.write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"step\": 4")  # a line cut by a kill
     assert final_loss(m, 3, 40) == (pytest.approx(2.0), 3)
     assert final_loss(m, 10, 40) == (pytest.approx(2.5), 4)
@@ -39,8 +46,15 @@ def test_final_loss_is_mean_of_last_k_validation_losses(tmp_path):
 
 def _sweep(path: Path, **kw):
     env = dict(os.environ, WANDB_MODE="offline", PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, "-m", "launch.cli", "sweep", "run", str(path)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "launch.cli", "sweep", "run", str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@
 All four ZeRO stages run in ONE spawned 2-rank group (and the reference in one 1-rank group),
 because process start-up costs far more than the steps.
 """
+
 import math
 
 import pytest
@@ -49,13 +50,18 @@ def _run_stages(stages, nan_step=None):
         engine = Engine(cfg, build_model(cfg), world, device)
         losses, norms, applied, frozen = [], [], [], None
         for step in range(STEPS):
-            mbs = [(data[idx, :-1], data[idx, 1:]) for idx in
-                   micro_batch_indices(step * GLOBAL_BATCH, GLOBAL_BATCH, MICRO, rank, world)]
+            mbs = [
+                (data[idx, :-1], data[idx, 1:])
+                for idx in micro_batch_indices(step * GLOBAL_BATCH, GLOBAL_BATCH, MICRO, rank, world)
+            ]
             if nan_step is not None and step == nan_step:
                 before = engine.full_state_dict()
             # inject on rank 0 only: the skip decision must still be taken by every rank
-            res = engine.train_step(mbs, schedules.lr_at(step, cfg.train),
-                                    inject_nan=nan_step is not None and step == nan_step and rank == 0)
+            res = engine.train_step(
+                mbs,
+                schedules.lr_at(step, cfg.train),
+                inject_nan=nan_step is not None and step == nan_step and rank == 0,
+            )
             losses.append(float(_all_reduce_mean(res.loss.reshape(1))[0]))
             norms.append(res.grad_norm)
             applied.append(res.applied)
@@ -63,8 +69,13 @@ def _run_stages(stages, nan_step=None):
                 after = engine.full_state_dict()
                 if rank == 0:
                     frozen = all(torch.equal(before[k], after[k]) for k in before)
-        out[stage] = {"losses": losses, "norms": norms, "applied": applied, "frozen": frozen,
-                      "final": engine.full_state_dict()}
+        out[stage] = {
+            "losses": losses,
+            "norms": norms,
+            "applied": applied,
+            "frozen": frozen,
+            "final": engine.full_state_dict(),
+        }
         dist.barrier()
     return out
 

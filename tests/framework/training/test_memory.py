@@ -1,5 +1,6 @@
 """Per-phase host memory peaks (framework.training.memory): exact peaks from /proc, max over repeated
 visits, nesting, and the gather to {name: [GB per rank]} in one process and on 2 gloo ranks."""
+
 import math
 
 import pytest
@@ -9,8 +10,10 @@ from framework.training.memory import GB, HostMemory, gather
 from tests.helpers.dist import run_distributed
 
 MB = 2**20
-needs_proc = pytest.mark.skipif(not memory.supported() or not memory.reset_peak(),
-                                reason="needs /proc/self/status and a writable /proc/self/clear_refs (Linux)")
+needs_proc = pytest.mark.skipif(
+    not memory.supported() or not memory.reset_peak(),
+    reason="needs /proc/self/status and a writable /proc/self/clear_refs (Linux)",
+)
 
 
 def _allocate(n_bytes: int) -> None:

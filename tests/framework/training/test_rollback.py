@@ -10,6 +10,7 @@ flags every step as a spike and stops after `train.max_rollbacks`.
 
 All scenarios run in ONE spawned process (process start-up and imports cost more than the steps).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,12 +28,25 @@ BATCH, SEQ = 4, 16
 
 
 def _overrides(run_dir: Path, cache: Path, *extra: str) -> list[str]:
-    return [f"run_dir={run_dir}", f"data.cache_dir={cache}", "model.n_layers=1", "model.d_model=32",
-            f"model.seq_len={SEQ}",
-            "train.micro_batch_size=2", f"train.global_batch_size={BATCH}", "train.steps=10", "train.log_interval=1",
-            "train.checkpoint_interval=4", "train.eval_interval=0", "train.warmup_steps=2",
-            "train.keep_checkpoints=5", "train.spike_action=rollback", "train.max_consecutive_skips=1",
-            "logging.console=false", *extra]
+    return [
+        f"run_dir={run_dir}",
+        f"data.cache_dir={cache}",
+        "model.n_layers=1",
+        "model.d_model=32",
+        f"model.seq_len={SEQ}",
+        "train.micro_batch_size=2",
+        f"train.global_batch_size={BATCH}",
+        "train.steps=10",
+        "train.log_interval=1",
+        "train.checkpoint_interval=4",
+        "train.eval_interval=0",
+        "train.warmup_steps=2",
+        "train.keep_checkpoints=5",
+        "train.spike_action=rollback",
+        "train.max_consecutive_skips=1",
+        "logging.console=false",
+        *extra,
+    ]
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -93,8 +107,9 @@ def _scenarios(base: str) -> dict:
     _copy(base / "A", base / "D", "step_00000008", drop=("step_00000010",))
     out["D"] = run("D", "train.inject_nan_at=[6]")
 
-    out["E"] = run("E", "train.spike_window=2", "train.spike_zscore=-1e9", "train.max_rollbacks=2",
-                   "train.checkpoint_interval=100")
+    out["E"] = run(
+        "E", "train.spike_window=2", "train.spike_zscore=-1e9", "train.max_rollbacks=2", "train.checkpoint_interval=100"
+    )
     return out
 
 
@@ -116,10 +131,10 @@ def test_injected_nan_rolls_back_skips_the_window_and_finishes(runs):
     assert ROLLBACK in lines  # exactly the contract's line
     i = lines.index(ROLLBACK)
     assert [r["step"] for r in lines[:i]] == [1, 2, 3, 4, 5, 6] and lines[i - 1]["skipped"]
-    assert [r["step"] for r in lines[i + 1:] if "val_loss" not in r] == [5, 6, 7, 8, 9, 10]
+    assert [r["step"] for r in lines[i + 1 :] if "val_loss" not in r] == [5, 6, 7, 8, 9, 10]
     assert lines[i + 1]["tokens"] == lines[3]["tokens"] + BATCH * SEQ  # the step count went back ...
     assert lines[i + 1]["loss"] != lines[4]["loss"]  # ... the data did not: step 5 trains on new samples
-    assert not any(r.get("skipped") for r in lines[i + 1:])  # the fault fired once
+    assert not any(r.get("skipped") for r in lines[i + 1 :])  # the fault fired once
     s = a["summary"]
     assert s["steps"] == 10 and s["rollbacks"] == 1 and s["skipped_samples"] == 2 * BATCH
     assert s["rollback_log"] == [ROLLBACK]
@@ -155,8 +170,10 @@ def test_max_rollbacks_bounds_the_rollbacks(runs):
     e = runs["E"]
     assert "train.max_rollbacks=2 rollbacks were already made" in e["summary"]["error"]
     rollbacks = [r for r in e["metrics"] if "rollback_to" in r]
-    assert rollbacks == [{"step": 3, "rollback_to": 0, "skipped_samples": [0, 3 * BATCH - 1]},
-                         {"step": 3, "rollback_to": 0, "skipped_samples": [3 * BATCH, 6 * BATCH - 1]}]
+    assert rollbacks == [
+        {"step": 3, "rollback_to": 0, "skipped_samples": [0, 3 * BATCH - 1]},
+        {"step": 3, "rollback_to": 0, "skipped_samples": [3 * BATCH, 6 * BATCH - 1]},
+    ]
 
 
 def test_data_positions_past_the_built_samples_wrap_to_the_start():

@@ -1,5 +1,6 @@
 """Pure pieces of the trainer: LR schedules, the stability monitor, metrics truncation on resume,
 top-k / top-p filtering, and the CLI's early, one-line config errors."""
+
 import json
 import math
 
@@ -68,10 +69,13 @@ def test_cli_rejects_bad_layout_and_keys_before_starting(tmp_path, capsys):
     from launch.cli import main
 
     for args, message in (
-            (["train.global_batch_size=6"], "global_batch_size': 6 is not divisible by micro_batch_size x "
-                                            "data-parallel size = 4 x 1 = 4"),
-            (["parallel.zero=1"], "did you mean 'zero_stage'"),
-            (["train.precision=fp8"], "'train.precision': expected one of")):
+        (
+            ["train.global_batch_size=6"],
+            "global_batch_size': 6 is not divisible by micro_batch_size x data-parallel size = 4 x 1 = 4",
+        ),
+        (["parallel.zero=1"], "did you mean 'zero_stage'"),
+        (["train.precision=fp8"], "'train.precision': expected one of"),
+    ):
         assert main(["train", "configs/train/tiny.yaml", *args]) != 0
         assert message in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.yaml")]) != 0
