@@ -47,7 +47,8 @@ def main() -> None:
 
     from data_pipeline.dedup.api import run_dedup
     from data_pipeline.dedup.index import DedupConfig
-    from data_pipeline.executors.ray import RayOptions, init_ray, run_dedup_ray, run_ray
+    from data_pipeline.executors import RayExecutor
+    from data_pipeline.executors.ray import RayOptions, init_ray, run_dedup_ray
     from data_pipeline.pipeline import load_recipe, run_recipe
     from data_pipeline.sample import write_sample_corpus
     from framework.runtime import print_table
@@ -57,12 +58,12 @@ def main() -> None:
     n = info["documents"]
     cfg = DedupConfig(workers=args.cpus)
 
-    def curate(out: str, execute=None):
+    def curate(out: str, executor=None):
         recipe = load_recipe(
             ROOT / "configs/data/demo.yaml",
             [f"input={tmp / 'raw'}", f"output={tmp / out}", "shard_bytes=1", "report=false"],
         )
-        return run_recipe(recipe, workers=args.cpus, execute=execute)
+        return run_recipe(recipe, workers=args.cpus, executor=executor)
 
     rows, times = [], {}
 
@@ -80,7 +81,7 @@ def main() -> None:
     t = time.perf_counter()
     init_ray(RayOptions(num_cpus=args.cpus))
     startup = time.perf_counter() - t
-    timed("curate ray", lambda: curate("ray", lambda plan: run_ray(plan, RayOptions())))
+    timed("curate ray", lambda: curate("ray", RayExecutor(RayOptions())))
     timed("dedup ray", lambda: run_dedup_ray([str(tmp / "raw")], tmp / "dray", cfg))
     import ray
 

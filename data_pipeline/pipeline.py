@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_pipeline.executors.base import LENGTH_BINS, Plan, group_inputs, split_segments, write_json_atomic
+from data_pipeline.executors.tasks import LENGTH_BINS, Plan, group_inputs, split_segments, write_json_atomic
 from data_pipeline.steps.base import StepStats
 from framework.configtree import ConfigError, load
 
@@ -22,12 +22,12 @@ from framework.configtree import ConfigError, load
 @dataclass
 class RecipeConfig:
     input: list[str] = field(default_factory=list)  # files, folders, globs
-    output: str = ""
+    output: str = ""  # folder for cleaned shards, stats.json and report.html
     steps: list[Any] = field(default_factory=list)  # [name | {name: {params}}]
     rejected_text: bool = False  # also write each dropped document's text to rejected/
-    max_doc_bytes: int = 10 * 1024 * 1024
+    max_doc_bytes: int = 10 * 1024 * 1024  # documents larger than this (UTF-8 bytes) are rejected on read
     shard_bytes: int = 256 * 1024 * 1024  # small input files are grouped into tasks of this size
-    report: bool = True
+    report: bool = True  # write report.html (drop reasons, examples) next to stats.json
     keep_work: bool = False  # keep .anvil/ intermediates after a successful run
 
 
@@ -127,17 +127,18 @@ def aggregate(plan: Plan, results: list[list[dict]]) -> dict:
     }
 
 
-def run_recipe(recipe: RecipeConfig, workers: int = 1, strict: bool = False, execute=None) -> dict | None:
-    """`execute(plan) -> results` replaces run_local (data_pipeline/executors/: Ray, Slurm); None
-    back means the work was handed to a scheduler whose last job finishes the run."""
-    from data_pipeline.executors.local import run_local
+def run_recipe(recipe: RecipeConfig, workers: int = 1, strict: bool = False, executor=None) -> dict | None:
+    """Run `recipe` on `executor` (data_pipeline.executors: Local, Ray, Slurm; default: local
+    processes, `workers` of them) and write stats.json and report.html. None back means the work
+    was handed to a scheduler whose last job finishes the run."""
+    from data_pipeline.executors import LocalExecutor
 
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     plan = make_plan(recipe, strict)
     Path(plan.output).mkdir(parents=True, exist_ok=True)
     _check_resume(plan)
-    results = run_local(plan, workers) if execute is None else execute(plan)
+    results = (executor or LocalExecutor(workers)).run(plan)
     if results is None:
         return None
     stats = aggregate(plan, results)

@@ -236,7 +236,7 @@ class _Measured:
 
 def _run_sample(plan, files: list[str], folder: Path) -> list[_Measured]:
     """Run `plan`'s recipe on `files`, in this process, task by task; measure each stage."""
-    from data_pipeline.executors.base import MapTask, Plan, group_inputs, run_map_task, run_reduce
+    from data_pipeline.executors.tasks import MapTask, Plan, group_inputs, run_map_task, run_reduce
 
     splan = Plan(
         inputs=group_inputs(files, 1 << 62),

@@ -211,9 +211,10 @@ def dump_yaml(obj: Any) -> str:
 
 
 def field_help(cls: type) -> dict[str, str]:
-    """Field name -> one-line help: `field(metadata={"help": ...})`, else the comment that ends the
-    field's line in the class body (`lr: float = 1e-3  # peak learning rate`), so the help sits next
-    to the default it explains."""
+    """Field name -> one-line help: `field(metadata={"help": ...})`, else the first comment inside
+    the field's statement in the class body (`lr: float = 1e-3  # peak learning rate`; a statement the
+    formatter wrapped over several lines counts whole), so the help sits next to the default it
+    explains. Fields inherited from a parent dataclass keep the parent's help."""
     import inspect
     import io
     import textwrap
@@ -225,17 +226,22 @@ def field_help(cls: type) -> dict[str, str]:
     except (OSError, TypeError):
         source = ""
     names = {f.name for f in dataclasses.fields(cls)}
-    line_name: dict[int, str] = {}
-    depth = 0
+    current, depth = None, 0  # the field whose statement is being read (it may wrap over lines)
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.OP and tok.string in "([{":
             depth += 1
         elif tok.type == tokenize.OP and tok.string in ")]}":
             depth -= 1
-        elif tok.type == tokenize.NAME and depth == 0 and tok.start[1] == 4 and tok.string in names:
-            line_name.setdefault(tok.start[0], tok.string)  # a field's first line, at class-body indent
-        elif tok.type == tokenize.COMMENT and tok.start[0] in line_name:
-            helps.setdefault(line_name[tok.start[0]], tok.string.lstrip("#").strip())
+        elif tok.type == tokenize.NAME and depth == 0 and current is None and tok.start[1] == 4:
+            current = tok.string if tok.string in names else None  # a statement of the class body
+        elif tok.type == tokenize.COMMENT and current is not None:
+            helps.setdefault(current, tok.string.lstrip("#").strip())
+        elif tok.type == tokenize.NEWLINE and depth == 0:
+            current = None
+    for base in cls.__mro__[1:]:  # fields inherited from a parent dataclass keep its comments
+        if dataclasses.is_dataclass(base):
+            for name, text in field_help(base).items():
+                helps.setdefault(name, text)
     for f in dataclasses.fields(cls):
         if f.metadata.get("help"):
             helps[f.name] = f.metadata["help"]

@@ -44,3 +44,16 @@ def sweep_config_rows() -> list[tuple[str, str, str, str]]:
     from framework.scaling.config import SweepConfig
 
     return describe(SweepConfig)
+
+
+def recipe_config_rows() -> list[tuple[str, str, str, str]]:
+    """A curation recipe's keys, then every registered step's parameters as `steps.NAME.PARAM`
+    (in a recipe they are written `steps: [{NAME: {PARAM: value}}]`)."""
+    from data_pipeline.pipeline import RecipeConfig
+    from data_pipeline.steps.base import load_registry
+    from framework.configtree import describe
+
+    rows = describe(RecipeConfig)
+    for name, step in sorted(load_registry().items()):
+        rows += describe(step.Params, f"steps.{name}.")
+    return rows

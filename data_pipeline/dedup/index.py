@@ -37,36 +37,50 @@ U64 = np.uint64
 
 
 @dataclass
-class DedupConfig:
-    threshold: float = 0.8
-    num_perm: int = 128
-    ngram: int = 5
-    seed: int = 1
+class MinhashSettings:
+    """The MinHash LSH algorithm's settings: one object shared by `anvil data dedup` (DedupConfig
+    adds how the standalone command runs) and the `minhash_dedup` recipe step (its Params)."""
+
+    threshold: float = 0.8  # Jaccard similarity of word n-gram sets above which documents are duplicates
+    num_perm: int = 128  # MinHash permutations per signature
+    ngram: int = 5  # words per shingle
+    seed: int = 1  # permutation seed (signatures are comparable only with the same seed)
     # Weights of datasketch's (bands, rows) optimiser. Candidates are verified, so false positives
     # only cost a check: the default favours recall (16x8: 95% of pairs at J=0.8 become candidates,
     # against 40% for datasketch's default 9x13).
-    fp_weight: float = 0.05
-    fn_weight: float = 0.95
+    fp_weight: float = 0.05  # weight of false positives in the (bands, rows) choice
+    fn_weight: float = 0.95  # weight of false negatives in the (bands, rows) choice
     keep: str = "first"  # first | longest | field:NAME
     exact_verify: bool = False  # verify candidates on exact shingle Jaccard
     dedupe_ids: bool = False  # drop later documents with a repeated id instead of failing
-    memory_budget: str = "1GB"
-    workers: int = 1
-    shard_docs: int = 1024  # documents per scan shard (standalone command)
+    memory_budget: str = "1GB"  # the reduce's external sort stays within this
     bands: int = 0  # 0: bands x rows from datasketch's optimiser
-    rows: int = 0
+    rows: int = 0  # rows per band (with bands)
 
     def check(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
-        if self.num_perm < 2 or self.ngram < 1 or self.workers < 1 or self.shard_docs < 1:
-            raise ValueError("num_perm >= 2, ngram >= 1, workers >= 1 and shard_docs >= 1 are required")
+        if self.num_perm < 2 or self.ngram < 1:
+            raise ValueError("num_perm >= 2 and ngram >= 1 are required")
         if (self.bands or self.rows) and (self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.num_perm):
             raise ValueError(
                 f"bands x rows must be positive and fit in num_perm={self.num_perm}, got {self.bands}x{self.rows}"
             )
         parse_keep(self.keep)
         parse_size(self.memory_budget)
+
+
+@dataclass
+class DedupConfig(MinhashSettings):
+    """`anvil data dedup`: the algorithm's settings plus how the standalone command runs."""
+
+    workers: int = 1  # scan processes
+    shard_docs: int = 1024  # documents per scan shard (standalone command)
+
+    def check(self) -> None:
+        super().check()
+        if self.workers < 1 or self.shard_docs < 1:
+            raise ValueError("workers >= 1 and shard_docs >= 1 are required")
 
     @property
     def params(self) -> tuple[int, int]:

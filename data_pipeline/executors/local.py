@@ -1,6 +1,6 @@
 """Local executor: a pool of processes runs the map tasks of each segment, the main process runs
 the reduce barrier of each corpus stage between them. Finished tasks (markers) whose files still
-verify are skipped (base.pending_work), so a rerun after a crash, Ctrl-C or a full disk redoes
+verify are skipped (tasks.pending_work), so a rerun after a crash, Ctrl-C or a full disk redoes
 only what is missing or damaged. Progress (rank 0, stderr) shows
 documents per second.
 """
@@ -11,7 +11,7 @@ import multiprocessing as mp
 import sys
 import time
 
-from data_pipeline.executors.base import MapTask, Plan, pending_work, run_map_task, run_reduce
+from data_pipeline.executors.tasks import MapTask, Plan, pending_work, run_map_task, run_reduce
 from framework.runtime import get_logger
 
 

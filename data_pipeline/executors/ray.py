@@ -13,7 +13,7 @@ filtered output.
 Failures are handled on the driver, not by Ray: tasks are submitted with max_retries=0, and a task
 that raises or whose worker dies is resubmitted up to `retries` times (each failure logged with
 its shard), then the job stops with `TaskFailed` naming the input shard and the traceback.
-Finished tasks whose files still verify are skipped (base.pending_work), so a stopped job resumes
+Finished tasks whose files still verify are skipped (tasks.pending_work), so a stopped job resumes
 where it was.
 
     run_ray(plan, RayOptions(address=None, retries=2))   # None: a local runtime on this machine
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from data_pipeline.executors.base import MapTask, Plan, pending_work, run_map_task, run_reduce
+from data_pipeline.executors.tasks import MapTask, Plan, pending_work, run_map_task, run_reduce
 from framework.runtime import get_logger
 
 log = get_logger("data")
@@ -118,7 +118,7 @@ def _maybe_crash(key: str, stage: str) -> bool:
     if mode == "raise":
         raise RuntimeError(f"injected failure of task {key} (test hook {CRASH_ENV})")
     if stage == "curate":
-        import data_pipeline.executors.base as base
+        import data_pipeline.executors.tasks as base
 
         class Dying(base.JsonlZstWriter):
             def close(self):

@@ -13,7 +13,7 @@ shards as the local command) then `finish` (cluster inside --memory-budget and w
 
 Array tasks are the local executor's task units with its markers (base.py), so a finished task is
 skipped when resubmitted and a job can be completed by any executor. Before submitting, the
-finished tasks' files are verified (base.pending_work): a damaged task loses its marker, so its
+finished tasks' files are verified (tasks.pending_work): a damaged task loses its marker, so its
 array element redoes it. Each script retries its
 command `retries` times before failing its array element (which holds back the next stage).
 `--dry-run` prints the scripts and the sbatch commands and writes nothing. The scripts run
@@ -32,7 +32,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data_pipeline.executors.base import MapTask, Plan, pending_work, run_map_task, run_reduce, write_json_atomic
+from data_pipeline.executors.tasks import MapTask, Plan, pending_work, run_map_task, run_reduce, write_json_atomic
 
 MODULE = "data_pipeline.executors.slurm"
 
@@ -168,30 +168,16 @@ def submit(jobs: list[Job], folder: Path, opts: SlurmOptions, prefix: str, dry_r
     return ids
 
 
-def submit_curation(
-    recipe, config: str, overrides: list[str], strict: bool, opts: SlurmOptions, dry_run: bool = False
-) -> None:
-    """`anvil data run CONFIG --executor slurm`: plan, then submit (or print) the chain of jobs."""
-    from data_pipeline.pipeline import make_plan, run_recipe
+def submit_plan(plan: Plan, finish: list[str], opts: SlurmOptions, dry_run: bool = False) -> None:
+    """Submit (or print) the job chain of `plan`; `finish` is the command its last job runs."""
+    folder = plan.work.resolve() / "slurm"
+    plan_path = folder / "plan.json"
+    if not dry_run:
+        from framework.runtime import get_logger
 
-    finish = [opts.python, "-m", "launch.cli", "data", "run", str(Path(config).resolve()), *overrides]
-    finish += ["--strict"] if strict else []
-
-    def execute(plan: Plan) -> None:
-        folder = plan.work.resolve() / "slurm"
-        plan_path = folder / "plan.json"
-        if not dry_run:
-            from framework.runtime import get_logger
-
-            pending_work(plan, fix=True, log=get_logger("data"))  # damaged tasks lose their marker
-            write_json_atomic(plan_path, asdict(plan))
-        submit(curation_jobs(plan, plan_path, finish, opts), folder, opts, "anvil-curate", dry_run)
-        return None
-
-    if dry_run:  # nothing written: plan only
-        execute(make_plan(recipe, strict))
-    else:
-        run_recipe(recipe, strict=strict, execute=execute)
+        pending_work(plan, fix=True, log=get_logger("data"))  # damaged tasks lose their marker
+        write_json_atomic(plan_path, asdict(plan))
+    submit(curation_jobs(plan, plan_path, finish, opts), folder, opts, "anvil-curate", dry_run)
 
 
 def submit_dedup(

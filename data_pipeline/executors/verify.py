@@ -44,7 +44,7 @@ def verify_output(output: str | Path) -> VerifyReport:
 
 
 def _verify_curation(output: Path) -> VerifyReport:
-    from data_pipeline.executors.base import MapTask, Plan, pending_work
+    from data_pipeline.executors.tasks import MapTask, Plan, pending_work
 
     ident = json.loads((output / ".anvil" / "recipe.json").read_text())
     plan = Plan(

@@ -50,8 +50,8 @@ Three kinds of steps
         def prepare(self, shard, workdir): ...
         def process(self, doc): return ("duplicate", {"duplicate_of": rep_id}) or None
 
-  Modules are found by `load_registry()`: every module of data_pipeline/steps/ plus
-  `data_pipeline.dedup.step` when it exists.
+  Modules are found by `load_registry()`: every module of data_pipeline/steps/ (minhash_dedup.py
+  included: the step wraps the plain `data_pipeline.dedup` library, which imports no step code).
 """
 
 from __future__ import annotations
@@ -273,11 +273,6 @@ def load_registry() -> dict[str, type[Step]]:
 
         for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
             importlib.import_module(f"data_pipeline.steps.{info.name}")
-        try:
-            importlib.import_module("data_pipeline.dedup.step")
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("data_pipeline.dedup", "data_pipeline.dedup.step"):
-                raise
         _LOADED = True
     return STEPS
 

@@ -161,9 +161,11 @@ class Decontaminate(CorpusStage):
     @dataclass
     class Params:
         eval_files: list[str] = field(default_factory=list)  # JSONL files or lm-eval task folders
-        fields: list[str] = field(default_factory=lambda: ["question", "choices", "answer"])
-        ngram: int = 13
-        mode: Literal["document", "spans"] = "document"
+        fields: list[str] = field(  # example keys concatenated into the text to match
+            default_factory=lambda: ["question", "choices", "answer"]
+        )
+        ngram: int = 13  # words per n-gram; a shared n-gram marks contamination
+        mode: Literal["document", "spans"] = "document"  # document: drop the document; spans: cut out matched words
 
         def validate(self) -> None:
             if not self.eval_files:

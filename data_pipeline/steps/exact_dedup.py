@@ -29,7 +29,7 @@ def text_key(text: str, lowercase: bool = True) -> bytes:
 class ExactDedup(CorpusStage):
     @dataclass
     class Params:
-        lowercase: bool = True
+        lowercase: bool = True  # compare texts case-insensitively (whitespace always collapsed)
 
     def scan(self, docs, shard: int, workdir: Path) -> None:
         keys, ids = bytearray(), []

@@ -27,8 +27,8 @@ def identifier():
 class Language(Filter):
     @dataclass
     class Params:
-        languages: list[str] = field(default_factory=lambda: ["en"])
-        threshold: float = 0.65
+        languages: list[str] = field(default_factory=lambda: ["en"])  # language codes to keep (py3langid); empty = any
+        threshold: float = 0.65  # drop documents whose language score is below this
         max_chars: int = 20_000  # classify a prefix: long documents cost no more than this
 
     def __init__(self, params=None):

@@ -32,7 +32,7 @@ def unit_hash(unit: str) -> int:
 class LineDedup(CorpusStage):
     @dataclass
     class Params:
-        unit: Literal["line", "paragraph"] = "line"
+        unit: Literal["line", "paragraph"] = "line"  # remove repeated lines, or paragraphs (split on blank lines)
         min_docs: int = 3  # a unit seen in this many documents is boilerplate
         min_chars: int = 10  # shorter units are never removed (e.g. "Example:")
 

@@ -34,14 +34,14 @@ class Perplexity(CorpusStage):
     class Params:
         model: str = ""  # Anvil run/checkpoint folder or transformers folder
         mode: str = "buckets"  # buckets | threshold
-        keep: list[str] = field(default_factory=lambda: ["head", "middle"])
+        keep: list[str] = field(default_factory=lambda: ["head", "middle"])  # buckets kept: head, middle, tail
         head_percentile: float = 100 / 3  # head: perplexity at or below this corpus percentile
         tail_percentile: float = 200 / 3  # tail: perplexity above this corpus percentile
         head_max: Optional[float] = None  # fixed bucket edges instead of percentiles
-        tail_min: Optional[float] = None
+        tail_min: Optional[float] = None  # fixed tail edge: perplexity above this is tail (with head_max)
         max_perplexity: Optional[float] = None  # threshold mode: drop above
         min_perplexity: Optional[float] = None  # threshold mode: drop below (boilerplate, repeats)
-        batch_size: int = 16
+        batch_size: int = 16  # documents scored per padded batch
         max_tokens: int = 512  # score the first N tokens of each document
         threads: int = 0  # torch threads per worker; 0 = leave torch's default
 

@@ -23,10 +23,10 @@ IPV6_RE = re.compile(r"(?<![\w:])(?=[0-9A-Fa-f:]*:[0-9A-Fa-f]*:)[0-9A-Fa-f:]{3,3
 class PII(Step):
     @dataclass
     class Params:
-        emails: bool = True
-        ips: bool = True
-        email_placeholder: str = "<EMAIL>"
-        ip_placeholder: str = "<IP_ADDRESS>"
+        emails: bool = True  # redact e-mail addresses
+        ips: bool = True  # redact globally routable IPv4/IPv6 addresses
+        email_placeholder: str = "<EMAIL>"  # text that replaces each e-mail address
+        ip_placeholder: str = "<IP_ADDRESS>"  # text that replaces each IP address
 
     def _ip(self, match: re.Match) -> str:
         try:

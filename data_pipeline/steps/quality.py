@@ -58,15 +58,15 @@ def find_duplicates(items: list[str]) -> tuple[int, int]:
 class GopherQuality(Filter):
     @dataclass
     class Params:
-        min_doc_words: int = 50
-        max_doc_words: int = 100_000
-        min_avg_word_length: float = 3
-        max_avg_word_length: float = 10
-        max_symbol_word_ratio: float = 0.1
-        max_bullet_lines_ratio: float = 0.9
-        max_ellipsis_lines_ratio: float = 0.3
-        min_alpha_words_ratio: float = 0.8
-        min_stop_words: int = 2
+        min_doc_words: int = 50  # drop documents with fewer words
+        max_doc_words: int = 100_000  # drop documents with more words
+        min_avg_word_length: float = 3  # drop if mean word length (chars) is below
+        max_avg_word_length: float = 10  # drop if mean word length (chars) is above
+        max_symbol_word_ratio: float = 0.1  # max '#' (or '...'/'…') count per word
+        max_bullet_lines_ratio: float = 0.9  # max fraction of lines starting with a bullet
+        max_ellipsis_lines_ratio: float = 0.3  # max fraction of lines ending in '...' or '…'
+        min_alpha_words_ratio: float = 0.8  # min fraction of words containing a letter
+        min_stop_words: int = 2  # min count of English stop words (the, be, to, of...)
 
     def keep(self, doc: Document):
         p, st = self.params, text_stats(doc)
@@ -155,12 +155,14 @@ def _all_duplicate_chars(
 class GopherRepetition(Filter):
     @dataclass
     class Params:
-        dup_line_frac: float = 0.3
-        dup_para_frac: float = 0.3
-        dup_line_char_frac: float = 0.2
-        dup_para_char_frac: float = 0.2
-        top_n_grams: list[list[float]] = field(default_factory=lambda: [[2, 0.2], [3, 0.18], [4, 0.16]])
-        dup_n_grams: list[list[float]] = field(
+        dup_line_frac: float = 0.3  # max fraction of lines that repeat an earlier line
+        dup_para_frac: float = 0.3  # max fraction of paragraphs that repeat an earlier one
+        dup_line_char_frac: float = 0.2  # max share of characters in repeated lines
+        dup_para_char_frac: float = 0.2  # max share of characters in repeated paragraphs
+        top_n_grams: list[list[float]] = field(  # [n, frac]: max char share of the most frequent word n-gram
+            default_factory=lambda: [[2, 0.2], [3, 0.18], [4, 0.16]]
+        )
+        dup_n_grams: list[list[float]] = field(  # [n, frac]: max char share of repeated word n-grams
             default_factory=lambda: [[5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.10]]
         )
 
@@ -219,15 +221,15 @@ class C4Quality(Step):
 
     @dataclass
     class Params:
-        remove_citations: bool = True
-        filter_no_terminal_punct: bool = True
-        min_num_sentences: int = 5
-        min_words_per_line: int = 3
-        max_word_length: int = 1000
-        filter_lorem_ipsum: bool = True
-        filter_javascript: bool = True
-        filter_curly_bracket: bool = True
-        filter_policy: bool = True
+        remove_citations: bool = True  # strip [1], [edit], [citation needed] markers
+        filter_no_terminal_punct: bool = True  # remove lines not ending in . ? ! " ' (or ending in ...)
+        min_num_sentences: int = 5  # drop documents with fewer sentences left; 0 = off
+        min_words_per_line: int = 3  # remove lines with fewer words
+        max_word_length: int = 1000  # remove lines with a word longer than this (chars)
+        filter_lorem_ipsum: bool = True  # drop documents containing 'lorem ipsum'
+        filter_javascript: bool = True  # remove lines mentioning 'javascript'
+        filter_curly_bracket: bool = True  # drop documents containing '{'
+        filter_policy: bool = True  # remove lines with cookie / terms / privacy-policy text
 
     def process(self, doc: Document):
         # Rule order is C4's (TFDS c4_utils, also DataTrove's): a line is first checked for long
@@ -277,12 +279,12 @@ class C4Quality(Step):
 class FineWebQuality(Filter):
     @dataclass
     class Params:
-        line_punct_thr: float = 0.12
-        line_punct_exclude_zero: bool = False
-        short_line_thr: float = 0.67
-        short_line_length: int = 30
-        char_duplicates_ratio: float = 0.01
-        new_line_ratio: float = 0.3
+        line_punct_thr: float = 0.12  # min fraction of lines ending in terminal punctuation
+        line_punct_exclude_zero: bool = False  # skip line_punct_thr when no line ends in punctuation
+        short_line_thr: float = 0.67  # drop if more than this fraction of lines are short
+        short_line_length: int = 30  # a line of at most this many chars counts as short
+        char_duplicates_ratio: float = 0.01  # max share of characters in repeated lines
+        new_line_ratio: float = 0.3  # max newlines per word (list-like pages)
 
     def keep(self, doc: Document):
         p, st = self.params, text_stats(doc)

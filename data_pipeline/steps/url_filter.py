@@ -82,13 +82,19 @@ def parent_domains(host: str):
 class UrlFilter(Filter):
     @dataclass
     class Params:
-        block_domains: list[str] = field(default_factory=lambda: [str(DEFAULT_LISTS)])
-        block_urls: list[str] = field(default_factory=lambda: [str(DEFAULT_LISTS)])
-        banned_words: list[str] = field(default_factory=lambda: [str(DEFAULT_LISTS / "banned_words.txt")])
-        banned_subwords: list[str] = field(default_factory=list)
-        soft_banned_words: list[str] = field(default_factory=list)
-        soft_word_threshold: int = 2
-        allow_domains: list[str] = field(default_factory=list)
+        block_domains: list[str] = field(  # files / UT1 folders of domains to block (and subdomains)
+            default_factory=lambda: [str(DEFAULT_LISTS)]
+        )
+        block_urls: list[str] = field(  # files / UT1 folders of full URLs to block
+            default_factory=lambda: [str(DEFAULT_LISTS)]
+        )
+        banned_words: list[str] = field(  # word lists: drop if a whole word of the URL is listed
+            default_factory=lambda: [str(DEFAULT_LISTS / "banned_words.txt")]
+        )
+        banned_subwords: list[str] = field(default_factory=list)  # word lists: drop if one occurs anywhere in the URL
+        soft_banned_words: list[str] = field(default_factory=list)  # word lists: drop if enough distinct ones occur
+        soft_word_threshold: int = 2  # distinct soft-banned words needed to drop
+        allow_domains: list[str] = field(default_factory=list)  # files / UT1 folders of domains that always pass
 
         def validate(self) -> None:
             if self.soft_word_threshold < 1:

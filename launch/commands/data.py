@@ -25,6 +25,28 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
 
     add_executor_args(p)
     add_preflight_args(p)
+    from launch.config_help import add_help_config, recipe_config_rows
+
+    add_help_config(p, recipe_config_rows, "recipe (and every step's steps.NAME.PARAM)")
+
+
+def _submit_slurm(recipe, args: argparse.Namespace) -> None:
+    """Plan, then submit (or with --dry-run print) the sbatch chain; its last job reruns this
+    command locally, which finds every task done and writes stats.json and the report."""
+    from pathlib import Path
+
+    from data_pipeline.executors import SlurmExecutor
+    from data_pipeline.executors.options import slurm_options
+    from data_pipeline.pipeline import make_plan, run_recipe
+
+    opts = slurm_options(args)
+    finish = [opts.python, "-m", "launch.cli", "data", "run", str(Path(args.config).resolve()), *args.overrides]
+    finish += ["--strict"] if args.strict else []
+    executor = SlurmExecutor(opts, finish, args.dry_run)
+    if args.dry_run:  # nothing written: plan only
+        executor.run(make_plan(recipe, args.strict))
+    else:
+        run_recipe(recipe, strict=args.strict, executor=executor)
 
 
 def _plan(recipe, args: argparse.Namespace) -> int:
@@ -36,12 +58,13 @@ def _plan(recipe, args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from data_pipeline.executors.base import TaskIOError
+    from data_pipeline.executors.ray import TaskFailed
+    from data_pipeline.executors.tasks import TaskIOError
     from data_pipeline.io.readers import ReadError
     from data_pipeline.pipeline import load_recipe, run_recipe
     from framework.runtime import print_table
 
-    from data_pipeline.executors.options import check_executor_args, ray_options, slurm_options
+    from data_pipeline.executors.options import check_executor_args, ray_options
 
     check_executor_args(args, "anvil data run")
     recipe = load_recipe(args.config, args.overrides)
@@ -53,21 +76,15 @@ def _run(args: argparse.Namespace) -> int:
 
             preflight_disk_check(recipe, args.workers, args.strict)
         if args.executor == "slurm":
-            from data_pipeline.executors.slurm import submit_curation
-
-            submit_curation(recipe, args.config, args.overrides, args.strict, slurm_options(args), args.dry_run)
+            _submit_slurm(recipe, args)
             return 0
-        execute = None
-        if args.executor == "ray":
-            from data_pipeline.executors.ray import TaskFailed, run_ray
+        from data_pipeline.executors import LocalExecutor, RayExecutor
 
-            def execute(plan):
-                try:
-                    return run_ray(plan, ray_options(args))
-                except TaskFailed as exc:
-                    raise SystemExit(f"anvil data run: {exc}") from None
-
-        stats = run_recipe(recipe, workers=args.workers, strict=args.strict, execute=execute)
+        executor = RayExecutor(ray_options(args)) if args.executor == "ray" else LocalExecutor(args.workers)
+        try:
+            stats = run_recipe(recipe, strict=args.strict, executor=executor)
+        except TaskFailed as exc:  # a Ray task failed past its retries; finished tasks keep their markers
+            raise SystemExit(f"anvil data run: {exc}") from None
     except ReadError as exc:
         raise SystemExit(f"anvil data run: {exc}") from None
     except TaskIOError as exc:  # disk full / I/O error: finished tasks keep their markers

@@ -13,9 +13,13 @@ from framework.scaling.config import SweepConfig
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("cls", [RunConfig, SweepConfig])
-def test_every_key_has_a_type_default_and_help(cls):
-    rows = describe(cls)
+@pytest.mark.parametrize("what", ["train", "sweep", "recipe"])
+def test_every_key_has_a_type_default_and_help(what):
+    from launch.config_help import recipe_config_rows
+
+    rows = {"train": lambda: describe(RunConfig), "sweep": lambda: describe(SweepConfig), "recipe": recipe_config_rows}[
+        what
+    ]()
     missing = [key for key, _, _, text in rows if not text]
     assert not missing, f"config keys without a help line (add a comment after the default): {missing}"
     keys = [key for key, *_ in rows]
@@ -57,3 +61,23 @@ def test_help_from_metadata_wins_over_the_comment_and_unknown_keys_still_suggest
     assert field_help(Section) == {"width": "the comment", "depth": "from metadata"}
     with pytest.raises(ConfigError, match="did you mean 'width'"):
         build(Section, {"widht": 3})
+
+
+def test_data_run_help_config_lists_every_step_parameter():
+    out = subprocess.run(
+        [sys.executable, "-m", "launch.cli", "data", "run", "--help-config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    keys = [line.split()[0] for line in out.stdout.splitlines()]
+    assert {
+        "input",
+        "output",
+        "steps.minhash_dedup.threshold",
+        "steps.extract.engine",
+        "steps.url_filter.allow_domains",
+        "steps.decontaminate.ngram",
+    } <= set(keys)

@@ -24,8 +24,8 @@ def overrides(raw: Path, out: Path) -> list[str]:
     return [f"input={raw}", f"output={out}", "shard_bytes=1"]  # one task per input file
 
 
-def curate(raw: Path, out: Path, execute=None):
-    return run_recipe(load_recipe(DEMO, overrides(raw, out)), workers=1, execute=execute)
+def curate(raw: Path, out: Path, executor=None):
+    return run_recipe(load_recipe(DEMO, overrides(raw, out)), workers=1, executor=executor)
 
 
 def dedup_config() -> DedupConfig:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.executors.base import MapTask, Plan, TaskIOError, pending_work
+from data_pipeline.executors.tasks import MapTask, Plan, TaskIOError, pending_work
 from data_pipeline.executors.integrity import check_file, record_files
 from data_pipeline.executors.verify import verify_output
 from data_pipeline.io import writers

@@ -12,7 +12,8 @@ import shutil
 import pytest
 
 from data_pipeline.dedup.api import run_dedup
-from data_pipeline.executors.ray import CRASH_ENV, RayOptions, TaskFailed, init_ray, run_dedup_ray, run_ray
+from data_pipeline.executors import RayExecutor
+from data_pipeline.executors.ray import CRASH_ENV, RayOptions, TaskFailed, init_ray, run_dedup_ray
 from launch.cli import main
 from tests.data_pipeline.executors.common import (
     DEMO,
@@ -70,7 +71,7 @@ def test_worker_killed_mid_task_is_retried(work, crash_dir, retry_log):
     root, raw = work
     for key in ("seg0-00001", "seg2-00003"):  # a filter task and a minhash_dedup task
         (crash_dir / key).touch()
-    curate(raw, root / "ray-crash", lambda plan: run_ray(plan, RayOptions(retries=1)))
+    curate(raw, root / "ray-crash", RayExecutor(RayOptions(retries=1)))
     assert not list(crash_dir.iterdir()), "the crash hook did not fire"
     retried = [r.getMessage() for r in retry_log if "retrying" in r.getMessage()]
     assert len(retried) == 2 and all("input shard" in m for m in retried), retried
@@ -82,7 +83,7 @@ def test_failing_task_stops_job_naming_shard_then_local_resumes(work, crash_dir)
     out = root / "ray-fail"
     (crash_dir / "seg0-00002").write_text("raise")
     with pytest.raises(TaskFailed) as info:
-        curate(raw, out, lambda plan: run_ray(plan, RayOptions(retries=0)))
+        curate(raw, out, RayExecutor(RayOptions(retries=0)))
     msg = str(info.value)
     assert "input shard 2" in msg and "sample-00002.jsonl" in msg, msg
     assert "Traceback" in msg and "injected failure" in msg, msg
@@ -205,5 +206,5 @@ def test_damaged_part_is_verified_and_redone_on_ray(work, crash_dir):
     shutil.copytree(root / "local", out)
     part = out / "part-00001.jsonl.zst"
     part.write_bytes(part.read_bytes()[:-5])
-    curate(raw, out, lambda plan: run_ray(plan, RayOptions(retries=0)))
+    curate(raw, out, RayExecutor(RayOptions(retries=0)))
     assert _kept_and_rejected(out) == _kept_and_rejected(root / "local")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from data_pipeline.executors.base import Plan
+from data_pipeline.executors.tasks import Plan
 from data_pipeline.executors.slurm import SlurmOptions, curation_jobs, dedup_jobs, submit
 from launch.cli import main
 from tests.data_pipeline.executors.common import (

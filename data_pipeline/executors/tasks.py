@@ -1,4 +1,4 @@
-"""The task and marker format every executor shares (local processes here; Ray/Slurm alike).
+"""The task runner every executor shares: segments, map tasks, reduces and their markers (local processes, Ray and Slurm alike).
 
 A recipe's steps are cut at each CorpusStage into segments:
 
@@ -197,13 +197,9 @@ def run_map_task(plan: Plan, task: MapTask) -> dict:
         raise _io_error(f"seg{task.segment}-{task.shard:05d}", exc) from exc
 
 
-def _run_map_task(plan: Plan, task: MapTask) -> dict:
-    seg, shard = task.segment, task.shard
-    specs = plan.segments[seg]
-    steps = build_steps(specs)
-    rejected_path = Path(plan.output) / "rejected" / f"seg{seg}-{shard:05d}.jsonl.zst"
-    rejected = RejectedWriter(rejected_path, include_text=plan.rejected_text)
-    read_stats = {
+def _new_read_stats() -> dict:
+    """The `read` pseudo-step's counters (records read, rejected by reason, skipped, CPU seconds)."""
+    return {
         "name": "read",
         "docs_in": 0,
         "docs_out": 0,
@@ -215,73 +211,95 @@ def _run_map_task(plan: Plan, task: MapTask) -> dict:
         "skipped": {},
     }
 
-    def on_read_reject(rec: dict) -> None:
+
+def _task_input(plan: Plan, task: MapTask, steps: list[Step], read_stats: dict, rejected: RejectedWriter):
+    """Phase 1, the task's documents: segment 0 reads its input files (rejections counted under
+    `read`); a later segment prepares its corpus stage and reads the previous segment's output."""
+    if task.segment > 0:
+        steps[0].prepare(task.shard, plan.stage_dir(task.segment))
+        return _read_internal(plan.segment_output(MapTask(task.segment - 1, task.shard)))
+
+    def on_reject(rec: dict) -> None:
         read_stats["dropped"][rec["reason"]] += 1
         read_stats["docs_in"] += 1
         rejected.write_record(rec)
+
+    def documents():
+        for source in plan.inputs[task.shard]:
+            docs = read_documents(
+                source,
+                on_reject,
+                plan.strict,
+                raw_html=True,
+                max_doc_bytes=plan.max_doc_bytes,
+                skipped=read_stats["skipped"],
+            )
+            for doc in timed(docs, read_stats):
+                read_stats["docs_in"] += 1
+                read_stats["docs_out"] += 1
+                yield doc
+
+    return documents()
+
+
+def _write_output(out_path: Path, docs, final: bool) -> tuple[Counter, list[int]]:
+    """Phase 3, the segment's output: the final segment writes the curated JSONL (and counts
+    languages and lengths for the report); an earlier one writes the internal format."""
+    lang, lengths = Counter(), [0] * len(LENGTH_BINS)
+    writer = JsonlZstWriter(out_path)
+    try:
+        for doc in docs:
+            if final:
+                writer.write(doc)
+                lang[str(doc.metadata.get("lang", "unknown"))] += 1
+                n = max(len(doc.text), 1)
+                lengths[min(int(4 * math.log10(n)) - 3, len(LENGTH_BINS) - 1) if n >= 10 else 0] += 1
+            else:
+                writer.write_line(_dump_internal(doc))
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    return lang, lengths
+
+
+def _scan_for_next_stage(plan: Plan, task: MapTask, out_path: Path) -> list[Path]:
+    """Phase 4: the next segment's corpus stage scans this shard (privately, then published)."""
+    if task.segment + 1 >= len(plan.segments):
+        return []
+    stage = build_steps(plan.segments[task.segment + 1][:1])[0]
+    workdir = plan.stage_dir(task.segment + 1)
+    private = workdir / f".scan-{task.shard:05d}.partial"  # an earlier attempt's is replaced below
+    if private.exists():
+        shutil.rmtree(private)
+    private.mkdir(parents=True)
+    stage.scan(_read_internal(out_path), task.shard, private)
+    return _publish_scan(private, workdir)
+
+
+def _run_map_task(plan: Plan, task: MapTask) -> dict:
+    seg, shard = task.segment, task.shard
+    steps = build_steps(plan.segments[seg])
+    rejected_path = Path(plan.output) / "rejected" / f"seg{seg}-{shard:05d}.jsonl.zst"
+    rejected = RejectedWriter(rejected_path, include_text=plan.rejected_text)
+    read_stats = _new_read_stats()
+    final = seg == len(plan.segments) - 1
+    out_path = plan.segment_output(task)
 
     def on_drop(doc: Document, step: str, reason: str, extra: dict) -> None:
         rejected.write_drop(doc, step, reason, **extra)
 
     try:
-        if seg == 0:
-
-            def counted(files):
-                for source in files:
-                    for doc in timed(
-                        read_documents(
-                            source,
-                            on_read_reject,
-                            plan.strict,
-                            raw_html=True,
-                            max_doc_bytes=plan.max_doc_bytes,
-                            skipped=read_stats["skipped"],
-                        ),
-                        read_stats,
-                    ):
-                        read_stats["docs_in"] += 1
-                        read_stats["docs_out"] += 1
-                        yield doc
-
-            docs = counted(plan.inputs[shard])
-        else:
-            stage = steps[0]
-            stage.prepare(shard, plan.stage_dir(seg))
-            docs = _read_internal(plan.segment_output(MapTask(seg - 1, shard)))
-        for step in steps:
+        docs = _task_input(plan, task, steps, read_stats, rejected)  # 1. read
+        for step in steps:  # 2. the segment's steps, chained lazily
             step.on_drop = on_drop
             docs = step.run(docs)
-        final = seg == len(plan.segments) - 1
-        out_path = plan.segment_output(task)
-        lang, lengths = Counter(), [0] * len(LENGTH_BINS)
-        writer = JsonlZstWriter(out_path)
-        try:
-            for doc in docs:
-                if final:
-                    writer.write(doc)
-                    lang[str(doc.metadata.get("lang", "unknown"))] += 1
-                    n = max(len(doc.text), 1)
-                    lengths[min(int(4 * math.log10(n)) - 3, len(LENGTH_BINS) - 1) if n >= 10 else 0] += 1
-                else:
-                    writer.write_line(_dump_internal(doc))
-        except BaseException:
-            writer.abort()
-            raise
-        writer.close()
+        lang, lengths = _write_output(out_path, docs, final)  # 3. write
         rejected.close()
     except BaseException:
         rejected.abort()
         raise
-    produced = [out_path, rejected_path]
-    if seg + 1 < len(plan.segments):
-        stage = build_steps(plan.segments[seg + 1][:1])[0]
-        workdir = plan.stage_dir(seg + 1)
-        private = workdir / f".scan-{shard:05d}.partial"  # an earlier attempt's is replaced below
-        if private.exists():
-            shutil.rmtree(private)
-        private.mkdir(parents=True)
-        stage.scan(_read_internal(out_path), shard, private)
-        produced += _publish_scan(private, workdir)
+    produced = [out_path, rejected_path, *_scan_for_next_stage(plan, task, out_path)]  # 4. next stage's scan
     result = {
         "segment": seg,
         "shard": shard,
@@ -295,7 +313,7 @@ def _run_map_task(plan: Plan, task: MapTask) -> dict:
     if final:
         result["lang"] = dict(sorted(lang.items()))
         result["length_hist"] = lengths
-    write_json_atomic(plan.marker(task), result)
+    write_json_atomic(plan.marker(task), result)  # 5. the marker, last: the commit point
     return result
 
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from data_pipeline.dedup.index import DedupConfig, scan_shard
+from data_pipeline.dedup.index import DedupConfig, MinhashSettings, scan_shard
 from data_pipeline.dedup.reduce import reduce
 from data_pipeline.document import Document
 from data_pipeline.steps.base import CorpusStage, register
@@ -26,26 +25,12 @@ from data_pipeline.steps.base import CorpusStage, register
 
 @register("minhash_dedup")
 class MinhashDedup(CorpusStage):
-    @dataclass
-    class Params:
-        threshold: float = 0.8
-        num_perm: int = 128
-        ngram: int = 5
-        seed: int = 1
-        fp_weight: float = 0.05
-        fn_weight: float = 0.95
-        keep: str = "first"
-        exact_verify: bool = False
-        dedupe_ids: bool = False
-        memory_budget: str = "1GB"
-        bands: int = 0
-        rows: int = 0
+    Params = MinhashSettings  # the algorithm's one settings object (DedupConfig minus how the command runs)
 
     def __init__(self, params=None):
         super().__init__(params)
-        p = self.params
-        # Params is DedupConfig minus what the executor owns (workers, shard sizes).
-        self.cfg = DedupConfig(**dataclasses.asdict(p))
+        # The executor owns the workers and shards; the library takes a DedupConfig.
+        self.cfg = DedupConfig(**dataclasses.asdict(self.params))
         self.cfg.check()
         self._drops: dict[int, tuple[str, str | None]] = {}
 
