@@ -152,6 +152,7 @@ def _measure(cases):
         want = sum(planner.model_state_bytes(n, topo.layout.data, cfg.parallel.zero_stage, "fp32").values())
         out.append((case, seen[-1], want))
         del engine, opt
+        original_step = None  # drop the last reference to this engine before the next case measures
         topology.destroy()
         dist.barrier()
     return out
