@@ -153,7 +153,7 @@ def _cut_jsonl(src: Path, dest: Path, budget: int) -> int:
     return used
 
 
-def sample_inputs(files: list[str], folder: Path, target: int = SAMPLE_BYTES, picks: int = 16) -> tuple[list[str], int]:
+def sample_inputs(files: list[str], folder: Path, target: int = SAMPLE_BYTES, picks: int = 64) -> tuple[list[str], int]:
     """A deterministic sample of `files` (sorted paths) of about `target` bytes, spread by bytes:
     the file holding each of `picks` evenly spaced byte positions of the input, whole when it fits
     its share of the target, a JSONL file larger than that cut to its first lines (other formats
@@ -171,8 +171,11 @@ def sample_inputs(files: list[str], folder: Path, target: int = SAMPLE_BYTES, pi
     chosen, used, seen = [], 0, set()
     folder.mkdir(parents=True, exist_ok=True)
     for j in range(picks):
-        pos = (j + 0.5) * total / picks
-        i = max(k for k in range(len(files)) if starts[k] <= pos)
+        if len(files) > picks:  # many files: every file equally likely, so the bytes-weighted
+            i = int((j + 0.5) * len(files) / picks)  # scale-up below stays unbiased (a big file
+        else:  # picked by byte position would count twice: once picked, once weighted)
+            pos = (j + 0.5) * total / picks
+            i = max(k for k in range(len(files)) if starts[k] <= pos)
         if i in seen:
             continue
         seen.add(i)
