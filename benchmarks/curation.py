@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/curation.py [--docs 2000] [--repeats 3]
 
-Input: HTML documentation pages installed by ../shared/bench/install_real_inputs.sh (Python,
+Input: HTML documentation pages installed by benchmarks/install_real_inputs.sh (Python,
 Django and PostgreSQL manuals), turned into text once with Anvil's `extract` step (trafilatura) and
 cached in benchmarks/.cache/. Extraction is not timed: both tools run Gopher repetition, Gopher
 quality, C4 and FineWeb (each alone, and the four chained as in a recipe) on the same texts, in one
@@ -93,7 +93,7 @@ def build_input(n_docs: int) -> Path:
     pages = sorted(p for root in HTML_ROOTS if Path(root).is_dir() for p in Path(root).rglob("*.html"))
     if not pages:
         raise SystemExit(
-            "benchmarks/curation.py: no real inputs; run `bash ../shared/bench/install_real_inputs.sh` "
+            "benchmarks/curation.py: no real inputs; run `bash benchmarks/install_real_inputs.sh` "
             "(needs root and the Debian registry)"
         )
     step = Extract()

@@ -4,7 +4,7 @@ vs DataTrove 0.10's URLFilter, n-gram decontamination and sentence dedup, same i
     .venv/bin/python benchmarks/curation_steps.py [--docs 2000] [--repeats 3]
 
 Input: the documentation pages of benchmarks/curation.py (Python, Django and PostgreSQL manuals from
-../shared/bench/install_real_inputs.sh, extracted once with `extract`, cached in benchmarks/.cache/).
+benchmarks/install_real_inputs.sh, extracted once with `extract`, cached in benchmarks/.cache/).
 * URLs: the absolute links found in those same HTML pages (real URLs), one per document, every
   tenth replaced by a page on a block-listed domain or its `www.` subdomain; both tools read DataTrove's own integrated
   lists (its UT1-derived `domains`/`urls` files and banned, soft-banned and sub-word lists).

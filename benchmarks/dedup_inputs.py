@@ -3,7 +3,7 @@
 Real: text extracted (through Anvil's own HTML reader) from the Debian handbook in 26 locales
 (untranslated pages are near-copies of the English ones), the Python and Django documentation,
 plus the `copyright` files of installed Debian packages (many near-identical licence texts).
-Install them first with `bash ../shared/bench/install_real_inputs.sh`. The extracted corpus is
+Install them first with `bash benchmarks/install_real_inputs.sh`. The extracted corpus is
 cached under benchmarks/.cache/ (extraction runs at ~30 pages/s; the cache makes reruns instant).
 """
 
@@ -32,7 +32,7 @@ def real_corpus(num_docs: int = 5000) -> Path:
         return out
     missing = [s for s in SOURCES if not Path(s).is_dir()]
     if missing:
-        raise SystemExit(f"real inputs missing ({missing[0]}): run bash /work/shared/bench/install_real_inputs.sh")
+        raise SystemExit(f"real inputs missing ({missing[0]}): run bash benchmarks/install_real_inputs.sh")
     CACHE.mkdir(parents=True, exist_ok=True)
     copyrights = sorted(Path("/usr/share/doc").glob("*/copyright"))
     html = [p for s in SOURCES for p in sorted(Path(s).rglob("*.html"))]

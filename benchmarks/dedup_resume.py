@@ -8,7 +8,7 @@ revision before markers) over the current tree, `after` the current code. Report
 seconds (best of --repeats), the seconds the current code spent computing checksums (resume.digest,
 timed inside the process), and a rerun after a kill just before the output (every unit reused, only
 verified). Without the
-real inputs (../shared/bench/install_real_inputs.sh) a synthetic corpus is used, and said so.
+real inputs (benchmarks/install_real_inputs.sh) a synthetic corpus is used, and said so.
 Results: benchmarks/results/dedup_resume.json.
 """
 

@@ -3,7 +3,7 @@
     .venv/bin/python -P benchmarks/extract.py [--pages N] [--repeats 3]
 
 Input: real HTML, the Python 3.11 documentation (530 pages, 50 MB) installed by
-../shared/bench/install_real_inputs.sh, packed once into a gzipped WARC of HTTP responses in
+benchmarks/install_real_inputs.sh, packed once into a gzipped WARC of HTTP responses in
 benchmarks/.cache/. Without it the script falls back to the repository's sample corpus
 (data_pipeline/sample.py: standard-library docstrings) wrapped in one generic HTML template, and
 says so in the result ("input": "sample ..."): not real web pages, so its quality figures mean little.
@@ -100,7 +100,7 @@ def build_input(limit: int | None) -> tuple[Path, str, int]:
             len(files),
         )
     print(
-        f"{HTML_ROOT} not found (../shared/bench/install_real_inputs.sh installs it): "
+        f"{HTML_ROOT} not found (benchmarks/install_real_inputs.sh installs it): "
         "falling back to the sample corpus in a generic HTML template",
         flush=True,
     )

@@ -20,7 +20,7 @@ Stable API used across Anvil (curation, dedup, tokenizer):
     iter_documents(inputs, on_reject=None, strict=False, **kw) -> Iterator[Document]
         `read_documents` over every file of `expand_inputs(inputs)`, in order.
 
-Formats (see ../../../shared/CONTRACT.md): `.jsonl`, `.jsonl.gz`, `.jsonl.zst` (`{"id", "text",
+Formats (README "Curation"): `.jsonl`, `.jsonl.gz`, `.jsonl.zst` (`{"id", "text",
 ...}`; other keys become metadata), `.parquet` (columns `id`, `text`, others as metadata),
 `.warc`/`.warc.gz` (HTTP responses with an HTML content type; revisit/request/metadata records are
 skipped and counted in `skipped`), `.wet`/`.wet.gz` (conversion records), `.html`/`.htm` (one page

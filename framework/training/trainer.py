@@ -72,10 +72,6 @@ def _check_resume_compatible(meta: dict, cfg: RunConfig, ckpt: Path) -> None:
     # A different DP x TP x PP x ZeRO layout resumes through framework.checkpoint.universal.
 
 
-def cfg_dp(cfg: RunConfig) -> int:
-    return int(os.environ.get("WORLD_SIZE", "1")) // (cfg.parallel.tensor * cfg.parallel.pipeline)
-
-
 def train(cfg: RunConfig) -> dict:
     from framework.distributed import init_distributed
     from framework.training.watchdog import start_watchdog
