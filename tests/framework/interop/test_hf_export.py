@@ -115,11 +115,19 @@ def test_tp_and_pp_checkpoints_hold_the_trained_model(runs):
     1-process run of the same config (layout parity), not just self-consistent."""
     from framework.checkpoint.store import load_weights
 
+    import torch
+
     one, _ = load_weights(runs / "one")
     for run in ("tp2", "pp2"):
         other, _ = load_weights(runs / run)
         assert set(other) == set(one)
-        assert max((other[k] - one[k]).abs().max().item() for k in one) < 1e-5, run
+        diff = torch.cat([(other[k] - one[k]).abs().flatten() for k in one])
+        # Nearly every weight agrees to fp32 rounding. Adam moves a weight whose gradient is near eps
+        # by lr * g / (|g| + eps), so a reordered tensor-parallel sum can change that step by up to lr
+        # (1.5e-4 + 3e-4 over these two warm-up steps): measured 1.3e-5 on 7 of ~1M weights (tp2,
+        # mean 1.9e-10); a wrong shard or an untrained copy differs by ~1e-2 / ~4.5e-4 on most weights.
+        assert diff.max().item() < 1e-4, (run, diff.max().item())
+        assert (diff > 1e-6).float().mean().item() < 1e-4 and diff.mean().item() < 1e-8, (run, diff.mean().item())
 
 
 def test_export_shards_above_size_limit(runs):
