@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from framework.checksums import default_algorithm, hasher
 from framework.runtime import get_logger
 
 log = get_logger("anvil.dedup")
@@ -49,28 +50,14 @@ def fault(point: str) -> None:
     raise InjectedFault(f"injected dedup failure at {point} (test hook {FAULT_ENV})")
 
 
-try:
-    import xxhash as _xxhash  # ~10x faster than blake2b; optional
-except ImportError:  # pragma: no cover - exercised by forcing ALGO in a test
-    _xxhash = None
-ALGO = "xxh3_128" if _xxhash is not None else "blake2b_128"
-
-
-def _hasher(algo: str):
-    if algo == "xxh3_128":
-        if _xxhash is None:
-            raise RuntimeError("a dedup marker was written with xxh3_128 checksums; `pip install xxhash` to verify it")
-        return _xxhash.xxh3_128()
-    if algo == "blake2b_128":
-        return hashlib.blake2b(digest_size=16)
-    raise ValueError(f"unknown checksum algorithm {algo!r} in a dedup marker")
+ALGO = default_algorithm(128)
 
 
 def digest(path: Path, start: int = 0, end: int | None = None, algo: str | None = None) -> str:
     """ "ALGO:HEX" checksum of the file's bytes [start, end) (xxh3_128 when the xxhash package is
     importable, else blake2b_128); `check(digest_string, ...)` recomputes it with the same algorithm."""
     algo = algo or ALGO
-    h = _hasher(algo)
+    h = hasher(algo)
     with open(path, "rb") as f:
         f.seek(start)
         left = (end - start) if end is not None else None

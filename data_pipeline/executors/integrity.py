@@ -3,9 +3,9 @@
 A finished task is trusted only as far as its files still match what it wrote: the marker records
 `{relative path: {"size": N, ALGO: hex}}` for each file, and a rerun (or `anvil data verify`)
 re-reads them. A file that is missing, shorter or longer than recorded, or whose checksum differs
-(a bit flip, an overwrite) makes the task count as not done. The checksum is xxHash's XXH3-64
-(~10 GB/s) when the `xxhash` package is importable, else BLAKE2b-64 from the standard library; each
-record names its algorithm, so markers written with either verify anywhere that can compute it.
+(a bit flip, an overwrite) makes the task count as not done. Checksums come from
+`framework.checksums` (XXH3-64, or BLAKE2b-64 without the xxhash package; each record names its
+algorithm).
 
     files = record_files([path, ...], root)      # -> {"part-00000.jsonl.zst": {"size": .., "xxh3_64": ..}}
     problem = check_files(files, root)           # None, or "part-00000.jsonl.zst: truncated (...)"
@@ -13,44 +13,16 @@ record names its algorithm, so markers written with either verify anywhere that 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-BLOCK = 1 << 22
-
-try:
-    import xxhash as _xxhash
-except ImportError:  # pragma: no cover - the fallback is exercised by a test that forces it
-    _xxhash = None
-
-
-def default_algorithm() -> str:
-    return "xxh3_64" if _xxhash is not None else "blake2b_64"
-
-
-def _hasher(algo: str):
-    if algo == "xxh3_64":
-        if _xxhash is None:
-            raise RuntimeError("this marker was written with xxh3_64 checksums; `pip install xxhash` to verify it")
-        return _xxhash.xxh3_64()
-    if algo == "blake2b_64":
-        return hashlib.blake2b(digest_size=8)
-    raise ValueError(f"unknown checksum algorithm {algo!r} in a marker")
+from framework.checksums import default_algorithm, file_record
 
 
 def checksum(path: str | os.PathLike, algo: str | None = None) -> str:
-    h = _hasher(algo or default_algorithm())
-    with open(path, "rb") as fh:
-        while block := fh.read(BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_record(path: Path, algo: str | None = None) -> dict:
     algo = algo or default_algorithm()
-    return {"size": path.stat().st_size, algo: checksum(path, algo)}
+    return file_record(path, algo)[algo]
 
 
 def walk_files(paths: Iterable[Path]) -> list[Path]:

@@ -18,34 +18,14 @@ wherever that algorithm is available. Shards are hashed while they are streamed 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
-BLOCK = 1 << 23  # 8 MiB reads
+from framework.checksums import default_algorithm as algorithm
+from framework.checksums import file_record, hasher
 
-try:
-    import xxhash as _xxhash
-except ImportError:  # pragma: no cover - the fallback is exercised by a test that forces it
-    _xxhash = None
-
-ALGORITHMS = ("xxh3_64", "blake2b_64")
-
-
-def algorithm() -> str:
-    """The checksum new checkpoints record."""
-    return "xxh3_64" if _xxhash is not None else "blake2b_64"
-
-
-def hasher(algo: str):
-    if algo == "xxh3_64":
-        if _xxhash is None:
-            raise RuntimeError("the checkpoint records xxh3_64 checksums; `pip install xxhash` to verify them")
-        return _xxhash.xxh3_64()
-    if algo == "blake2b_64":
-        return hashlib.blake2b(digest_size=8)
-    raise ValueError(f"unknown checksum algorithm {algo!r} (expected one of {ALGORITHMS})")
+ALGORITHMS = ("xxh3_64", "blake2b_64")  # what checkpoint records use
 
 
 class HashingWriter:
@@ -79,16 +59,6 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> dict:
     """Write `data` to `path`; return its record."""
     Path(path).write_bytes(data)
     return bytes_record(data)
-
-
-def file_record(path: str | os.PathLike, algo: str | None = None) -> dict:
-    algo = algo or algorithm()
-    h, size = hasher(algo), 0
-    with open(path, "rb") as f:
-        while block := f.read(BLOCK):
-            h.update(block)
-            size += len(block)
-    return {"size": size, algo: h.hexdigest()}
 
 
 def _algo_of(rec: dict) -> str:

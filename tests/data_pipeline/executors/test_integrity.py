@@ -238,12 +238,12 @@ def test_writer_abort_survives_a_failing_close(tmp_path, monkeypatch):
 
 
 def test_checksum_records_and_fallback(tmp_path, monkeypatch):
-    import data_pipeline.executors.integrity as integrity
+    import framework.checksums as checksums
 
     f = tmp_path / "a.bin"
     f.write_bytes(b"abc" * 1000)
     rec = record_files([f], tmp_path)["a.bin"]
-    monkeypatch.setattr(integrity, "_xxhash", None)  # xxhash not installed
+    monkeypatch.setattr(checksums, "_xxhash", None)  # xxhash not installed
     blake = record_files([f], tmp_path)["a.bin"]
     assert "blake2b_64" in blake and blake["size"] == 3000
     assert check_file("a.bin", blake, tmp_path) is None

@@ -16,6 +16,7 @@ import shutil
 import pytest
 import torch
 
+import framework.checksums as checksums
 from framework.checkpoint import integrity, store
 from framework.checkpoint.sharded import Piece
 from launch.cli import main
@@ -136,7 +137,7 @@ def test_checkpoint_without_checksums_still_loads(root):
 
 
 def test_blake2b_when_xxhash_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(integrity, "_xxhash", None)
+    monkeypatch.setattr(checksums, "_xxhash", None)
     ckpt = _write(tmp_path, 1)
     rec = store.read_meta(ckpt)["integrity"]["files"][SHARD]
     assert set(rec) == {"size", "blake2b_64"} and store.verify(ckpt) == []
