@@ -38,6 +38,7 @@ INSTALL_REQUIRES = [
     "scikit-learn>=1.9,<2",
     "fasttext-community>=0.11.9,<1",  # classifier step's fastText models; not fasttext-numpy2 (see steps/fasttext_model.py)
     "psutil>=7.2,<8",
+    "lm-eval>=0.4.13,<0.5",  # `anvil eval --tasks`, in-loop eval.tasks (framework/eval/lm_adapter.py)
     "xxhash>=4.1,<5",  # 64-bit unit hashes of paragraph/sentence dedup and decontaminate; task-output checksums
 ]
 

@@ -142,6 +142,32 @@ def evaluate_prefix(
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": int(count), "windows": windows_total, "seq_len": T}
 
 
+def evaluate_domains(
+    scorer: Scorer,
+    domains: dict[str, str],
+    seq_len: int | None = None,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> dict:
+    """Loss per domain (one held-out prefix each, Paloma-style) and the token-weighted total."""
+    per = {
+        name: evaluate_prefix(scorer, [prefix], seq_len, batch_size, max_tokens, rank, world)
+        for name, prefix in domains.items()
+    }
+    tokens = sum(r["tokens"] for r in per.values())
+    loss = sum(r["loss"] * r["tokens"] for r in per.values()) / tokens
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "tokens": tokens,
+        "windows": sum(r["windows"] for r in per.values()),
+        "seq_len": next(iter(per.values()))["seq_len"],
+        "domains": per,
+    }
+
+
 @torch.no_grad()
 def score_texts(scorer: Scorer, texts: list[str], batch_size: int = 8, max_tokens: int = 512) -> list[dict]:
     """Per-document {"loss", "perplexity", "tokens"}; documents are batched by window, padded and
