@@ -160,6 +160,29 @@ class DataConfig:
 
 
 @dataclass
+class EvalConfig:
+    tasks: list[str] = field(default_factory=list)  # lm-evaluation-harness tasks run on the live model, e.g. [anvil_mc]
+    include_path: Optional[str] = None  # folder of harness task YAMLs (Anvil ships configs/eval)
+    interval: int = 0  # steps between task / domain evaluations; 0 = only at the end
+    limit: Optional[int] = None  # examples per task per evaluation; None = all
+    batch_size: int = 16  # task requests or held-out windows per forward pass
+    datasets: dict[str, str] = field(default_factory=dict)  # held-out domains NAME: PREFIX, loss per domain
+    max_tokens: int = 65536  # held-out tokens per domain per evaluation
+
+    def validate(self) -> None:
+        if self.interval < 0 or self.batch_size <= 0 or self.max_tokens <= 0:
+            raise ConfigError("config keys 'eval.interval' (>= 0), 'eval.batch_size', 'eval.max_tokens' (> 0)")
+        if self.limit is not None and self.limit <= 0:
+            raise ConfigError(f"config key 'eval.limit': must be positive or null, got {self.limit}")
+        if any(not isinstance(t, str) or not t or "," in t for t in self.tasks):
+            raise ConfigError(f"config key 'eval.tasks': expected a list of task names, got {self.tasks}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tasks or self.datasets)
+
+
+@dataclass
 class LoggingConfig:
     wandb: bool = False  # log to Weights & Biases (offline unless WANDB_MODE says otherwise)
     wandb_project: str = "anvil"  # wandb project name
@@ -177,6 +200,7 @@ class RunConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def check_layout(self, world_size: int) -> int:

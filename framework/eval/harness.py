@@ -181,7 +181,7 @@ def flat_metrics(results: dict, prefix: str = "eval") -> dict[str, float]:
     out: dict[str, float] = {}
     for task, metrics in results.get("results", {}).items():
         for key, value in metrics.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or key == "sample_len":
                 continue
             metric, _, filt = key.partition(",")
             name = metric if filt in ("", "none") else f"{metric}_{filt}"

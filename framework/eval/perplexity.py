@@ -35,10 +35,14 @@ class Scorer:
     step: int | None = None
     hf: bool = False
 
+    device: torch.device | None = None  # inputs are moved here; logits come back on the CPU
+
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device is not None:
+            x = x.to(self.device)
         out = self.model(input_ids=x).logits if self.hf else self.model(x)
-        return out.float()
+        return out.float().cpu()
 
     def encode(self, text: str) -> list[int]:
         if self.tokenizer is None:
@@ -107,8 +111,11 @@ def evaluate_prefix(
     max_tokens: int | None = None,
     rank: int = 0,
     world: int = 1,
+    lockstep: bool = False,
 ) -> dict:
-    """Token-mean loss / perplexity over held-out shards; windows are split round-robin over ranks."""
+    """Token-mean loss / perplexity over held-out shards; windows are split round-robin over ranks.
+    `lockstep`: every rank runs the same number of forward passes (ZeRO-3 gathers parameters in
+    each), padding with a dummy batch where it has fewer windows."""
     T = min(seq_len or scorer.seq_len, scorer.seq_len)
     nll_sum = torch.zeros((), dtype=torch.float64)
     count = torch.zeros((), dtype=torch.float64)
@@ -123,6 +130,10 @@ def evaluate_prefix(
         n = (len(stream) - 1) // T
         windows_total += n
         mine = list(range(rank, n, world))
+        if lockstep:
+            most = -(-(-(-n // world)) // batch_size)  # batches of the rank with the most windows
+            for _ in range(most - -(-len(mine) // batch_size)):
+                scorer.logits(torch.from_numpy(stream[:T].reshape(1, -1)))
         for i in range(0, len(mine), batch_size):
             idx = mine[i : i + batch_size]
             chunk = torch.from_numpy(np.stack([stream[j * T : j * T + T + 1] for j in idx]))
@@ -150,10 +161,11 @@ def evaluate_domains(
     max_tokens: int | None = None,
     rank: int = 0,
     world: int = 1,
+    lockstep: bool = False,
 ) -> dict:
     """Loss per domain (one held-out prefix each, Paloma-style) and the token-weighted total."""
     per = {
-        name: evaluate_prefix(scorer, [prefix], seq_len, batch_size, max_tokens, rank, world)
+        name: evaluate_prefix(scorer, [prefix], seq_len, batch_size, max_tokens, rank, world, lockstep)
         for name, prefix in domains.items()
     }
     tokens = sum(r["tokens"] for r in per.values())

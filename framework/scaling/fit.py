@@ -280,6 +280,21 @@ def parametric_objective(fit: dict | ParametricFit, N, D, loss, delta: float = H
     )[0]
 
 
+def refit_resample(
+    N, D, loss, best: ParametricFit, top_starts: int = 8, grid: np.ndarray | None = None
+) -> ParametricFit:
+    """The fit of one bootstrap resample: L-BFGS-B from the full-data optimum `best` plus the
+    `top_starts` grid points with the lowest objective on the resample (shared by
+    `bootstrap_parametric` and `anvil ladder`'s bootstrap over runs)."""
+    grid = init_grid() if grid is None else grid
+    logN, logD, logL = np.log(N), np.log(D), np.log(loss)
+    best_theta = np.array([[math.log(best.A), math.log(best.B), math.log(best.E), best.alpha, best.beta]])
+    obj = grid_objectives(grid, logN, logD, logL)
+    starts = np.concatenate([best_theta, grid[np.sort(np.argsort(obj, kind="stable")[:top_starts])]])
+    with np.errstate(over="ignore"):  # a degenerate resample may send A or B to inf: it widens the CI
+        return fit_parametric(N, D, loss, starts=starts, top_k=None)
+
+
 def bootstrap_parametric(
     N, D, loss, best: ParametricFit, n_boot: int, seed: int = 0, top_starts: int = 8, level: float = 0.95
 ) -> dict:
@@ -291,16 +306,11 @@ def bootstrap_parametric(
     N, D, loss = (np.asarray(x, dtype=np.float64) for x in (N, D, loss))
     rng = np.random.default_rng(seed)
     grid = init_grid()
-    best_theta = np.array([[math.log(best.A), math.log(best.B), math.log(best.E), best.alpha, best.beta]])
     names = ("E", "A", "B", "alpha", "beta", "a", "b", "G")
     samples: dict[str, list[float]] = {k: [] for k in names}
     for _ in range(n_boot):
         idx = rng.integers(0, len(N), len(N))
-        n, d, l_ = N[idx], D[idx], loss[idx]
-        obj = grid_objectives(grid, np.log(n), np.log(d), np.log(l_))
-        starts = np.concatenate([best_theta, grid[np.sort(np.argsort(obj, kind="stable")[:top_starts])]])
-        with np.errstate(over="ignore"):  # a degenerate resample may send A or B to inf: it widens the CI
-            f = fit_parametric(n, d, l_, starts=starts, top_k=None)
+        f = refit_resample(N[idx], D[idx], loss[idx], best, top_starts, grid)
         for k in names:
             samples[k].append(float(getattr(f, k)))
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100

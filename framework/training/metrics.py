@@ -133,7 +133,8 @@ class MetricsLogger:
             self._wandb.log(scalars, step=step)
         if self._tb is not None:
             for k, v in scalars.items():
-                self._tb.add_scalar(("val/" if k.startswith("val_") else "train/") + k, v, step)
+                tag = k if k.startswith("eval/") else ("val/" if k.startswith("val_") else "train/") + k
+                self._tb.add_scalar(tag, v, step)
         if self.console:
             self._print(record)
 
@@ -152,6 +153,10 @@ class MetricsLogger:
                 file=sys.stdout,
                 flush=True,
             )
+            return
+        if any(k.startswith("eval/") for k in r):
+            shown = [f"{k[5:]} {v:.4g}" for k, v in r.items() if k.startswith("eval/") and "stderr" not in k]
+            print(f"  step {r['step']:>7}  eval  " + "  ".join(shown), flush=True)
             return
         if not self._header_done:
             print("  " + " ".join(f"{c:>12}" for c in self.COLUMNS), flush=True)

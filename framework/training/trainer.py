@@ -112,10 +112,14 @@ def train(cfg: RunConfig) -> dict:
         _check_resume_compatible(meta, cfg, ckpt)
 
     data = TrainingData(cfg, dp_rank, dp)
+    from framework.training.downstream import InLoopEval, check_supported
+
+    check_supported(cfg, data.tokenizer_path)  # eval.tasks / eval.datasets: before any step
     mem = HostMemory()  # per-phase peak host RSS of this rank, written to RUN_DIR/memory.jsonl at the end
     mem.record("baseline")
     with mem.phase("startup"):
         engine = Engine(cfg, build_model(cfg, device), dp, device)
+    downstream = InLoopEval(cfg, engine.module, data.tokenizer_path, device, dp_rank, dp)
     stability = StabilityMonitor(
         t.max_consecutive_skips, t.spike_window, t.spike_zscore, stop_on_skips=t.spike_action == "log"
     )
@@ -274,6 +278,10 @@ def train(cfg: RunConfig) -> dict:
                 last_val = evaluate()
                 if math.isfinite(last_val):
                     metrics.log({"step": step, "val_loss": last_val, "tokens": tokens})
+            if downstream.due(step, t.steps):
+                record = downstream.run(step)
+                metrics.log(record)
+                window_start += record["eval/seconds"]  # evaluation time is not training throughput
             if step % t.checkpoint_interval == 0 or step == t.steps:
                 save()
     finally:
@@ -289,6 +297,7 @@ def train(cfg: RunConfig) -> dict:
         "skipped": stability.skipped_total,
         "spikes": stability.spikes,
         **guard.summary(),
+        **({"eval_s": downstream.seconds} if cfg.eval.enabled else {}),
         "wall_s": wall,
         "tokens_per_s": trained_steps * tokens_per_step / wall if wall > 0 else 0.0,
     }
