@@ -285,3 +285,34 @@ def test_malformed_checkpoint_names_the_tensor(runs, tmp_path):
     bad = _checkpoint_with({**weights, "norm.weight": torch.ones(65)}, meta, tmp_path / "ckpt2")
     with pytest.raises(SystemExit, match=r"anvil export hf: .*'norm\.weight' has shape \(65,\), expected \(64,\)"):
         _cli(["export", "hf", "--checkpoint", str(bad), "--output", str(tmp_path / "out2")])
+
+
+def test_harness_tasks_on_checkpoint_equal_hf_export_and_two_ranks(runs, tmp_path):
+    """lm-eval tasks through Anvil's adapter on a checkpoint = the harness's own `hf` model on its
+    transformers export (same examples); 2 ranks under torchrun = 1 process, to the last bit."""
+    from lm_eval.models.huggingface import HFLM
+
+    from framework.eval.harness import run_tasks
+
+    tasks = ["anvil_mc", "anvil_cloze"]
+    include = ["--include-path", str(ROOT / "configs" / "eval"), "--limit", "24"]
+    out1, out2 = tmp_path / "one.json", tmp_path / "two.json"
+    assert (
+        _cli(["eval", "--checkpoint", str(runs / "one"), "--tasks", ",".join(tasks), *include, "--output", str(out1)])
+        == 0
+    )
+    _run(
+        TORCHRUN
+        + ["eval", "--checkpoint", str(runs / "one"), "--tasks", ",".join(tasks), *include, "--output", str(out2)]
+    )
+    ours, two = json.loads(out1.read_text())["results"], json.loads(out2.read_text())["results"]
+    assert two == ours
+    export_hf(runs / "one", runs / "hf_harness")
+    hf = HFLM(pretrained=str(runs / "hf_harness"), batch_size=8, device="cpu", dtype="float32")
+    theirs = run_tasks(hf, tasks, [str(ROOT / "configs" / "eval")], limit=24)["results"]
+    for task in tasks:
+        assert ours[task]["sample_len"] == theirs[task]["sample_len"] == 24
+    assert ours["anvil_mc"]["acc,none"] == theirs["anvil_mc"]["acc,none"]
+    assert ours["anvil_mc"]["acc_norm,none"] == theirs["anvil_mc"]["acc_norm,none"]
+    assert ours["anvil_cloze"]["acc,none"] == theirs["anvil_cloze"]["acc,none"]
+    assert ours["anvil_cloze"]["perplexity,none"] == pytest.approx(theirs["anvil_cloze"]["perplexity,none"], rel=1e-4)
