@@ -6,7 +6,9 @@ run leaves OUTPUT_DIR/runs/NAME/sweep_result.json (its final loss); a rerun of t
 those, and `anvil train` itself resumes an interrupted run from its latest checkpoint, so killing
 the sweep at any moment and running the same command again finishes it without redoing work.
 results.csv is rebuilt from the result markers after every run (plan order), so it is never half
-written. The final loss is the mean of the last K validation losses in RUN_DIR/metrics.jsonl.
+written. The final loss is the mean of the last K validation losses in RUN_DIR/metrics.jsonl;
+with in-loop evaluation (`eval.tasks` / `eval.datasets` in the overrides or base config) the last
+evaluation's metrics become TASK/METRIC columns next to it (for `anvil sweep fit --metric`).
 On Slurm, `write_slurm_array` writes one array task per run, each calling
 `anvil sweep run SWEEP.yaml --index I`; a final `anvil sweep run` collects the results.
 """
@@ -97,6 +99,26 @@ def final_loss(metrics_path: Path, k: int, steps: int) -> tuple[float, int]:
     return sum(last) / len(last), len(last)
 
 
+def final_task_metrics(metrics_path: Path) -> dict[str, float]:
+    """{"TASK/METRIC": value} of the run's last in-loop evaluation (`eval/TASK/METRIC` lines;
+    empty without eval.tasks / eval.datasets). Standard errors and timings are left out."""
+    last: dict[str, float] = {}
+    with metrics_path.open() as fh:
+        for line in fh:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            found = {
+                k[len("eval/") :]: float(v)
+                for k, v in rec.items()
+                if k.startswith("eval/") and k != "eval/seconds" and "stderr" not in k and isinstance(v, (int, float))
+            }
+            if found:
+                last = found
+    return last
+
+
 def train_command(cfg: SweepConfig, row: dict, run_dir: Path) -> list[str]:
     overrides = run_overrides(row, cfg, str(run_dir))
     overrides += [
@@ -151,12 +173,13 @@ def collect_results(cfg: SweepConfig, rows: list[dict]) -> list[dict]:
         marker = out_dir / "runs" / row["name"] / RESULT_FILE
         if marker.is_file():
             done.append(json.loads(marker.read_text()))
+    tasks = sorted({k for rec in done for k in rec.get("metrics", {})})  # TASK/METRIC columns
     tmp = out_dir / f"results.csv.{os.getpid()}.tmp"  # Slurm array tasks may collect at the same time
     with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS)
+        writer = csv.DictWriter(fh, fieldnames=RESULT_COLUMNS + tasks)
         writer.writeheader()
         for rec in done:
-            writer.writerow({k: rec.get(k) for k in RESULT_COLUMNS})
+            writer.writerow({**{k: rec.get(k) for k in RESULT_COLUMNS}, **rec.get("metrics", {})})
     os.replace(tmp, out_dir / "results.csv")
     return done
 
@@ -260,7 +283,9 @@ def run_sweep(cfg: SweepConfig, index: int | None = None, dry_run: bool = False)
             continue
         consecutive = 0
         rec = {k: row[k] for k in MARKER_KEYS}
-        rec.update(loss=loss, val_evals=evals, wall_s=round(wall, 1))
+        rec.update(
+            loss=loss, val_evals=evals, wall_s=round(wall, 1), metrics=final_task_metrics(run_dir / "metrics.jsonl")
+        )
         (run_dir / RESULT_FILE).write_text(json.dumps(rec, indent=1))
         collect_results(cfg, rows)
         summary_rows.append(

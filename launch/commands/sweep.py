@@ -201,6 +201,14 @@ def _configure_fit(p: argparse.ArgumentParser) -> None:
         "(default 0.0025, DeepSeek LLM's 0.25%%)",
     )
     p.add_argument(
+        "--metric",
+        default=None,
+        metavar="TASK/METRIC",
+        help="predict a task metric (a results.csv column such as anvil_mc/acc) at the largest budget from "
+        "the smaller ones: loss from (N, D), then the metric from loss with a sigmoid (OLMo's ladder); "
+        "writes the prediction and the observed value to --output",
+    )
+    p.add_argument(
         "--hparams-method",
         choices=["near-optimal", "quadratic"],
         default="near-optimal",
@@ -243,6 +251,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         raise SystemExit("anvil sweep fit: --bootstrap must be >= 0")
     if args.hparams:
         return _run_fit_hparams(args)
+    if args.metric:
+        return _run_fit_metric(args)
     if (args.unique_tokens is not None or args.r_star is not None) and not args.repetition:
         raise SystemExit("anvil sweep fit: --unique-tokens and --r-star need --repetition")
     try:
@@ -285,6 +295,30 @@ def _run_fit(args: argparse.Namespace) -> int:
 
         plot_fit(points, out, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _run_fit_metric(args: argparse.Namespace) -> int:
+    from framework.scaling.fit import FitError
+    from framework.scaling.metric_fit import read_metric, two_step_heldout
+
+    try:
+        out = two_step_heldout(read_metric(args.results, args.metric), top_k=None if args.all_starts else 128)
+    except FitError as exc:
+        raise SystemExit(f"anvil sweep fit --metric: {exc}") from None
+    out = {"metric": args.metric, **out}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(_finite_or_null(out), indent=1, allow_nan=False) + "\n")
+    s = out["step2_sigmoid"]
+    print(
+        f"{args.metric}(L) = {s['a']:.4g} / (1 + exp(-{s['k']:.4g} (L - {s['L0']:.4g}))) + {s['b']:.4g}  "
+        f"(fitted on {out['fit_runs']} runs below the largest budget)"
+    )
+    print(
+        f"held out C={out['budget']:.3g}: predicted {args.metric} {out['predicted_metric']:.4f}, observed "
+        f"{out['observed_metric']:.4f} (absolute error {out['absolute_error']:.4f}; mean over its "
+        f"{len(out['runs'])} runs {out['mean_absolute_error']:.4f}); wrote {args.output}"
+    )
     return 0
 
 

@@ -102,10 +102,11 @@ def test_results_come_from_markers_and_a_changed_plan_is_refused(tmp_path):
     run_dir = tmp_path / "sw" / "runs" / rows[1]["name"]
     run_dir.mkdir(parents=True)
     rec = {k: rows[1][k] for k in ("name", "N", "D", "steps", "lr")} | {"loss": 3.5, "val_evals": 3}
-    (run_dir / RESULT_FILE).write_text(json.dumps(rec))
+    (run_dir / RESULT_FILE).write_text(json.dumps(rec | {"metrics": {"anvil_mc/acc": 0.375}}))
     done = collect_results(cfg, rows)
     assert [d["name"] for d in done] == [rows[1]["name"]]
-    assert list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))[0]["loss"] == "3.5"
+    row = list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))[0]
+    assert row["loss"] == "3.5" and row["anvil_mc/acc"] == "0.375"  # task metrics next to the loss
     (run_dir / RESULT_FILE).write_text(json.dumps(rec | {"lr": 1.0}))
     with pytest.raises(SystemExit, match="different plan.*lr"):
         run_sweep(cfg, index=1)
