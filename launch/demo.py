@@ -179,6 +179,9 @@ class Demo:
             f"data.tokenizer={self.out / 'tokenizer.json'}",
             f"model.vocab_size={vocab}",
             f"train.steps={self.sizes.steps}",
+            f"eval.include_path={ROOT / 'configs' / 'eval'}",
+            f"eval.interval={max(1, self.sizes.steps // 4)}",
+            f"eval.limit={200 if not self.small else 40}",
         ]
 
     def train(self) -> str:
@@ -186,7 +189,9 @@ class Demo:
         metrics = [json.loads(l) for l in (self.out / "run" / "metrics.jsonl").open()]
         losses = [m["loss"] for m in metrics if "loss" in m]
         self.plot_curves(metrics)
-        return f"loss {losses[0]:.2f} -> {losses[-1]:.2f} over {self.sizes.steps} steps on 2 ranks"
+        acc = [m["eval/anvil_mc/acc"] for m in metrics if "eval/anvil_mc/acc" in m]
+        task = f"; in-loop anvil_mc acc {acc[0]:.2f} -> {acc[-1]:.2f} (chance 0.25)" if acc else ""
+        return f"loss {losses[0]:.2f} -> {losses[-1]:.2f} over {self.sizes.steps} steps on 2 ranks{task}"
 
     def evaluate(self) -> str:
         out = self.out / "eval.json"
@@ -269,7 +274,9 @@ class Demo:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6, 3.5))
+        task = [(m["step"], m["eval/anvil_mc/acc"]) for m in metrics if "eval/anvil_mc/acc" in m]
+        fig, axes = plt.subplots(1, 2 if task else 1, figsize=(10 if task else 6, 3.5), squeeze=False)
+        ax = axes[0][0]
         train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
         val = [(m["step"], m["val_loss"]) for m in metrics if "val_loss" in m]
         ax.plot(*zip(*train), label="train loss")
@@ -278,6 +285,13 @@ class Demo:
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.legend()
+        if task:  # the in-loop lm-eval task (eval.tasks), scored on the live model
+            ax = axes[0][1]
+            ax.plot(*zip(*task), "o-", color="tab:green", label="anvil_mc acc (in-loop)")
+            ax.axhline(0.25, color="grey", linestyle="--", label="chance")
+            ax.set_xlabel("step")
+            ax.set_ylabel("accuracy")
+            ax.legend()
         fig.tight_layout()
         fig.savefig(self.out / "training_curves.png", dpi=100)
         plt.close(fig)

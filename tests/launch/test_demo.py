@@ -42,6 +42,9 @@ def test_demo_small_end_to_end_and_rerun(tmp_path, capsys, monkeypatch):
     assert len(losses) >= 2 and losses[-1] < losses[0], losses
     vocab = json.loads((out / "tokens" / "train.json").read_text()).get("vocab_size", demo.SMALL.vocab)
     assert 0 < json.loads((out / "eval.json").read_text())["loss"] < math.log(vocab)
+    task = [json.loads(line) for line in (out / "run" / "metrics.jsonl").open() if "eval/anvil_mc/acc" in line]
+    assert [t["step"] for t in task] == [5, 10, 15, 20]  # the in-loop task curve of the report
+    assert all(0 <= t["eval/anvil_mc/acc"] <= 1 for t in task)
     assert (out / "hf" / "config.json").exists()
     fit = json.loads((out / "sweep" / "fit.json").read_text())
     assert {"E", "A", "B", "alpha", "beta", "a", "b", "G"} <= set(fit)
