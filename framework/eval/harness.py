@@ -15,6 +15,7 @@ into `eval/TASK/METRIC` scalars for metrics.jsonl, wandb and TensorBoard.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -113,19 +114,29 @@ def resolve_tasks(tasks: list[str], include_paths: list[str] | None) -> tuple[li
     return specs, manager
 
 
-def _offline_env() -> dict[str, str | None]:
-    saved = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    return saved
+@contextlib.contextmanager
+def _offline():
+    """The hub and datasets libraries offline for the duration (they read their environment at
+    import, so their module flags are set too), then restored."""
+    import datasets
+    import huggingface_hub.constants as hub
 
-
-def _restore_env(saved: dict[str, str | None]) -> None:
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    env = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
+    flags = [(hub, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE")]
+    saved = [getattr(mod, name) for mod, name in flags]
+    os.environ.update({k: "1" for k in env})
+    for mod, name in flags:
+        setattr(mod, name, True)
+    try:
+        yield
+    finally:
+        for (mod, name), value in zip(flags, saved):
+            setattr(mod, name, value)
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_tasks(
@@ -145,8 +156,7 @@ def run_tasks(
         raise TaskError("no tasks given")
     specs, manager = resolve_tasks(tasks, include_paths)
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    saved = _offline_env()
-    try:
+    with _offline():
         try:
             return evaluator.simple_evaluate(
                 model=lm,
@@ -160,8 +170,6 @@ def run_tasks(
             raise
         except Exception as exc:  # the datasets library's errors differ by version; the cause is the data
             raise _dataset_error(exc, specs, tasks) from exc
-    finally:
-        _restore_env(saved)
 
 
 def _dataset_error(exc: Exception, specs: list, names: list[str]) -> TaskError:
