@@ -314,7 +314,8 @@ class Demo:
         )
         sample = (self.out / "sample.txt").read_text() if (self.out / "sample.txt").exists() else ""
         page = (
-            f"<!doctype html><html><head><meta charset='utf-8'><title>Anvil demo</title></head><body>"
+            f"<!doctype html><html><head><meta charset='utf-8'><title>Anvil demo</title>"
+            "<style>img{max-width:100%;height:auto}</style></head><body>"
             f"<h1>Anvil demo</h1><table border='1'><tr><th>stage</th><th>seconds</th><th>result</th></tr>"
             f"{rows}</table><ul>{''.join(links)}</ul>{images}<h2>Sample text</h2><pre>{html.escape(sample)}</pre>"
             f"</body></html>"

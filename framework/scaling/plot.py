@@ -144,11 +144,12 @@ def write_report(points: Points, fit: dict, out_dir: str | Path) -> Path:
     )
     iso = html.escape(json.dumps(fit.get("approach2", {}), indent=1)[:4000])
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Anvil scaling-law fit</title>
-<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head><body>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}
+.panels{{display:flex;flex-wrap:wrap;gap:1%}} .panels img{{width:32%;min-width:280px;max-width:100%;height:auto}}</style></head><body>
 <h1>Scaling-law fit</h1><p>L(N, D) = E + A/N<sup>alpha</sup> + B/D<sup>beta</sup>;
 N<sub>opt</sub>(C) = G (C/6)<sup>a</sup>, D<sub>opt</sub>(C) = (C/6)<sup>b</sup> / G.</p>
 <table><tr><th>parameter</th><th>value</th><th>CI</th></tr>{law}</table>
-{''.join(f'<img src="{img}" width="32%">' for img in images)}
+<div class="panels">{"".join(f'<img src="{img}" alt="{img}">' for img in images)}</div>
 <h2>isoFLOP (approach 2)</h2><pre>{iso}</pre>
 <h2>Points ({len(points.N)})</h2><table><tr><th>N</th><th>D</th><th>C</th><th>loss</th></tr>{rows}</table>
 </body></html>"""

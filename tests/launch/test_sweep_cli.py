@@ -63,7 +63,10 @@ def test_plan_fit_plot(tmp_path, capsys):
     )
     for name in ("isoflop.png", "frontier.png", "contours.png", "report.html"):
         assert (tmp_path / "report" / name).stat().st_size > 1000, name
-    assert "alpha" in (tmp_path / "report" / "report.html").read_text()
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "alpha" in page
+    # the three panels share one wrapping row and shrink with the page: none is cut off at the edge
+    assert page.count("<img ") == 3 and ".panels img{width:32%" in page and "max-width:100%" in page
 
 
 def test_run_dry_run_and_slurm_script(tmp_path, capsys):
