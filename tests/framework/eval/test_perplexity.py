@@ -70,6 +70,17 @@ def test_eval_cli_json_and_bad_prefix(lm, prefix, tmp_path, capsys):
     )
     result = json.loads(out.read_text())
     assert {"loss", "perplexity", "tokens", "windows", "seq_len"} <= set(result)
+    # per domain (NAME=PREFIX or PREFIX): each as if alone, the total weighted by tokens
+    assert main(["eval", "--checkpoint", str(folder), "--data", f"a={prefix}", prefix, "--max-tokens", "1000",
+                 "--output", str(out)]) == 0  # fmt: skip
+    two = json.loads(out.read_text())
+    assert set(two["domains"]) == {"a", "s"} and two["domains"]["a"] == two["domains"]["s"]
+    assert two["domains"]["a"]["loss"] == pytest.approx(result["loss"], abs=1e-9)
+    assert two["tokens"] == 2 * result["tokens"] and two["loss"] == pytest.approx(result["loss"], abs=1e-9)
+    with pytest.raises(SystemExit, match="domain name 'a' given twice"):
+        main(["eval", "--checkpoint", str(folder), "--data", f"a={prefix}", f"a={prefix}"])
+    with pytest.raises(SystemExit, match="nothing to evaluate"):
+        main(["eval", "--checkpoint", str(folder)])
     assert main(["eval", "--checkpoint", str(folder), "--data", str(tmp_path / "nope")]) == 2
     assert "nope.bin: missing" in capsys.readouterr().err
 
