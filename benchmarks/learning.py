@@ -6,6 +6,10 @@
 The unigram model is fitted (add-one smoothing) on every training sample of the run (at least the
 tokens the checkpoint saw, so the baseline is never starved); both are scored on the trainer's fixed validation samples. A model that only learned token
 frequencies would match the unigram loss; "well below" means it learned context.
+
+Then the downstream check: the shipped multiple-choice task `anvil_mc` (configs/eval, chance 0.25)
+and the cloze task `anvil_cloze` through lm-evaluation-harness on the same checkpoint. "Above
+chance" means acc - 2 standard errors > 0.25. Results go to benchmarks/results/learning.json.
 """
 
 from __future__ import annotations
@@ -60,6 +64,24 @@ def compare(run_dir: str) -> dict:
     }
 
 
+def downstream(run_dir: str) -> dict:
+    from framework.eval.harness import run_tasks
+    from framework.eval.lm_adapter import from_scorer
+    from framework.eval.perplexity import load_scorer
+
+    out = run_tasks(from_scorer(load_scorer(run_dir)), ["anvil_mc", "anvil_cloze"], [str(ROOT / "configs/eval")])
+    mc, cloze = out["results"]["anvil_mc"], out["results"]["anvil_cloze"]
+    return {
+        "anvil_mc acc": mc["acc,none"],
+        "anvil_mc stderr": mc["acc_stderr,none"],
+        "anvil_mc chance": 0.25,
+        "anvil_mc examples": mc["sample_len"],
+        "above chance (acc - 2 se > 0.25)": mc["acc,none"] - 2 * mc["acc_stderr,none"] > 0.25,
+        "anvil_cloze acc": cloze["acc,none"],
+        "anvil_cloze perplexity": cloze["perplexity,none"],
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/train/10m.yaml"))
@@ -76,7 +98,23 @@ def main() -> int:
         subprocess.run([anvil, "train", args.config, f"run_dir={run_dir}", *args.overrides], check=True)
     row = compare(run_dir)
     print_table([row], title="held-out loss: trained model vs unigram")
-    return 0 if row["model loss"] < row["unigram loss"] else 1
+    tasks = downstream(run_dir)
+    print_table([tasks], title="downstream tasks (lm-evaluation-harness, configs/eval)")
+    import json
+    import platform
+
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    record = {
+        "script": "benchmarks/learning.py",
+        "run_dir": str(run_dir),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "loss": row,
+        "tasks": tasks,
+    }
+    (results / "learning.json").write_text(json.dumps(record, indent=2) + "\n")
+    ok = row["model loss"] < row["unigram loss"] and tasks["above chance (acc - 2 se > 0.25)"]
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
