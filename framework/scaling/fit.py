@@ -288,7 +288,8 @@ def refit_resample(
     `bootstrap_parametric` and `anvil ladder`'s bootstrap over runs)."""
     grid = init_grid() if grid is None else grid
     logN, logD, logL = np.log(N), np.log(D), np.log(loss)
-    best_theta = np.array([[math.log(best.A), math.log(best.B), math.log(best.E), best.alpha, best.beta]])
+    # E (or A, B) may have underflowed to 0.0: start from the smallest positive value instead
+    best_theta = np.array([[math.log(max(v, 1e-300)) for v in (best.A, best.B, best.E)] + [best.alpha, best.beta]])
     obj = grid_objectives(grid, logN, logD, logL)
     starts = np.concatenate([best_theta, grid[np.sort(np.argsort(obj, kind="stable")[:top_starts])]])
     with np.errstate(over="ignore"):  # a degenerate resample may send A or B to inf: it widens the CI

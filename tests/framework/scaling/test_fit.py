@@ -94,3 +94,16 @@ def test_bad_inputs_are_named(tmp_path):
 def test_budget_grouping_tolerates_rounding():
     C = np.array([1e18, 1.02e18, 3e18, 2.97e18, 1e19])
     assert group_budgets(C).tolist() == [0, 0, 1, 1, 2]
+
+
+def test_bootstrap_survives_a_fit_whose_E_underflowed_to_zero():
+    """A law with no irreducible term (E = 0, as tiny CPU sweeps fit) used to crash the bootstrap
+    (log(0) for the resamples' starting point)."""
+    from framework.scaling.fit import bootstrap_parametric
+
+    N, D, C, _ = synthetic()
+    L = TRUE["A"] / N ** TRUE["alpha"] + TRUE["B"] / D ** TRUE["beta"]
+    best = fit_parametric(N, D, L, top_k=16)
+    best.E = 0.0
+    ci = bootstrap_parametric(N, D, L, best, n_boot=2, top_starts=2)
+    assert ci["E"][0] >= 0 and ci["n_boot"] == 2
