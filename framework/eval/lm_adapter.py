@@ -102,15 +102,14 @@ class AnvilLM(TemplateLM):
 
     # ---- scoring ------------------------------------------------------------------------------
     @torch.no_grad()
-    def _logprobs(self, rows: list[list[int]]) -> torch.Tensor:
-        """Log-softmax of the model on right-padded rows: (B, T, V) float32."""
+    def _logits(self, rows: list[list[int]]) -> torch.Tensor:
+        """The model's logits on right-padded rows: (B, T, V) float32 on the CPU."""
         T = max(len(r) for r in rows)
         x = torch.full((len(rows), T), self.eos_id, dtype=torch.long)
         for i, r in enumerate(rows):
             x[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         self.forward_passes += 1
-        logits = self._forward(x.to(self._device)).float().cpu()
-        return F.log_softmax(logits, dim=-1)
+        return self._forward(x.to(self._device)).float().cpu()
 
     def _sync_batches(self, n_batches: int) -> int:
         """Under lockstep: the most batches any rank has (this rank pads with dummy forwards)."""
@@ -119,7 +118,7 @@ class AnvilLM(TemplateLM):
         return int(self.all_gather(torch.tensor(n_batches)).max())
 
     def _dummy_forward(self) -> None:
-        self._logprobs([[self.eos_id]])
+        self._logits([[self.eos_id]])
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         """requests: ((context, continuation), context_enc, continuation_enc) -> (logprob, is_greedy)."""
@@ -131,10 +130,10 @@ class AnvilLM(TemplateLM):
         out: list[tuple[float, bool] | None] = [None] * len(rows)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         for batch in batches:
-            logp = self._logprobs([rows[i][0] for i in batch])
+            logits = self._logits([rows[i][0] for i in batch])
             for b, i in enumerate(batch):
                 inp, n_cont, cont = rows[i]
-                lp = logp[b, len(inp) - n_cont : len(inp)]
+                lp = F.log_softmax(logits[b, len(inp) - n_cont : len(inp)], dim=-1)  # the continuation only
                 target = torch.tensor(cont, dtype=torch.long)
                 greedy = bool((lp.argmax(dim=-1) == target).all())
                 out[i] = (float(lp.gather(1, target[:, None]).sum()), greedy)
@@ -185,7 +184,7 @@ class AnvilLM(TemplateLM):
         text = ""
         for _ in range(max_new):
             window = (ids + new)[-self.max_length :]
-            nxt = int(self._logprobs([window])[0, -1].argmax())
+            nxt = int(self._logits([window])[0, -1].argmax())
             if nxt == self.eos_id:
                 break
             new.append(nxt)
