@@ -3,8 +3,10 @@
     run_dedup(inputs, output, cfg, incremental_store=None) -> stats
 
 The reading process assigns every document its input-order index and cuts the stream into
-shards of `cfg.shard_docs`; workers compute the shards' signatures (index.scan_texts) while the
-reader goes on, at most two shards per worker in flight, so memory stays bounded. The reduce then
+shards of `cfg.shard_docs`; workers compute the shards' signatures and shingle sets
+(index.scan_texts) while the reader goes on, at most two shards per worker in flight, so memory
+stays bounded (with many input files, each worker reads whole files, the largest first). The
+reduce then proposes candidate pairs, verifies each once (exact Jaccard by default, verify.py) and
 clusters, and the documents (kept aside as JSON lines while reading, so WARC/HTML extraction is not
 redone) are streamed once more into:
 
@@ -157,7 +159,9 @@ def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -
         if pool is None or len(files) >= 2 * cfg.workers:
             # Workers read whole files themselves: the reading process is no bottleneck.
             run = pool.submit if pool is not None else (lambda fn, *a: _Done(fn(*a)))
-            futures = [run(scan_file, path, i, work, cfg) for i, path in enumerate(files)]
+            futures: list = [None] * len(files)
+            for i in sorted(range(len(files)), key=lambda i: -_size(files[i])):  # largest first: balance
+                futures[i] = run(scan_file, files[i], i, work, cfg)
             for fut in progress(futures, total=len(futures), desc="dedup: scan", unit="file"):
                 shards, c, rejects = fut.result()
                 shard_dirs += shards
@@ -185,6 +189,13 @@ def scan_inputs(inputs: Sequence[str], work: Path, cfg: DedupConfig, rejected) -
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return shard_dirs, counts
+
+
+def _size(path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
 
 
 class _Done:
@@ -330,6 +341,7 @@ def run_dedup(
         "rows": s["rows"],
         "keep": cfg.keep,
         "exact_verify": cfg.exact_verify,
+        "band_pairs": s["band_pairs"],
         "candidate_pairs": s["candidate_pairs"],
         "verified_pairs": s["verified_pairs"],
         "sorted_runs": s["sorted_runs"],

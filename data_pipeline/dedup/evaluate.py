@@ -84,6 +84,38 @@ def score(n: int, pairs: np.ndarray, label: np.ndarray, flagged: np.ndarray) -> 
     }
 
 
+def score_planted(pairs: np.ndarray, label: np.ndarray, flagged: np.ndarray, planted) -> dict:
+    """`score` restricted to planted variants, per edit type. `planted`: (variant index, base
+    index, edit) per planted document. Documents: a variant is a true near-duplicate if it has
+    any true partner; precision/recall over the variants of that edit. Base pairs: the (base,
+    variant) pair is true when its exact Jaccard is >= the threshold (it is among `pairs`) and
+    predicted when the run put both in one cluster."""
+    truth = np.zeros(len(label), dtype=bool)
+    truth[pairs.ravel()] = True
+    true_pairs = {(int(a), int(b)) for a, b in pairs.tolist()}
+
+    def ratio(a: int, b: int) -> float:
+        return round(a / b, 4) if b else 1.0
+
+    out = {}
+    for edit in sorted({e for _, _, e in planted}):
+        docs = np.array([v for v, _, e in planted if e == edit], dtype=np.int64)
+        base_pairs = [(min(v, b), max(v, b)) for v, b, e in planted if e == edit]
+        t, f = truth[docs], flagged[docs]
+        is_true = np.array([p in true_pairs for p in base_pairs], dtype=bool)
+        same = np.array([label[a] == label[b] for a, b in base_pairs], dtype=bool)
+        out[edit] = {
+            "variants": len(docs),
+            "true_dup_docs": int(t.sum()),
+            "doc_precision": ratio(int((t & f).sum()), int(f.sum())),
+            "doc_recall": ratio(int((t & f).sum()), int(t.sum())),
+            "true_base_pairs": int(is_true.sum()),
+            "pair_precision": ratio(int((is_true & same).sum()), int(same.sum())),
+            "pair_recall": ratio(int((is_true & same).sum()), int(is_true.sum())),
+        }
+    return out
+
+
 def labels_from_duplicates(ids: Sequence[str], duplicate_of: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """Cluster labels and near-duplicate flags of `ids` from an {id: duplicate_of} mapping."""
     reps = set(duplicate_of.values())

@@ -2,10 +2,13 @@
 
 Shared by `anvil data dedup` (api.py) and the `minhash_dedup` pipeline stage (step.py):
 
-* `scan_shard(docs, shard_dir, cfg)`: signatures, band keys and id hashes of one shard of documents
-  (pure function of the shard; runs in parallel workers).
-* `Store`: signatures, band runs (already merged), ids and the cluster partition of every document
-  deduplicated so far, changed only by an atomic commit (so an interrupted batch never damages it).
+* `scan_shard(docs, shard_dir, cfg)`: signatures, band keys and id hashes of one shard of documents,
+  and (exact verification, the default) each document's sorted unique shingle hashes
+  (`shingles.u64`, 8 bytes per distinct n-gram, with their counts) - a pure function of the shard;
+  runs in parallel workers.
+* `Store`: signatures, shingle sets, band runs (already merged), ids and the cluster partition of
+  every document deduplicated so far, changed only by an atomic commit (so an interrupted batch
+  never damages it).
 * reduce.py turns scanned shards into clusters, adding them to a store.
 
 A one-shot run is a reduce into an empty store; `--incremental-store` keeps the store, and a new
@@ -29,7 +32,7 @@ import numpy as np
 
 from data_pipeline.dedup import lsh
 from data_pipeline.dedup.clusters import parse_keep
-from data_pipeline.dedup.minhash import MinHasher, exact_jaccard, jaccard_estimate
+from data_pipeline.dedup.minhash import MinHasher
 from data_pipeline.dedup.resume import atomic, fault, write_json
 from data_pipeline.document import Document
 
@@ -51,7 +54,7 @@ class MinhashSettings:
     fp_weight: float = 0.05  # weight of false positives in the (bands, rows) choice
     fn_weight: float = 0.95  # weight of false negatives in the (bands, rows) choice
     keep: str = "first"  # first | longest | field:NAME
-    exact_verify: bool = False  # verify candidates on exact shingle Jaccard
+    exact_verify: bool = True  # decide candidates on exact n-gram Jaccard (sets kept on disk); false: MinHash estimate
     dedupe_ids: bool = False  # drop later documents with a repeated id instead of failing
     memory_budget: str = "1GB"  # the reduce's external sort stays within this
     bands: int = 0  # 0: bands x rows from datasketch's optimiser
@@ -165,22 +168,36 @@ def write_shard_meta(shard_dir: Path, docs: Sequence[Document], cfg: DedupConfig
         )
 
 
+def sorted_sets(flat: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each document's hashes sorted, repeats dropped: (flat, count per document)."""
+    if not len(flat):
+        return flat, counts
+    parts = [np.sort(h) for h in np.split(flat, np.cumsum(counts)[:-1])]
+    out = np.concatenate(parts)
+    first = np.ones(len(out), dtype=bool)
+    first[1:] = out[1:] != out[:-1]
+    starts = np.cumsum(counts) - counts
+    first[starts[counts > 0]] = True  # a document's first hash, whatever the previous one ends with
+    doc = np.repeat(np.arange(len(counts)), counts)
+    return out[first], np.bincount(doc[first], minlength=len(counts)).astype(counts.dtype)
+
+
 def scan_texts(texts: Sequence[str], shard_dir: Path, cfg: DedupConfig) -> int:
     """Signatures and band keys of a shard (the expensive part; runs in workers)."""
     shard_dir.mkdir(parents=True, exist_ok=True)
     hasher = MinHasher(cfg.num_perm, cfg.ngram, cfg.seed)
     flat, counts = hasher.hash_batch(texts)
+    if cfg.exact_verify:  # the sets verify.py intersects; the signature of a set is that of its list
+        flat, counts = sorted_sets(flat, counts)
+        with atomic(shard_dir / "shingles.u64") as tmp:
+            flat.astype("<u8").tofile(tmp)
+        _save_npy(shard_dir / "shingles.len.npy", counts.astype(np.int64))
     sig = hasher.signatures_from_flat(flat, counts)
     b, r = cfg.params
     with atomic(shard_dir / "sig.u64") as tmp:
         sig.astype("<u8").tofile(tmp)
     with atomic(shard_dir / "bands.u64") as tmp:
         lsh.band_keys(sig, b, r).astype("<u8").tofile(tmp)
-    if cfg.exact_verify:
-        uniq = [np.unique(h) for h in np.split(flat, np.cumsum(counts)[:-1])] if len(texts) else []
-        with atomic(shard_dir / "shingles.u64") as tmp:
-            np.concatenate(uniq or [np.empty(0, U64)]).astype("<u8").tofile(tmp)
-        _save_npy(shard_dir / "shingles.len.npy", np.array([len(u) for u in uniq], dtype=np.int64))
     empty = int((counts == 0).sum())
     write_json(shard_dir / "scan.json", {"docs": len(texts), "no_words": empty})
     return len(texts)
@@ -217,8 +234,14 @@ class Store:
                 diff = {
                     k: (state["identity"].get(k), v) for k, v in cfg.identity().items() if state["identity"].get(k) != v
                 }
+                hint = (
+                    "; it was built with exact_verify false (the default before exact verification): "
+                    "pass --no-exact-verify (step: exact_verify: false) to extend it"
+                    if "exact_verify" in diff and not state["identity"].get("exact_verify")
+                    else ""
+                )
                 raise ValueError(
-                    f"{self.path}: incremental store was built with other settings (stored, requested): {diff}"
+                    f"{self.path}: incremental store was built with other settings (stored, requested): {diff}{hint}"
                 )
             self.n, self.batches = state["n"], state["batches"]
             self.last_batch = state.get("last_batch")
@@ -327,77 +350,6 @@ def append_file(dst: Path, src: Path) -> None:
 
 
 # -------------------------------------------------------------------------------------- reduce
-class _Verifier:
-    """Checks candidate pairs in chunks and unions the ones that pass."""
-
-    def __init__(self, store: Store, uf, cfg: DedupConfig, budget: int, stats: dict):
-        self.store, self.uf, self.cfg, self.stats = store, uf, cfg, stats
-        # a chunk gathers at most 2 signature rows per pair, copied out of the memory map: 1/8 of
-        # the budget for the copies and 1/8 for the mapped pages they come from
-        self.chunk = max(256, budget // (8 * 2 * 8 * cfg.num_perm))
-        self.a: list[np.ndarray] = []
-        self.b: list[np.ndarray] = []
-        self.pending = 0
-        if cfg.exact_verify:
-            lens = store.load_staged("shingles.len", np.int64)
-            self.sh_off = np.concatenate([[0], np.cumsum(lens)])
-
-    def add(self, a: np.ndarray, b: np.ndarray) -> None:
-        if len(a):
-            self.a.append(a)
-            self.b.append(b)
-            self.pending += len(a)
-            if self.pending >= self.chunk:
-                self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        a, b = np.concatenate(self.a), np.concatenate(self.b)
-        self.a, self.b, self.pending = [], [], 0
-        self.stats["candidate_pairs"] += len(a)
-        if self.cfg.exact_verify:
-            ok = self._exact(a, b)
-        else:
-            rows, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
-            got = self.store.signature_rows(rows)
-            ok = jaccard_estimate(got[inv[: len(a)]], got[inv[len(a) :]]) >= self.cfg.threshold
-        self.stats["verified_pairs"] += int(ok.sum())
-        self.uf.union_pairs(a[ok], b[ok])
-
-    def _exact(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        off = self.sh_off
-        fd = os.open(self.store.path / "shingles.u64", os.O_RDONLY)
-
-        def read(x: int) -> np.ndarray:
-            return np.frombuffer(os.pread(fd, int(off[x + 1] - off[x]) * 8, int(off[x]) * 8), dtype="<u8")
-
-        try:
-            return np.array(
-                [exact_jaccard(read(x), read(y)) >= self.cfg.threshold for x, y in zip(a.tolist(), b.tolist())],
-                dtype=bool,
-            )
-        finally:
-            os.close(fd)
-
-
-class Pairs:
-    """Collects verified pairs (stands in for the union-find inside _Verifier)."""
-
-    def __init__(self):
-        self.a, self.b = [], []
-
-    def union_pairs(self, a, b) -> None:
-        self.a.append(a)
-        self.b.append(b)
-
-    def arrays(self) -> np.ndarray:
-        """(2, pairs) int64."""
-        if not self.a:
-            return np.empty((2, 0), np.int64)
-        return np.stack([np.concatenate(self.a), np.concatenate(self.b)]).astype(np.int64)
-
-
 def merge_band(store: Store, name: str, new_runs: list[Path], budget: int, scratch: Path):
     """Merge the store's run `name` with the new runs into `pending/NAME` (committed with the
     batch; the store's own run and the new runs are left as they are); yield the merged blocks."""

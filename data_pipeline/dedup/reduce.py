@@ -1,4 +1,4 @@
-"""The dedup reduce: scanned shards -> clusters, as four named phases that each keep their work.
+"""The dedup reduce: scanned shards -> clusters, as five named phases that each keep their work.
 
     reduce(store_dir, shard_dirs, cfg, work=DIR) -> {"rep", "excluded", "changed_old", "stats", ...}
 
@@ -6,10 +6,13 @@
    band and id records are cut into sorted runs within the memory budget. Unit: a run group (the
    shards buffered until one flush), its marker covering the runs and the byte ranges it appended.
 2. `find_duplicate_ids`: equal id hashes are neighbours in the merged id run. One unit.
-3. `verify_bands`: per LSH band, merge the store's run with the new runs, bucket, verify the
-   candidate pairs; the verified pairs are kept per band (unit: a band; `map_bands` may run the
-   bands elsewhere, e.g. one Ray task each).
-4. `decide`: union the verified pairs, choose representatives, then commit the store.
+3. `verify_bands` (named for its history; it proposes): per LSH band, merge the store's run with
+   the new runs, bucket, and keep the band's candidate pairs as sorted runs (unit: a band;
+   `map_bands` may run the bands elsewhere, e.g. one Ray task each).
+4. `verify_pairs`: the bands' candidate runs are merged, so a pair proposed by several bands is
+   decided once (verify.py: exact shingle Jaccard by default, else the signature estimate), in
+   chunks sized by the memory budget (unit: a chunk).
+5. `decide`: union the verified pairs, choose representatives, then commit the store.
 
 Each unit writes its files under `work` and a marker (resume.py) last, so a reduce killed in any
 phase and run again with the same shards, settings and store continues from its last finished unit
@@ -35,9 +38,7 @@ from data_pipeline.dedup.index import (
     APPENDED,
     DedupConfig,
     DuplicateIdError,
-    Pairs,
     Store,
-    _Verifier,
     append_file,
     merge_band,
     parse_size,
@@ -53,9 +54,11 @@ from data_pipeline.dedup.resume import (
     write_json,
     write_marker,
 )
+from data_pipeline.dedup.verify import PairVerifier
 from framework.runtime import get_logger, progress
 
 log = get_logger("anvil.dedup")
+LAYOUT = 2  # version of the work folder's units (2: bands propose, a verify phase decides)
 
 
 @dataclass
@@ -68,6 +71,7 @@ class _Reduce:
     tag: str
     n_old: int
     tally: Tally
+    fresh: bool = False  # the store is this run's own and dies with it (one-shot): sets stay in the shards
 
     @property
     def budget(self) -> int:
@@ -113,7 +117,11 @@ def reduce(
     work.mkdir(parents=True, exist_ok=True)
     store = Store(store_dir, cfg)  # finishes an interrupted commit
     shards = [Path(s) for s in shard_dirs]
-    request = {"shards": _shards_identity(shards), "cfg": dataclasses.asdict(cfg.resolved()) | {"workers": 0}}
+    request = {
+        "shards": _shards_identity(shards),
+        "cfg": dataclasses.asdict(cfg.resolved()) | {"workers": 0},
+        "layout": LAYOUT,
+    }
     saved = _read_json(work / "identity.json")
     if saved and store.last_batch == saved["tag"] and tag_of({**request, "store": saved["store"]}) == saved["tag"]:
         ctx = _Reduce(store, cfg, work, saved["tag"], saved["n_old"], tally)  # killed after the commit
@@ -130,13 +138,16 @@ def reduce(
             shutil.rmtree(store.path)
             store = Store(store_dir, cfg)
         write_json(work / "identity.json", {"tag": tag, "n_old": store.n, "store": before})
-    ctx = _Reduce(store, cfg, work, tag, store.n, tally)
+    ctx = _Reduce(store, cfg, work, tag, store.n, tally, fresh=fresh_store and store.n == 0)
     meta = shard_meta(ctx, shards)
     band_runs, id_runs, sizes = append_shards(ctx, shards, meta.counts)
     excluded = find_duplicate_ids(ctx, id_runs, meta)
-    if cfg.exact_verify:  # the verifier reads the new documents' shingle counts from pending/
-        store.stage("shingles.len", meta.shingle_lens)
     verify_bands(ctx, band_runs, map_bands)
+    if ctx.fresh:  # the shards' own set files; a kept store holds every set in one file
+        set_files = [(s / "shingles.u64", m) for s, m in zip(shards, meta.counts)]
+    else:
+        set_files = [(store.path / "shingles.u64", len(meta.length))]
+    verify_pairs(ctx, meta.shingle_lens, set_files)
     return _finish(
         ctx, decide(ctx, meta, sizes, sorted_runs=(ctx.bands + 1) * len(id_runs), excluded=excluded), t0, own_work
     )
@@ -215,7 +226,8 @@ def run_groups(counts: list[int], bands: int, budget: int) -> list[list[int]]:
 def append_shards(ctx: _Reduce, shards: list[Path], counts: list[int]):
     """Phase 1; returns the band runs per band, the id runs and the appended files' sizes."""
     b = ctx.bands
-    names = [n for n in APPENDED if n != "shingles.u64" or ctx.cfg.exact_verify]
+    # a one-shot run's store is thrown away: its sets are read from the shards, not copied
+    names = [n for n in APPENDED if n != "shingles.u64" or (ctx.cfg.exact_verify and not ctx.fresh)]
     sizes = {n: ctx.store.sizes[n] for n in names}
     band_runs: list[list[Path]] = [[] for _ in range(b)]
     id_runs: list[Path] = []
@@ -266,7 +278,7 @@ def _append_group(ctx: _Reduce, shards: list[Path], first: int, runs: list[Path]
         m = json.loads((shard / "scan.json").read_text())["docs"]
         append_file(store.path / "signatures.u64", shard / "sig.u64")
         append_file(store.path / "ids.jsonl", shard / "ids.jsonl")
-        if ctx.cfg.exact_verify:
+        if "shingles.u64" in start:
             append_file(store.path / "shingles.u64", shard / "shingles.u64")
         keys.append(np.fromfile(shard / "bands.u64", dtype="<u8").reshape(m, b))
         docs.append(np.arange(n, n + m, dtype=np.int64))
@@ -322,7 +334,8 @@ def find_duplicate_ids(ctx: _Reduce, id_runs: list[Path], meta: ShardMeta) -> np
 @dataclass
 class BandTask:
     """One LSH band of phase 3, picklable (executors/ray.py runs one per Ray task): merge its runs,
-    bucket them, verify the candidate pairs, keep them in WORK/pairs-J.npy; marker last."""
+    bucket them, keep the candidate pairs of new documents as runs WORK/cand-J-R sorted by (first
+    document, member), within the memory budget; marker last."""
 
     store_path: str
     cfg: DedupConfig
@@ -334,12 +347,23 @@ class BandTask:
     def marker(self, j: int) -> Path:
         return Path(self.work) / f"band-{j:03d}.json"
 
+    def candidate_runs(self, j: int, count: int) -> list[Path]:
+        return [Path(self.work) / f"cand-{j:03d}-{r:03d}" for r in range(count)]
+
     def run(self, j: int, before_marker: Callable[[], None] | None = None) -> dict:
         store, work = Store(Path(self.store_path), self.cfg), Path(self.work)
         budget = parse_size(self.cfg.memory_budget)
         excluded = np.load(work / "excluded.npy")
-        pairs, counts = Pairs(), {"candidate_pairs": 0, "verified_pairs": 0}
-        verifier = _Verifier(store, pairs, self.cfg, budget, counts)
+        buffered, held, written = [], 0, 0
+        flush_at = max(1 << 12, budget // (4 * lsh.RECORD_BYTES))
+
+        def flush() -> None:
+            nonlocal buffered, held, written
+            a = np.concatenate([x for x, _ in buffered]) if buffered else np.empty(0, np.int64)
+            c = np.concatenate([y for _, y in buffered]) if buffered else np.empty(0, np.int64)
+            lsh.write_run(self.candidate_runs(j, written + 1)[-1], a.astype(np.uint64), c)
+            buffered, held, written = [], 0, written + 1
+
         scratch = work / "scratch" / f"band{j}"
         for keys, docs in merge_band(
             store, f"band{j}", [Path(r) for r in self.runs[j]], max(budget // 4, 1 << 15), scratch
@@ -347,34 +371,33 @@ class BandTask:
             alive = ~excluded[docs]
             a, c = lsh.bucket_pairs(keys[alive], docs[alive])
             new = c >= self.n_old  # a < c, so a pair of two old documents has c < n_old
-            verifier.add(a[new], c[new])
-        verifier.flush()
-        out = work / f"pairs-{j:03d}.npy"
-        with atomic(out) as tmp, open(tmp, "wb") as f:
-            np.save(f, pairs.arrays())
+            if new.any():
+                buffered.append((a[new], c[new]))
+                held += int(new.sum())
+            if held >= flush_at:
+                flush()
+        if buffered or not written:
+            flush()
+        runs = self.candidate_runs(j, written)
+        band_pairs = sum(lsh.run_length(r) for r in runs)
         fault(f"band:{j}")
         if before_marker is not None:
             before_marker()
         write_marker(
             self.marker(j),
             self.tag,
-            [out, store.pending / f"band{j}.keys", store.pending / f"band{j}.docs"],
-            counts=counts,
+            [Path(f"{r}{s}") for r in runs for s in (".keys", ".docs")]
+            + [store.pending / f"band{j}.keys", store.pending / f"band{j}.docs"],
+            runs=written,
+            counts={"band_pairs": band_pairs},
         )
         shutil.rmtree(scratch, ignore_errors=True)
-        return counts
+        return {"band_pairs": band_pairs}
 
 
 def verify_bands(ctx: _Reduce, band_runs: list[list[Path]], map_bands=None) -> None:
     """Phase 3: every band without a valid marker, here or through `map_bands`."""
-    task = BandTask(
-        str(ctx.store.path),
-        ctx.cfg.resolved(),
-        str(ctx.work),
-        ctx.tag,
-        ctx.n_old,
-        {j: [str(r) for r in runs] for j, runs in enumerate(band_runs)},
-    )
+    task = _band_task(ctx, band_runs)
     todo = [j for j in range(ctx.bands) if read_marker(task.marker(j), ctx.tag, f"band {j}") is None]
     ctx.tally.add("bands", True, ctx.bands - len(todo))
     ctx.tally.add("bands", False, len(todo))
@@ -386,11 +409,104 @@ def verify_bands(ctx: _Reduce, band_runs: list[list[Path]], map_bands=None) -> N
             task.run(j)
 
 
-# ----------------------------------------------------------------------------------- 4. decide
+def _band_task(ctx: _Reduce, band_runs: list[list[Path]] | None = None) -> BandTask:
+    return BandTask(
+        str(ctx.store.path),
+        ctx.cfg.resolved(),
+        str(ctx.work),
+        ctx.tag,
+        ctx.n_old,
+        {j: [str(r) for r in runs] for j, runs in enumerate(band_runs or [])},
+    )
+
+
+# ------------------------------------------------------------------------------------ 4. verify
+def verify_pairs(ctx: _Reduce, set_lens: np.ndarray | None, set_files: list[tuple[Path, int]]) -> dict:
+    """Phase 4: the bands' candidate runs merged in (first document, member) order, repeats
+    dropped, every distinct pair decided once; chunks of at most `chunk_limit` units, each kept as
+    WORK/verified-K.npy with a marker, and a summary marker WORK/verify.json at the end. The
+    chunking is a function of the runs and the budget, so a rerun finds the same chunks."""
+    summary = ctx.work / "verify.json"
+    rec = read_marker(summary, ctx.tag, "the verify phase")
+    if rec is not None:
+        ctx.tally.add("verify", True, rec["chunks"])
+        return rec
+    task = _band_task(ctx)
+    runs, band_pairs = [], 0
+    for j in range(ctx.bands):
+        band = json.loads(task.marker(j).read_text())
+        runs += task.candidate_runs(j, band["runs"])
+        band_pairs += band["counts"]["band_pairs"]
+    verifier = PairVerifier(ctx.store, ctx.cfg, set_lens, set_files)
+    counts = {"band_pairs": band_pairs, "candidate_pairs": 0, "verified_pairs": 0}
+    files: list[Path] = []
+    scratch = ctx.work / "scratch" / "verify"
+    scratch.mkdir(parents=True, exist_ok=True)
+    for k, (a, c) in enumerate(_chunks(runs, verifier, ctx.budget, scratch)):
+        out, marker = ctx.work / f"verified-{k:05d}.npy", ctx.work / f"verify-{k:05d}.json"
+        got = read_marker(marker, ctx.tag, f"verify chunk {k}")
+        ctx.tally.add("verify", got is not None)
+        if got is None:
+            ok = verifier(a, c)
+            with atomic(out) as tmp, open(tmp, "wb") as f:
+                np.save(f, np.stack([a[ok], c[ok]]).astype(np.int64))
+            fault(f"verify:{k}")
+            got = write_marker(
+                marker, ctx.tag, [out], counts={"candidate_pairs": len(a), "verified_pairs": int(ok.sum())}
+            )
+        for key, v in got["counts"].items():
+            counts[key] += v
+        files.append(out)
+    shutil.rmtree(scratch, ignore_errors=True)
+    log.info(
+        "dedup: %d distinct candidate pairs (%d over all bands), %d verified",
+        *(counts[k] for k in ("candidate_pairs", "band_pairs", "verified_pairs")),
+    )
+    return write_marker(summary, ctx.tag, files, chunks=len(files), counts=counts)
+
+
+def _chunks(runs: list[Path], verifier: PairVerifier, budget: int, scratch: Path):
+    """The distinct candidate pairs, merged from the bands' runs in (first document, member)
+    order, as chunks of about `verifier.chunk_limit(budget)` units (at least one pair each)."""
+    limit = verifier.chunk_limit(budget)
+    held: list[tuple[np.ndarray, np.ndarray]] = []
+    used = 0
+
+    def take():
+        nonlocal held, used
+        chunk = np.concatenate([x for x, _ in held]), np.concatenate([y for _, y in held])
+        held, used = [], 0
+        return chunk
+
+    for keys, docs in lsh.merge_all(runs, max(budget // 4, 1 << 15), scratch):
+        a = keys.astype(np.int64)
+        fresh = np.ones(len(a), dtype=bool)  # equal pairs have equal keys: never in two blocks
+        fresh[1:] = (a[1:] != a[:-1]) | (docs[1:] != docs[:-1])
+        a, c = a[fresh], docs[fresh]
+        cost = np.cumsum(verifier.costs(a, c))
+        start = 0
+        while start < len(a):
+            base = int(cost[start - 1]) if start else 0
+            end = int(np.searchsorted(cost, base + limit - used, side="right"))
+            if end == start:  # the next pair does not fit
+                if used:
+                    yield take()
+                    continue
+                end = start + 1  # a pair larger than a chunk goes alone
+            held.append((a[start:end], c[start:end]))
+            used += int(cost[end - 1]) - base
+            start = end
+            if used >= limit:
+                yield take()
+    if held:
+        yield take()
+
+
+# ----------------------------------------------------------------------------------- 5. decide
 def decide(
     ctx: _Reduce, meta: ShardMeta | None, sizes: dict | None, sorted_runs: int = 0, excluded: np.ndarray | None = None
 ) -> dict:
-    """Phase 4: the partition from every band's pairs, representatives, the store's commit.
+    """Phase 5: the partition from the verified pairs, representatives, the store's commit.
     With `meta` None the commit already happened: only the kept decisions are read back."""
     store, work = ctx.store, ctx.work
     marker = work / "decide.json"
@@ -436,20 +552,23 @@ def _union_and_choose(ctx: _Reduce, meta: ShardMeta, excluded: np.ndarray, sorte
     n = len(meta.length)
     uf = UnionFind(n_old, store.load("root", np.int64))
     uf.grow(n)
+    verified = json.loads((work / "verify.json").read_text())
     stats = {
         "bands": b,
         "rows": ctx.cfg.params[1],
-        "candidate_pairs": 0,
-        "verified_pairs": 0,
+        **verified["counts"],
         "sorted_runs": sorted_runs,
         "no_words": meta.no_words,
         "duplicate_ids": int(excluded[n_old:].sum()),
     }
-    for j in range(b):
-        pairs = np.load(work / f"pairs-{j:03d}.npy")
-        uf.union_pairs(pairs[0], pairs[1])
-        for k, v in json.loads((work / f"band-{j:03d}.json").read_text())["counts"].items():
-            stats[k] += v
+    held, count = [], 0
+    for k in range(verified["chunks"]):
+        held.append(np.load(work / f"verified-{k:05d}.npy"))
+        count += held[-1].shape[1]
+        if count >= ctx.budget // 64 or k + 1 == verified["chunks"]:  # union in budget-sized batches
+            pairs = np.concatenate(held, axis=1)
+            uf.union_pairs(pairs[0], pairs[1])
+            held, count = [], 0
     root = uf.root
     rep = representatives(root, ctx.cfg.keep, meta.length, meta.field)
     old_rep = store.load("rep", np.int64)

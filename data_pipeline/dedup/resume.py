@@ -1,8 +1,8 @@
 """Completion markers that make `anvil data dedup` resumable.
 
 Every unit of dedup work (a scan shard, an input file's scan, a group of sorted band runs, the
-duplicate-id pass, one LSH band, the decisions) writes its files first, each as `NAME.tmp` renamed
-into place, and then a small JSON *marker* naming every file it covers with its size and
+duplicate-id pass, one LSH band, one chunk of verified pairs, the decisions) writes its files
+first, each as `NAME.tmp` renamed into place, and then a small JSON *marker* naming every file it covers with its size and
 checksum, plus a *tag*: a hash of everything the unit depends on (input file sizes and mtimes, the
 dedup settings, the store's state). A rerun reuses a unit only when its marker exists, carries the
 same tag, and every covered file still has the recorded size and checksum (xxh3_128 when the
@@ -12,8 +12,8 @@ redone and the log says why (missing, truncated or changed file, other settings)
 Test hook: `ANVIL_TEST_DEDUP_FAULT=POINT` (or `POINT:exit`) makes the unit named POINT fail after
 writing its files and before its marker - raising `InjectedFault`, or with `:exit` killing the
 process on the spot as a node loss or OOM kill would. Points: `scan:SHARD_DIR_NAME`,
-`append:GROUP`, `ids`, `band:J`, `decide`, `commit`, `output`. Tests only; unset, it costs one
-dictionary lookup per unit.
+`append:GROUP`, `ids`, `band:J`, `verify:CHUNK`, `decide`, `commit`, `output`. Tests only; unset,
+it costs one dictionary lookup per unit.
 """
 
 from __future__ import annotations

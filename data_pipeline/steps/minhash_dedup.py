@@ -3,10 +3,12 @@
 The executor calls `scan` on every shard (in parallel), `reduce` once after the barrier, then
 `prepare` + `process` per shard. The work is the same as the standalone `anvil data dedup`
 (index.py): scans hold signatures and band keys, the reduce clusters with the external-sort LSH
-inside the memory budget and writes, per shard, the positions to drop and the id each duplicates.
+inside the memory budget, decides every distinct candidate pair on the exact Jaccard of the two
+documents' n-gram sets (`exact_verify: false`: on the signature estimate) and writes, per shard,
+the positions to drop and the id each duplicates.
 
     steps:
-      - minhash_dedup: {threshold: 0.8, num_perm: 128, ngram: 5, memory_budget: 1GB}
+      - minhash_dedup: {threshold: 0.8, num_perm: 128, ngram: 5, memory_budget: 1GB, exact_verify: true}
 """
 
 from __future__ import annotations

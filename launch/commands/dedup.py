@@ -59,8 +59,11 @@ def _configure_dedup(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--exact-verify",
-        action="store_true",
-        help="verify candidate pairs on exact shingle Jaccard instead of the MinHash estimate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="decide candidate pairs on the exact Jaccard of their word n-gram sets (kept on disk, "
+        "8 bytes per distinct n-gram); --no-exact-verify decides on the MinHash estimate instead "
+        "(std ~0.035 at 0.8 with 128 permutations; no n-gram sets written) (default: exact)",
     )
     p.add_argument(
         "--weights",

@@ -32,3 +32,26 @@ def test_representative_rules():
     assert cluster_sizes(root) == {"2": 1, "3": 1}
     with pytest.raises(ValueError, match="field:NAME"):
         parse_keep("biggest")
+
+
+@pytest.mark.parametrize("shape", ["random", "path", "star"])
+def test_components_equal_scipy_connected_components(shape):
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from data_pipeline.dedup.clusters import _components
+
+    n, rng = 3000, np.random.default_rng(4)
+    if shape == "random":
+        u, v = rng.integers(0, n, 2500), rng.integers(0, n, 2500)
+    elif shape == "path":  # a long chain in shuffled node order: many hooking rounds if done badly
+        perm = rng.permutation(n)
+        u, v = perm[:-1], perm[1:]
+    else:
+        u, v = np.full(n - 1, 1234), np.delete(np.arange(n), 1234)
+    label = _components(n, u, v)
+    ncomp, ref = connected_components(coo_matrix((np.ones(len(u)), (u, v)), shape=(n, n)), directed=False)
+    assert len(np.unique(label)) == ncomp
+    first = np.full(ncomp, n)
+    np.minimum.at(first, ref, np.arange(n))
+    assert (label == first[ref]).all()  # every component labelled by its smallest node

@@ -155,9 +155,10 @@ def test_duplicate_ids_fail_naming_both_lines_unless_deduped(tmp_path):
 
 def test_exact_verify_and_keep_field(corpus, tmp_path):
     root, recs = corpus
-    est = run_dedup([str(root)], tmp_path / "est", DedupConfig())
-    exact = run_dedup([str(root)], tmp_path / "exact", DedupConfig(exact_verify=True, memory_budget="64KB"))
-    assert exact["exact_verify"] and abs(exact["duplicates"] - est["duplicates"]) <= 0.05 * est["duplicates"]
+    est = run_dedup([str(root)], tmp_path / "est", DedupConfig(exact_verify=False))
+    exact = run_dedup([str(root)], tmp_path / "exact", DedupConfig(memory_budget="64KB"))  # exact by default
+    assert exact["exact_verify"] and not est["exact_verify"]
+    assert abs(exact["duplicates"] - est["duplicates"]) <= 0.05 * est["duplicates"]
     by_id = {r["id"]: r["text"] for r in recs}
     for doc_id, rep in _dups(tmp_path / "exact").items():  # families are stars: every edge is to the base
         assert _jaccard(by_id[doc_id], by_id[rep]) >= 0.8

@@ -67,3 +67,43 @@ def test_batches_equal_single_documents_and_empty_rows():
     for i, t in enumerate(TEXTS):
         np.testing.assert_array_equal(batch[i], h.signatures([t])[0])
     assert (batch[-2:] == np.iinfo(np.uint64).max).all()
+
+
+def test_nfkc_line_by_line_equals_nfkc_of_the_whole_text():
+    import random
+    import unicodedata
+
+    from data_pipeline.dedup.minhash import _nfkc
+
+    alphabet = "ae\n \u00a0\u0301\u0308\u0338=\uff0c\uff21\ufb01\u2026\u1100\u1161\u11a8\uac00\u0b47\u0b3e\u212b\u00c5"
+    rng = random.Random(0)
+    for _ in range(3000):  # combining marks and jamo right after a line break, compat characters
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+        assert _nfkc(text) == unicodedata.normalize("NFKC", text), ascii(text)
+
+
+def test_normalisation_equals_the_plain_string_definition():
+    """NFKC of the whole text, `str.lower`, then each character folded by its class: the
+    table-driven lower case and the piecewise NFKC change nothing (final sigma, U+0130 included)."""
+    import random
+    import unicodedata
+
+    from data_pipeline.dedup import minhash
+
+    classes = minhash._char_classes()
+
+    def reference(text: str) -> bytes:
+        out = []
+        for ch in unicodedata.normalize("NFKC", text).lower():
+            c = classes[ord(ch)]
+            out.append(" " if c == 0 else f" {ch} " if c == 2 else ch)
+        return "".join(out).encode("utf-8", "surrogatepass")
+
+    alphabet = "aZ \n\u00a0\u0130\u03a3\u03c3\u0391\u0301\u0308\uff21\ufb01\u2026\u1e9e\u00df\u0131\u10a0\u13a0"
+    alphabet += "\u0410\u4e2d\u3042\uac00\u0e01\U0001d400\u2160\u24b6\u0345\u1f88"
+    rng = random.Random(1)
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 15)))
+        assert minhash._normalize_loose(text) == reference(text), ascii(text)
+    long_text = "\n".join(f"Ligne {i} \u00a0caf\u00e9 \uff0c \u03a3\u039f\u03a3" for i in range(2000))  # pieces
+    assert minhash._normalize_loose(long_text) == reference(long_text)

@@ -71,6 +71,7 @@ def _killed_at(point: str, fn):
         ("append:1", {"scan": 10, "append": 1}),
         ("ids", {"scan": 10, "append": 3}),
         ("band:5", {"scan": 10, "append": 3, "ids": 1, "bands": 5}),
+        ("verify:0", {"scan": 10, "append": 3, "ids": 1, "bands": 16, "verify": 0}),
         ("decide", {"scan": 10, "append": 3, "ids": 1, "bands": 16}),
         ("commit", {"scan": 10, "decide": 1}),  # the commit is rolled forward
         ("output", {"scan": 10, "decide": 1}),
@@ -113,7 +114,7 @@ def test_damaged_units_are_redone_and_logged(corpus, tmp_path, caplog):
     sig.write_bytes(bytes(data))
     run = work / "reduce" / "runs" / "band7-run1.keys"
     run.write_bytes(run.read_bytes()[:-8])  # truncated by one record
-    (work / "reduce" / "pairs-002.npy").unlink()  # gone
+    (work / "reduce" / "cand-002-000.keys").unlink()  # gone
     with caplog.at_level(logging.INFO, logger="anvil.dedup"):
         stats = run_dedup([str(inp)], out, _cfg())
     _same(ref, out)
