@@ -128,14 +128,32 @@ def _stdlib_docs_and_packages() -> Iterator[Document]:
     yield from _package_docs()
 
 
-def write_sample_corpus(output: str | Path, limit: int | None = None, shard_docs: int = 2000) -> dict:
-    """Write the sample corpus as JSONL shards (`sample-00000.jsonl`, ...); return counts."""
+def shuffle_words(doc: Document, fraction: float) -> Document:
+    """A damaged copy for sanity checks (`anvil ladder`): with probability `fraction`, decided by a
+    hash of the id, the document's words (whitespace-separated) are shuffled; deterministic."""
+    h = int.from_bytes(hashlib.blake2b(doc.id.encode(), digest_size=8).digest(), "big")
+    if h / 2.0**64 >= fraction:
+        return doc
+    import random
+
+    words = doc.text.split()
+    random.Random(h).shuffle(words)
+    return Document(doc.id, " ".join(words), {**doc.metadata, "shuffled_words": True}, doc.source, doc.offset)
+
+
+def write_sample_corpus(
+    output: str | Path, limit: int | None = None, shard_docs: int = 2000, shuffle_fraction: float = 0.0
+) -> dict:
+    """Write the sample corpus as JSONL shards (`sample-00000.jsonl`, ...); return counts.
+    `shuffle_fraction` > 0 writes a damaged copy (see `shuffle_words`)."""
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     docs = chars = shard = 0
     handle = None
     digest = hashlib.sha256()
     for doc in iter_sample_documents(limit):
+        if shuffle_fraction > 0:
+            doc = shuffle_words(doc, shuffle_fraction)
         if handle is None or docs % shard_docs == 0:
             if handle:
                 handle.close()

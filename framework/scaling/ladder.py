@@ -12,7 +12,8 @@ prefix per corpus) is `data_pipeline.tokens.corpora`; this module runs the rest 
    held-out prefix (`framework.eval.perplexity`), cached in RUN_DIR/ladder_eval.json, so every
    corpus is judged on the same tokens, text none of them trained on;
 3. the held-out losses are fitted and compared (`framework.scaling.ladder_stats`) and written to
-   OUTPUT/ladder.json and OUTPUT/report.html.
+   OUTPUT/ladder.json and OUTPUT/report.html; the fits are cached in OUTPUT/analysis_cache.json
+   by their exact inputs (a rerun over the same runs does not refit).
 
 A rerun redoes nothing that finished: prepared data, runs and evaluations are all kept on disk.
 """
@@ -46,54 +47,67 @@ RESERVED_NAMES = {"heldout"}
 
 @dataclass
 class LadderConfig:
-    corpora: dict[str, Any] = field(default_factory=dict)  # NAME: INPUT (curated documents: a file, folder or glob, or a list of them)
+    corpora: dict[str, Any] = field(default_factory=dict)  # NAME: INPUT (curated documents: file, folder, glob or list)
     sweep: str = ""  # the sweep config run on every corpus (e.g. configs/sweeps/demo.yaml)
     target_flops: float = 0.0  # training compute (C = 6ND) at which the corpora are compared
     output: Optional[str] = None  # output folder; default runs/ladders/NAME
     name: str = "ladder"  # names the default output folder and the sweeps (NAME-CORPUS)
     sweep_overrides: list[str] = field(default_factory=list)  # key=value applied to the sweep config of every corpus
-    seeds: list[int] = field(default_factory=list)  # training seeds (one sweep per corpus per seed, runs pooled); empty = the sweep's seed
-    heldout_fraction: float = 0.05  # share of documents (drawn by id from the union) held out of every corpus for evaluation
+    seeds: list[int] = field(default_factory=list)  # training seeds, one sweep each, runs pooled; [] = the sweep's
+    heldout_fraction: float = 0.05  # documents (drawn by id from the union) held out of every corpus to evaluate on
+    heldout_from: list[str] = field(default_factory=list)  # corpora whose held-out texts are scored; [] = all
     eval_tokens: int = 100000  # held-out tokens each run is scored on (the same first tokens for all); 0 = all
-    vocab_size: Optional[int] = None  # tokenizer vocabulary (padded to a multiple of 128); None = the sweep's family.vocab_size
+    vocab_size: Optional[int] = None  # tokenizer vocabulary (multiple of 128); None = the sweep's family.vocab_size
     seed: int = 0  # seed of the held-out draw and of the bootstrap
-    bootstrap: int = 200  # bootstrap resamples of the runs (intervals and p_correct)
+    bootstrap: int = 100  # bootstrap resamples of the runs, per compute level (intervals and p_correct)
     level: float = 0.95  # confidence level of the intervals
     fit_starts: int = 128  # L-BFGS-B starts of each fit (the best of Hoffmann's grid by initial objective)
     repetition: bool = True  # fit with Muennighoff's effective data for runs that repeat their corpus
     jobs: int = 1  # corpus sweeps run at the same time
     tokenize_workers: int = 1  # processes of each tokenization
+    tokenizer_docs: int = 0  # documents the tokenizer trains on, taken from each corpus in turn; 0 = all
 
     def validate(self) -> None:
         if len(self.corpora) < 2:
-            raise ConfigError(f"config key 'corpora': expected at least two corpora (NAME: INPUT), got {len(self.corpora)}")
+            raise ConfigError(
+                f"config key 'corpora': expected at least two corpora (NAME: INPUT), got {len(self.corpora)}"
+            )
         for name, inputs in self.corpora.items():
             if not isinstance(name, str) or not name or any(c in name for c in "/\\ .") or name in RESERVED_NAMES:
                 raise ConfigError(
                     f"config key 'corpora': {name!r} is not a usable corpus name (no spaces, dots or slashes; "
                     f"not {', '.join(sorted(RESERVED_NAMES))})"
                 )
-            ok = isinstance(inputs, str) and inputs or (
-                isinstance(inputs, list) and inputs and all(isinstance(i, str) and i for i in inputs)
+            ok = (
+                isinstance(inputs, str)
+                and inputs
+                or (isinstance(inputs, list) and inputs and all(isinstance(i, str) and i for i in inputs))
             )
             if not ok:
-                raise ConfigError(f"config key 'corpora.{name}': expected a file, folder or glob (or a list), got {inputs!r}")
+                raise ConfigError(
+                    f"config key 'corpora.{name}': expected a file, folder or glob (or a list), got {inputs!r}"
+                )
         if not self.sweep:
             raise ConfigError("config key 'sweep': required (a sweep config, e.g. configs/sweeps/demo.yaml)")
         if not self.target_flops > 0:
-            raise ConfigError(f"config key 'target_flops': required, a positive number of FLOPs, got {self.target_flops}")
+            raise ConfigError(
+                f"config key 'target_flops': required, a positive number of FLOPs, got {self.target_flops}"
+            )
         if not 0 < self.heldout_fraction <= 0.5:
             raise ConfigError(f"config key 'heldout_fraction': expected (0, 0.5], got {self.heldout_fraction}")
         if self.bootstrap < 10:
             raise ConfigError(f"config key 'bootstrap': expected at least 10 resamples, got {self.bootstrap}")
         if not 0 < self.level < 1:
             raise ConfigError(f"config key 'level': expected (0, 1), got {self.level}")
-        for key in ("eval_tokens",):
+        for key in ("eval_tokens", "tokenizer_docs"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"config key '{key}': must be >= 0, got {getattr(self, key)}")
         for key in ("fit_starts", "jobs", "tokenize_workers"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"config key '{key}': must be >= 1, got {getattr(self, key)}")
+        unknown = sorted(set(self.heldout_from) - set(self.corpora))
+        if unknown:
+            raise ConfigError(f"config key 'heldout_from': {unknown} are not corpora ({sorted(self.corpora)})")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"config key 'seeds': repeated seeds {self.seeds}")
         if not self.name or any(c in self.name for c in "/\\ "):
@@ -165,7 +179,9 @@ def corpus_sweeps(cfg: LadderConfig, data: LadderData) -> list[SweepSpec]:
                 "data.weights=[]",
                 "data.mix=null",
             ]
-            text = f"# written by anvil ladder ({cfg.name}): the sweep of corpus {corpus}, seed {seed}\n" + dump_yaml(sc)
+            text = f"# written by anvil ladder ({cfg.name}): the sweep of corpus {corpus}, seed {seed}\n" + dump_yaml(
+                sc
+            )
             path = out / "sweep.yaml"
             if path.is_file() and path.read_text() != text and any((out / "runs").glob(f"*/{RESULT_FILE}")):
                 raise ConfigError(
@@ -216,9 +232,7 @@ def run_sweeps(specs: list[SweepSpec], jobs: int = 1) -> dict[str, int]:
             while pending and len(running) < jobs:
                 spec = pending.pop(0)
                 log_path = spec.out_dir / "sweep_run.log"
-                log.info(
-                    "sweep %s: %d runs to go (log: %s)", spec.config.name, len(unfinished(spec)), log_path
-                )
+                log.info("sweep %s: %d runs to go (log: %s)", spec.config.name, len(unfinished(spec)), log_path)
                 with open(log_path, "a") as fh:
                     proc = subprocess.Popen(
                         [sys.executable, "-m", "launch.cli", "sweep", "run", str(spec.path)],
@@ -269,9 +283,12 @@ def evaluate_run(run_dir: Path, heldout: str, heldout_sha: str, eval_tokens: int
 HELDOUT_COLUMNS = ["name", "seed", "N", "D", "C", "loss", "train_val_loss", "unique_tokens", "eval_tokens"]
 
 
-def collect(specs: list[SweepSpec], data: LadderData, eval_tokens: int, out_dir: Path) -> dict[str, list[dict]]:
+def collect(
+    specs: list[SweepSpec], data: LadderData, eval_tokens: int, out_dir: Path, failed: list[str]
+) -> dict[str, list[dict]]:
     """Per corpus, one row per finished run with its held-out loss (every seed pooled); writes
-    OUTPUT/sweeps/NAME/heldout_results.csv (`anvil sweep fit` reads it)."""
+    OUTPUT/sweeps/NAME/heldout_results.csv (`anvil sweep fit` reads it). Runs that cannot be
+    scored are logged, appended to `failed` and left out."""
     from framework.data.shards import file_sha256
 
     sha = file_sha256(data.heldout + ".bin")
@@ -285,7 +302,12 @@ def collect(specs: list[SweepSpec], data: LadderData, eval_tokens: int, out_dir:
                 continue
             marker = json.loads((run_dir / RESULT_FILE).read_text())
             fresh = not (run_dir / EVAL_FILE).is_file()
-            rec = evaluate_run(run_dir, data.heldout, sha, eval_tokens, int(row["steps"]))
+            try:
+                rec = evaluate_run(run_dir, data.heldout, sha, eval_tokens, int(row["steps"]))
+            except (ValueError, OSError, RuntimeError) as exc:  # a broken checkpoint costs one run, not the ladder
+                log.error("%s: not scored on the held-out set: %s", run_dir, exc)
+                failed.append(str(run_dir))
+                continue
             evaluated += fresh
             rows.setdefault(spec.corpus, []).append(
                 {
@@ -328,7 +350,8 @@ def run_ladder(cfg: LadderConfig, data: LadderData) -> tuple[dict, int]:
     specs = corpus_sweeps(cfg, data)
     codes = run_sweeps(specs, cfg.jobs)
     failed = sorted(str(p) for p, rc in codes.items() if rc != 0)
-    rows = collect(specs, data, cfg.eval_tokens, cfg.out_dir)
+    unscored: list[str] = []
+    rows = collect(specs, data, cfg.eval_tokens, cfg.out_dir, unscored)
     missing = {s.config.name: unfinished(s) for s in specs}
     missing = {k: v for k, v in missing.items() if v}
     corpora = [
@@ -339,9 +362,13 @@ def run_ladder(cfg: LadderConfig, data: LadderData) -> tuple[dict, int]:
             [r["loss"] for r in rows.get(name, [])],
             [r["C"] for r in rows.get(name, [])],
             float(data.tokens[name]) if cfg.repetition else 0.0,
+            [f"{r['seed']}/{r['name']}" for r in rows.get(name, [])],  # pairs the runs across corpora
         )
         for name in sorted(cfg.corpora)
     ]
+    cache_path = cfg.out_dir / "analysis_cache.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    start = time.perf_counter()
     result = analyse(
         corpora,
         cfg.target_flops,
@@ -350,7 +377,16 @@ def run_ladder(cfg: LadderConfig, data: LadderData) -> tuple[dict, int]:
         level=cfg.level,
         top_k=cfg.fit_starts,
         r_star=MUENNIGHOFF_R_STAR_D if cfg.repetition else None,
+        cache=cache,
     )
+    log.info(
+        "fits and %d bootstrap resamples per corpus and compute level: %.0f s",
+        cfg.bootstrap,
+        time.perf_counter() - start,
+    )
+    tmp = cache_path.with_name(cache_path.name + ".tmp")
+    tmp.write_text(json.dumps(cache))
+    os.replace(tmp, cache_path)
     fits = result.pop("fits")
     for name, fit in fits.items():
         (cfg.out_dir / "sweeps" / name / "fit.json").write_text(json.dumps(_finite_or_null(fit), indent=1) + "\n")
@@ -381,14 +417,16 @@ def run_ladder(cfg: LadderConfig, data: LadderData) -> tuple[dict, int]:
             "prefix": data.heldout,
             "documents": data.heldout_documents,
             "tokens": data.heldout_tokens,
-            "eval_tokens": min(cfg.eval_tokens or data.heldout_tokens, data.heldout_tokens),
+            "scored_tokens": sorted({r["eval_tokens"] for rs in rows.values() for r in rs}),
+            "from": sorted(cfg.heldout_from or cfg.corpora),
         },
         "incomplete": missing,
         "failed_sweeps": failed,
+        "unscored_runs": unscored,
     }
     out = _finite_or_null(out)
     tmp = cfg.out_dir / "ladder.json.tmp"
     tmp.write_text(json.dumps(out, indent=1, allow_nan=False) + "\n")
     os.replace(tmp, cfg.out_dir / "ladder.json")
     write_report(out, corpora, fits, cfg.out_dir)
-    return out, (1 if failed or missing else 0)
+    return out, (1 if failed or missing or unscored else 0)

@@ -41,7 +41,8 @@ def _frontier_panel(ax, ladder: dict, corpora: list[CorpusRuns], fits: dict) -> 
         ax.plot(grid, curve, color=colour, label=runs.name)
         pred, (lo, hi) = ladder["predicted_loss"][runs.name], ladder["interval"][runs.name]
         if pred is not None and lo is not None:
-            ax.errorbar([target], [pred], yerr=[[pred - lo], [hi - pred]], color=colour, capsize=4, marker="o")
+            x = target * (1 + 0.06 * i)  # side by side, not on top of each other
+            ax.errorbar([x], [pred], yerr=[[pred - lo], [hi - pred]], color=colour, capsize=4, marker="o")
     ax.axvline(target, color="grey", ls="--", lw=1)
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs C = 6ND")
@@ -114,7 +115,7 @@ def write_report(ladder: dict, corpora: list[CorpusRuns], fits: dict, out_dir: s
     )
     levels = "".join(
         f"<tr><td>{e['max_flops']:.3g}</td><td>{', '.join(f'{k}: {v}' for k, v in e['runs'].items())}</td>"
-        f"<td>{html.escape(', '.join(e['ranking'])) if e.get('ranking') else 'too few runs'}</td>"
+        f"<td>{html.escape(', '.join(e['ranking']) if e.get('ranking') else e.get('note', 'too few runs'))}</td>"
         f"<td>{_fmt(e.get('p_correct'), '.2f')}</td></tr>"
         for e in ladder["by_compute"]
     )
@@ -127,8 +128,9 @@ def write_report(ladder: dict, corpora: list[CorpusRuns], fits: dict, out_dir: s
 probability that this ranking is right (bootstrap over runs, {ladder['bootstrap']} resamples):
 <b>p_correct = {_fmt(ladder['p_correct'], '.3f')}</b>.
 {f'The ranking has not changed since the runs up to {stable:.3g} FLOPs.' if stable else 'The ranking changed at the last compute level: not yet stable.'}</p>
-<p>Every run is scored on the same {held['eval_tokens']:,} held-out tokens ({held['documents']:,} documents drawn
-from the union of the corpora and removed from each one's training set), with one tokenizer trained on the union.</p>
+<p>Every run is scored on the same {', '.join(f'{t:,}' for t in held['scored_tokens'])} held-out tokens ({held['documents']:,} documents of
+{html.escape(', '.join(held['from']))}, drawn by id; those ids left every corpus's training set), with one tokenizer
+trained on the union of the corpora.</p>
 <table><tr><th>rank</th><th>corpus</th><th>predicted loss</th><th>{ladder['level']:.0%} interval</th><th>runs</th>
 <th>training tokens</th><th>max epochs</th></tr>{rows}</table>
 <div class="panels">{''.join(f'<img src="{name}" alt="{name}">' for name, _ in panels)}</div>

@@ -7,11 +7,14 @@ repeats) and its loss at the target compute C is the best over model sizes of L(
 so a small corpus pays for the epochs the target would make it repeat; without repetition this is
 the closed-form compute-optimal loss.
 
-Uncertainty is a bootstrap over runs: each corpus's runs (of every seed, pooled) are resampled
-with replacement and refitted (`fit.refit_resample`), independently per corpus. A corpus's interval
-is the percentile interval of its resampled predictions; `p_correct` is the fraction of joint
-resamples (resample b of every corpus) whose ranking equals the point estimate's. A resample whose
-fit fails or predicts a non-finite loss counts against the ranking.
+Uncertainty is a bootstrap over runs, paired: every corpus ran the same sweep, so a resample
+draws run keys (seed and planned run name) with replacement and each corpus refits
+(`fit.refit_resample`) on its runs with those keys. Pairing matters: a resample that leaves out
+the largest runs leaves them out for every corpus, so the spread of the extrapolation that the
+corpora share cancels in the comparison (with independent resamples it swamps a gap that every
+single pair of runs shows). A corpus's interval is the percentile interval of its resampled
+predictions; `p_correct` is the fraction of resamples whose ranking equals the point estimate's.
+A resample whose fit fails or predicts a non-finite loss counts against the ranking.
 
 Stability: the same analysis on the runs up to each compute level (the isoFLOP budgets, grouped as
 `fit.group_budgets` does); the decision is stable from the smallest level after which every
@@ -40,6 +43,11 @@ from framework.scaling.fit import (
 )
 
 MIN_RUNS = 5  # the parametric law has five free parameters
+# Grid starts of each resample's fit besides the full-data optimum (`sweep fit --bootstrap` uses 8):
+# a ladder refits K corpora x resamples x compute levels, and on a dozen runs each L-BFGS-B start
+# takes 100-300 iterations (~50 ms); the full-data optimum is the start that wins almost always.
+BOOT_STARTS = 1
+CACHE_VERSION = 2  # bump when the analysis changes, so cached results of an older one are not reused
 
 
 @dataclass
@@ -52,13 +60,22 @@ class CorpusRuns:
     loss: np.ndarray
     C: np.ndarray
     unique_tokens: float = 0.0  # tokens of the corpus's training set; 0 = unknown (no repetition term)
+    keys: list[str] | None = None  # run keys shared across corpora (paired bootstrap); None = position
 
     def __post_init__(self) -> None:
-        self.N, self.D, self.loss, self.C = (np.asarray(x, dtype=np.float64) for x in (self.N, self.D, self.loss, self.C))
+        self.N, self.D, self.loss, self.C = (
+            np.asarray(x, dtype=np.float64) for x in (self.N, self.D, self.loss, self.C)
+        )
+        self.keys = [str(i) for i in range(len(self.N))] if self.keys is None else [str(k) for k in self.keys]
+        if len(set(self.keys)) != len(self.keys) or len(self.keys) != len(self.N):
+            raise ValueError(f"{self.name}: run keys must be unique, one per run")
 
     def upto(self, max_c: float) -> CorpusRuns:
         keep = self.C <= max_c * (1 + 1e-9)
-        return CorpusRuns(self.name, self.N[keep], self.D[keep], self.loss[keep], self.C[keep], self.unique_tokens)
+        keys = [k for k, kept in zip(self.keys, keep) if kept]
+        return CorpusRuns(
+            self.name, self.N[keep], self.D[keep], self.loss[keep], self.C[keep], self.unique_tokens, keys
+        )
 
 
 def _r_star(runs: CorpusRuns, r_star: float | None) -> float | None:
@@ -73,7 +90,11 @@ def fit_data(runs: CorpusRuns, r_star: float | None) -> np.ndarray:
 
 def predict(fit: ParametricFit, C: float, unique_tokens: float = 0.0, r_star: float | None = None) -> float:
     """The best loss reachable at compute C: closed form, or with U unique tokens the minimum
-    over N (a log grid of 4001 sizes, 10^+-4 around the unconstrained optimum) of L(N, D'(C/6N))."""
+    over N (a log grid of 4001 sizes, 10^+-4 around the unconstrained optimum) of L(N, D'(C/6N)).
+    NaN for a degenerate law (a non-positive exponent or coefficient: no compute-optimal size)."""
+    params = (fit.A, fit.B, fit.alpha, fit.beta)
+    if not all(math.isfinite(p) and p > 0 for p in params) or not math.isfinite(fit.E):
+        return float("nan")
     with np.errstate(all="ignore"):
         if r_star is None or unique_tokens <= 0 or not fit.d_opt(C) > unique_tokens:
             value = best_loss_at(fit, C)
@@ -117,19 +138,27 @@ def bootstrap_predictions(
     n_boot: int,
     seed: int = 0,
     r_star: float | None = MUENNIGHOFF_R_STAR_D,
-    top_starts: int = 8,
+    top_starts: int = BOOT_STARTS,
 ) -> dict[str, np.ndarray]:
-    """Per corpus, `n_boot` predictions at `target` from fits to resampled runs. Corpus i draws
-    from its own stream (seed, i), so adding a corpus leaves the others' resamples unchanged."""
+    """Per corpus, `n_boot` predictions at `target` from fits to paired resamples of the runs:
+    resample b draws keys from the union of the corpora's run keys (one stream, `seed`), and each
+    corpus fits its runs with the drawn keys (a corpus holding fewer than MIN_RUNS of them: NaN)."""
     grid = init_grid()
+    keys = sorted(set().union(*(r.keys for r in corpora)))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(keys), (n_boot, len(keys)))
     out = {}
-    for i, runs in enumerate(corpora):
-        rng = np.random.default_rng([seed, i])
+    for runs in corpora:
+        where = {k: i for i, k in enumerate(runs.keys)}
+        position = np.array([where.get(k, -1) for k in keys])
         d = fit_data(runs, r_star)
         r = _r_star(runs, r_star)
         preds = np.full(n_boot, np.nan)
         for b in range(n_boot):
-            idx = rng.integers(0, len(runs.N), len(runs.N))
+            idx = position[draws[b]]
+            idx = idx[idx >= 0]
+            if len(idx) < MIN_RUNS:
+                continue
             try:
                 f = refit_resample(runs.N[idx], d[idx], runs.loss[idx], fits[runs.name], top_starts, grid)
             except (FitError, ValueError, FloatingPointError):
@@ -153,10 +182,17 @@ def decide(
     top_k: int | None = 128,
     r_star: float | None = MUENNIGHOFF_R_STAR_D,
     full: bool = False,
+    cache: dict | None = None,
 ) -> dict:
     """Point predictions, ranking, intervals and p_correct at `target` from these runs.
     `full=True` fits with `fit_all` (approach 2 and the repetition record too: fit.json) instead
-    of the parametric fit alone."""
+    of the parametric fit alone. `cache` (a dict, kept by the caller across invocations) maps the
+    exact inputs to the result, so a rerun on the same runs does not refit."""
+    key = None
+    if cache is not None:
+        key = _cache_key(corpora, target, n_boot, seed, level, top_k, r_star, full)
+        if key in cache:
+            return cache[key]
     fits: dict[str, ParametricFit] = {}
     fit_json: dict[str, dict] = {}
     for runs in corpora:
@@ -180,7 +216,34 @@ def decide(
         "failed_resamples": {name: int((~np.isfinite(v)).sum()) for name, v in samples.items()},
         "fits": fit_json or {n: f.to_dict() for n, f in fits.items()},
     }
+    out = _plain(out)
+    if cache is not None:
+        cache[key] = out
     return out
+
+
+def _plain(value):
+    """JSON-ready: numpy scalars -> float, complex (G of a law with a negative exponent) -> NaN."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, complex):
+        return float("nan")
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    return value
+
+
+def _cache_key(corpora: list[CorpusRuns], *settings) -> str:
+    import hashlib
+    import json
+
+    data = [
+        [r.name, r.keys, r.N.tolist(), r.D.tolist(), r.loss.tolist(), r.C.tolist(), r.unique_tokens] for r in corpora
+    ]
+    text = json.dumps([data, list(settings), BOOT_STARTS, MIN_RUNS, CACHE_VERSION])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def compute_levels(corpora: list[CorpusRuns]) -> list[float]:
@@ -208,28 +271,34 @@ def analyse(
     level: float = 0.95,
     top_k: int | None = 128,
     r_star: float | None = MUENNIGHOFF_R_STAR_D,
+    cache: dict | None = None,
 ) -> dict:
     """The whole decision: the final one (every run) plus one per compute level and the stable point."""
     too_few = {r.name: len(r.N) for r in corpora if len(r.N) < MIN_RUNS}
     if too_few:
         raise FitError(
             "each corpus needs at least "
-            f"{MIN_RUNS} finished runs for the fit; "
-            + ", ".join(f"{n} has {k}" for n, k in sorted(too_few.items()))
+            f"{MIN_RUNS} finished runs for the fit; " + ", ".join(f"{n} has {k}" for n, k in sorted(too_few.items()))
         )
-    final = decide(corpora, target, n_boot, seed, level, top_k, r_star, full=True)
+    final = dict(decide(corpora, target, n_boot, seed, level, top_k, r_star, full=True, cache=cache))
     levels = []
     compute = compute_levels(corpora)
     for c in compute[:-1]:
         subset = [r.upto(c) for r in corpora]
         entry: dict = {"max_flops": c, "runs": {r.name: len(r.N) for r in subset}}
         if min(len(r.N) for r in subset) >= MIN_RUNS:
-            d = decide(subset, target, n_boot, seed, level, top_k, r_star)
-            entry.update({k: d[k] for k in ("ranking", "predicted_loss", "interval", "p_correct")})
+            d = decide(subset, target, n_boot, seed, level, top_k, r_star, cache=cache)
+            entry.update({k: d[k] for k in ("predicted_loss", "interval")})
+            if all(math.isfinite(v) for v in d["predicted_loss"].values()):
+                entry.update(ranking=d["ranking"], p_correct=d["p_correct"])
+            else:  # a degenerate law (e.g. a negative exponent) predicts nothing: no decision here
+                entry["note"] = "a fit predicts no finite loss"
         levels.append(entry)
     levels.append(
-        {"max_flops": compute[-1]} | {k: final[k] for k in ("runs", "ranking", "predicted_loss", "interval", "p_correct")}
+        {"max_flops": compute[-1]}
+        | {k: final[k] for k in ("runs", "ranking", "predicted_loss", "interval", "p_correct")}
     )
     final["by_compute"] = levels
-    final["stable_from_flops"] = stable_from(levels, final["ranking"])
+    finite = all(math.isfinite(v) for v in final["predicted_loss"].values())
+    final["stable_from_flops"] = stable_from(levels, final["ranking"]) if finite else None
     return final
