@@ -40,6 +40,7 @@ INSTALL_REQUIRES = [
     "psutil>=7.2,<8",
     "lm-eval>=0.4.13,<0.5",  # `anvil eval --tasks`, in-loop eval.tasks (framework/eval/lm_adapter.py)
     "xxhash>=4.1,<5",  # 64-bit unit hashes of paragraph/sentence dedup and decontaminate; task-output checksums
+    "regex>=2026.11.19,<2027",  # steps/en_tokens.py (compat: datatrove): Unicode letter classes, \p{Ll}
 ]
 
 setup(

@@ -2,25 +2,29 @@
 al. 2021, Table A1), C4 (Raffel et al. 2020) and FineWeb (Penedo et al. 2024).
 
 Rules and thresholds follow DataTrove 0.10's implementations so results can be compared; every
-drop is tagged with the rule that fired (DataTrove's reason names, without the `gopher_` prefix
-the step name already gives). One deliberate difference: words are
-`\\w+` tokens (text_stats.py), so punctuation is not a "word" - Gopher's "80% of words contain a
-letter" then reads as in the paper, whereas DataTrove counts spaCy's punctuation tokens as words
-without letters and drops more punctuation-heavy technical pages (benchmarks/curation.py prints
-how often the two agree). All four read one shared `text_stats(doc)`
-(words, lines, paragraphs, n-gram hashes computed once): see text_stats.py for why.
+drop is tagged with the rule that fired (named after DataTrove's reasons; `DATATROVE_REASONS` maps
+the ones that differ). By default (`compat: paper`) words are `\\w+` tokens (text_stats.py),
+so punctuation is not a "word" - Gopher's "80% of words contain a letter" then reads as in the
+paper, whereas DataTrove counts spaCy's punctuation tokens as words without letters and drops more
+punctuation-heavy technical pages. `compat: datatrove` makes each step decide exactly as
+DataTrove 0.10 does (spaCy-style tokens and DataTrove's other details, quality_datatrove.py), for
+teams reproducing FineWeb; benchmarks/datatrove_compat.py measures both modes against DataTrove.
+All four read one shared `text_stats(doc)` (words, lines, paragraphs, n-gram hashes computed
+once): see text_stats.py for why.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from data_pipeline.document import Document
+from data_pipeline.steps import quality_datatrove as datatrove
 from data_pipeline.steps.base import Filter, Step, register
-from data_pipeline.steps.text_stats import text_stats
+from data_pipeline.steps.text_stats import find_duplicates, repeats, text_stats, top_ngram_chars
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "…", "。", "！", "？", "”", "’", "»", "؟", "।", "॥", "‼", "⁉")
@@ -39,23 +43,39 @@ class _AlphaCache(dict):
 
 
 _ALPHA = _AlphaCache()
+COMPAT_MODES = ("paper", "datatrove")
+Compat = Literal["paper", "datatrove"]
+# Anvil's reason -> DataTrove 0.10's, per step (names not listed are the same in both).
+DATATROVE_REASONS = {
+    "gopher_quality": {
+        "short_doc": "gopher_short_doc",
+        "long_doc": "gopher_long_doc",
+        "below_avg_word_length": "gopher_below_avg_threshold",
+        "above_avg_word_length": "gopher_above_avg_threshold",
+        "too_many_hashes": "gopher_too_many_hashes",
+        "too_many_ellipsis": "gopher_too_many_ellipsis",
+        "too_many_bullets": "gopher_too_many_bullets",
+        "too_many_end_ellipsis": "gopher_too_many_end_ellipsis",
+        "below_alpha_words_ratio": "gopher_below_alpha_threshold",
+        "not_enough_stop_words": "gopher_enough_stop_words",
+    },
+    "gopher_repetition": {},
+    "c4": {},
+    "fineweb": {},
+}
 
 
-def find_duplicates(items: list[str]) -> tuple[int, int]:
-    """(number of repeated items, characters in the repeats), first occurrences not counted."""
-    seen: set[str] = set()
-    n_dup = chars = 0
-    for item in items:
-        if item in seen:
-            n_dup += 1
-            chars += len(item)
-        else:
-            seen.add(item)
-    return n_dup, chars
+class _CompatChecked:
+    """Checks `compat` of Params built by hand (recipes are checked by their `Literal` type)."""
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        if self.params.compat not in COMPAT_MODES:
+            raise ValueError(f"{self.name}.compat: expected one of {list(COMPAT_MODES)}, got {self.params.compat!r}")
 
 
 @register("gopher_quality")
-class GopherQuality(Filter):
+class GopherQuality(_CompatChecked, Filter):
     @dataclass
     class Params:
         min_doc_words: int = 50  # drop documents with fewer words
@@ -67,8 +87,11 @@ class GopherQuality(Filter):
         max_ellipsis_lines_ratio: float = 0.3  # max fraction of lines ending in '...' or '…'
         min_alpha_words_ratio: float = 0.8  # min fraction of words containing a letter
         min_stop_words: int = 2  # min count of English stop words (the, be, to, of...)
+        compat: Compat = "paper"  # paper: the published rules; datatrove: DataTrove 0.10's decisions (FineWeb)
 
     def keep(self, doc: Document):
+        if self.params.compat == "datatrove":
+            return datatrove.gopher_quality(self.params, doc)
         p, st = self.params, text_stats(doc)
         text, words = doc.text, st.words
         n_words = len(words)
@@ -97,30 +120,6 @@ class GopherQuality(Filter):
         if sum(map(STOP_WORDS.__contains__, words)) < p.min_stop_words:
             return False, "not_enough_stop_words"
         return True, None
-
-
-def _top_ngram_chars(hashes: np.ndarray, ngram_lengths: np.ndarray) -> int:
-    """Characters covered by the most frequent n-gram (its length x its count); ties -> first seen,
-    as Counter.most_common does."""
-    uniq, counts = np.unique(hashes, return_counts=True)
-    best = counts.max()
-    if best == 1:
-        return int(ngram_lengths[0])
-    tied = uniq[counts == best]
-    pos = int(np.argmax(hashes == tied[0])) if len(tied) == 1 else np.flatnonzero(np.isin(hashes, tied))[0]
-    return int(ngram_lengths[pos]) * int(best)
-
-
-def repeats(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(later, repeating): masks of the positions whose n-gram occurred before, and of every
-    position whose n-gram occurs more than once."""
-    order = np.argsort(hashes, kind="stable")
-    eq = hashes[order[1:]] == hashes[order[:-1]]
-    later = np.zeros(len(hashes), dtype=bool)
-    later[order[1:][eq]] = True
-    repeating = later.copy()
-    repeating[order[:-1][eq]] = True
-    return later, repeating
 
 
 def _all_duplicate_chars(
@@ -152,7 +151,7 @@ def _all_duplicate_chars(
 
 
 @register("gopher_repetition")
-class GopherRepetition(Filter):
+class GopherRepetition(_CompatChecked, Filter):
     @dataclass
     class Params:
         dup_line_frac: float = 0.3  # max fraction of lines that repeat an earlier line
@@ -165,8 +164,11 @@ class GopherRepetition(Filter):
         dup_n_grams: list[list[float]] = field(  # [n, frac]: max char share of repeated word n-grams
             default_factory=lambda: [[5, 0.15], [6, 0.14], [7, 0.13], [8, 0.12], [9, 0.11], [10, 0.10]]
         )
+        compat: Compat = "paper"  # paper: the published rules; datatrove: DataTrove 0.10's decisions (FineWeb)
 
     def keep(self, doc: Document):
+        if self.params.compat == "datatrove":
+            return datatrove.gopher_repetition(self.params, doc)
         p, st = self.params, text_stats(doc)
         n_chars = max(len(doc.text), 1)
         paragraphs = st.paragraphs
@@ -191,7 +193,7 @@ class GopherRepetition(Filter):
             if len(hashes) == 0:
                 continue
             gram_chars = csum[n:] - csum[:-n] + (n - 1)  # " ".join(words) length
-            if _top_ngram_chars(hashes, gram_chars) / n_chars > frac:
+            if top_ngram_chars(hashes, gram_chars) / n_chars > frac:
                 return False, f"top_{n}_gram"
         candidates = None  # positions whose n-gram repeats; an (n+1)-gram can only repeat there
         for n, frac in sorted(p.dup_n_grams):
@@ -216,7 +218,7 @@ POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses co
 
 
 @register("c4")
-class C4Quality(Step):
+class C4Quality(_CompatChecked, Step):
     """C4's rules: line-level removals (kept text is rewritten) then document-level drops."""
 
     @dataclass
@@ -230,8 +232,11 @@ class C4Quality(Step):
         filter_javascript: bool = True  # remove lines mentioning 'javascript'
         filter_curly_bracket: bool = True  # drop documents containing '{'
         filter_policy: bool = True  # remove lines with cookie / terms / privacy-policy text
+        compat: Compat = "paper"  # paper: the published rules; datatrove: DataTrove 0.10's decisions (FineWeb)
 
     def process(self, doc: Document):
+        if self.params.compat == "datatrove":
+            return datatrove.c4(self.params, doc, self.stats.edits)
         # Rule order is C4's (TFDS c4_utils, also DataTrove's): a line is first checked for long
         # words, punctuation and length; only lines that survive those can drop the whole page.
         p = self.params
@@ -276,7 +281,7 @@ class C4Quality(Step):
 
 
 @register("fineweb")
-class FineWebQuality(Filter):
+class FineWebQuality(_CompatChecked, Filter):
     @dataclass
     class Params:
         line_punct_thr: float = 0.12  # min fraction of lines ending in terminal punctuation
@@ -285,8 +290,11 @@ class FineWebQuality(Filter):
         short_line_length: int = 30  # a line of at most this many chars counts as short
         char_duplicates_ratio: float = 0.01  # max share of characters in repeated lines
         new_line_ratio: float = 0.3  # max newlines per word (list-like pages)
+        compat: Compat = "paper"  # paper: the published rules; datatrove: DataTrove 0.10's decisions (FineWeb)
 
     def keep(self, doc: Document):
+        if self.params.compat == "datatrove":
+            return datatrove.fineweb(self.params, doc)
         p, st = self.params, text_stats(doc)
         lines = [line for line in st.raw_lines if line.strip()]
         if not lines:

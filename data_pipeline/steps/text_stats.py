@@ -80,3 +80,40 @@ def text_stats(doc: Document) -> TextStats:
         stats = TextStats(doc.text)
         doc.__dict__[_ATTR] = stats
     return stats
+
+
+def find_duplicates(items: list[str]) -> tuple[int, int]:
+    """(number of repeated items, characters in the repeats), first occurrences not counted."""
+    seen: set[str] = set()
+    n_dup = chars = 0
+    for item in items:
+        if item in seen:
+            n_dup += 1
+            chars += len(item)
+        else:
+            seen.add(item)
+    return n_dup, chars
+
+
+def top_ngram_chars(hashes: np.ndarray, ngram_lengths: np.ndarray) -> int:
+    """Characters covered by the most frequent n-gram (its length x its count); ties -> first seen,
+    as Counter.most_common does."""
+    uniq, counts = np.unique(hashes, return_counts=True)
+    best = counts.max()
+    if best == 1:
+        return int(ngram_lengths[0])
+    tied = uniq[counts == best]
+    pos = int(np.argmax(hashes == tied[0])) if len(tied) == 1 else np.flatnonzero(np.isin(hashes, tied))[0]
+    return int(ngram_lengths[pos]) * int(best)
+
+
+def repeats(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(later, repeating): masks of the positions whose n-gram occurred before, and of every
+    position whose n-gram occurs more than once."""
+    order = np.argsort(hashes, kind="stable")
+    eq = hashes[order[1:]] == hashes[order[:-1]]
+    later = np.zeros(len(hashes), dtype=bool)
+    later[order[1:][eq]] = True
+    repeating = later.copy()
+    repeating[order[:-1][eq]] = True
+    return later, repeating

@@ -107,7 +107,16 @@ def test_fineweb_like_recipe_runs_every_step(tmp_path, monkeypatch):
     ]
     pages = [(f"https://blog{i}.example.org/post", to_html(t, f"post {i}")) for i, t in enumerate(prose[:10])]
     pages.append(("https://www.xvideos.com/page", to_html(prose[10], "adult")))
-    pages.append(("https://quiz.example.net/q", to_html(prose[11] + "\n\nQuiz time. " + question + "\n\n", "quiz")))
+    # Plain English prose: the recipe decides as DataTrove does (compat: datatrove), and DataTrove's
+    # Gopher quality drops most docstring pages (their punctuation tokens count as words).
+    quiz = (
+        "The committee met on Tuesday to discuss the budget for the coming year. Members agreed that the "
+        "library should have longer opening hours, and that the park needs new benches. The mayor said that "
+        "the town would look for money to pay for both projects. A teacher asked whether the school could use "
+        "the hall in the evenings, and the members said yes. The meeting ended with a vote on the date of the "
+        "summer fair, which will be held in the first week of July."
+    )
+    pages.append(("https://quiz.example.net/q", to_html(quiz + "\n\nQuiz time. " + question + "\n\n", "quiz")))
     warc = write_warc(tmp_path / "crawl.warc.gz", pages)
     recipe = load_recipe(root / "configs/data/fineweb_like.yaml", [f"input={warc}", f"output={tmp_path / 'out'}"])
     stats = run_recipe(recipe)
