@@ -62,6 +62,18 @@ class Points:
     U: np.ndarray | None = None  # unique tokens of each run's corpus (`unique_tokens`); 0 = unknown
 
 
+def finite_or_null(value):
+    """NaN/inf (e.g. approach-2 laws when fewer than two budgets have a minimum) become JSON null,
+    in nested dicts and lists: fit.json and ladder.json stay strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
 def effective_data(D, U, r_star: float = MUENNIGHOFF_R_STAR_D) -> np.ndarray:
     """Muennighoff et al.'s D' = U + U R* (1 - exp(-R/R*)), R = D/U - 1; D where D <= U or U unknown (0)."""
     D, U = np.asarray(D, dtype=np.float64), np.broadcast_to(np.asarray(U, dtype=np.float64), np.shape(D))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import math
 import os
 import signal
 import subprocess
@@ -36,7 +35,7 @@ from typing import Any, Optional
 from framework.configtree import ConfigError, dump_yaml, load
 from framework.runtime import get_logger
 from framework.scaling.config import SweepConfig, load_sweep
-from framework.scaling.fit import MUENNIGHOFF_R_STAR_D
+from framework.scaling.fit import MUENNIGHOFF_R_STAR_D, finite_or_null
 from framework.scaling.plan import plan
 from framework.scaling.run import RESULT_FILE
 
@@ -332,16 +331,6 @@ def collect(
     return rows
 
 
-def _finite_or_null(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_null(v) for v in value]
-    return value
-
-
 def run_ladder(cfg: LadderConfig, data: LadderData) -> tuple[dict, int]:
     """Steps 1-3 of the module docstring; returns (ladder.json content, exit code)."""
     from framework.scaling.ladder_report import write_report
@@ -389,7 +378,7 @@ def run_ladder(cfg: LadderConfig, data: LadderData) -> tuple[dict, int]:
     os.replace(tmp, cache_path)
     fits = result.pop("fits")
     for name, fit in fits.items():
-        (cfg.out_dir / "sweeps" / name / "fit.json").write_text(json.dumps(_finite_or_null(fit), indent=1) + "\n")
+        (cfg.out_dir / "sweeps" / name / "fit.json").write_text(json.dumps(finite_or_null(fit), indent=1) + "\n")
     out = {
         "ranking": result["ranking"],
         "predicted_loss": result["predicted_loss"],
@@ -424,7 +413,7 @@ def run_ladder(cfg: LadderConfig, data: LadderData) -> tuple[dict, int]:
         "failed_sweeps": failed,
         "unscored_runs": unscored,
     }
-    out = _finite_or_null(out)
+    out = finite_or_null(out)
     tmp = cfg.out_dir / "ladder.json.tmp"
     tmp.write_text(json.dumps(out, indent=1, allow_nan=False) + "\n")
     os.replace(tmp, cfg.out_dir / "ladder.json")

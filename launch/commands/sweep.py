@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from launch.cli import Command
@@ -217,19 +216,14 @@ def _configure_fit(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _finite_or_null(value):
-    """NaN/inf (e.g. approach-2 laws when fewer than two budgets have a minimum) become JSON null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_null(v) for v in value]
-    return value
+def _json_safe(value):
+    from framework.scaling.fit import finite_or_null  # lazy: the CLI imports every command module
+
+    return finite_or_null(value)
 
 
 def _null_to_nan(value):
-    """The inverse of _finite_or_null when reading fit.json back: null numbers become NaN."""
+    """The inverse of finite_or_null (framework.scaling.fit) when reading fit.json back: null numbers become NaN."""
     if value is None:
         return float("nan")
     if isinstance(value, dict):
@@ -270,7 +264,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     except FitError as exc:
         raise SystemExit(f"anvil sweep fit: {exc}") from None
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(_finite_or_null(out), indent=1, allow_nan=False) + "\n")
+    Path(args.output).write_text(json.dumps(_json_safe(out), indent=1, allow_nan=False) + "\n")
     print(
         f"L(N, D) = {out['E']:.4g} + {out['A']:.4g}/N^{out['alpha']:.4f} + {out['B']:.4g}/D^{out['beta']:.4f}  "
         f"(objective {out['objective']:.6g}, {out['n_points']} points"
@@ -308,7 +302,7 @@ def _run_fit_metric(args: argparse.Namespace) -> int:
         raise SystemExit(f"anvil sweep fit --metric: {exc}") from None
     out = {"metric": args.metric, **out}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(_finite_or_null(out), indent=1, allow_nan=False) + "\n")
+    Path(args.output).write_text(json.dumps(_json_safe(out), indent=1, allow_nan=False) + "\n")
     s = out["step2_sigmoid"]
     print(
         f"{args.metric}(L) = {s['a']:.4g} / (1 + exp(-{s['k']:.4g} (L - {s['L0']:.4g}))) + {s['b']:.4g}  "
@@ -340,7 +334,7 @@ def _run_fit_hparams(args: argparse.Namespace) -> int:
         raise SystemExit(f"anvil sweep fit: {exc}") from None
     out["skipped_rows"] = skipped
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(_finite_or_null(out), indent=1, allow_nan=False) + "\n")
+    Path(args.output).write_text(json.dumps(_json_safe(out), indent=1, allow_nan=False) + "\n")
     lr, bt = out["lr"], out["batch_tokens"]
     print(
         f"lr_opt(C) = {lr['coef']:.4g} C^{lr['exponent']:.4f}; B_opt(C) = {bt['coef']:.4g} C^{bt['exponent']:.4f} "
