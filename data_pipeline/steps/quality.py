@@ -24,7 +24,7 @@ import numpy as np
 from data_pipeline.document import Document
 from data_pipeline.steps import quality_datatrove as datatrove
 from data_pipeline.steps.base import Filter, Step, register
-from data_pipeline.steps.text_stats import find_duplicates, repeats, text_stats, top_ngram_chars
+from data_pipeline.steps.text_stats import c4_lines, find_duplicates, repeats, text_stats, top_ngram_chars
 
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "…", "。", "！", "？", "”", "’", "»", "؟", "।", "॥", "‼", "⁉")
@@ -212,9 +212,11 @@ class GopherRepetition(_CompatChecked, Filter):
         return True, None
 
 
-_CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
 _SENTENCE_END_RE = re.compile(r"[.!?…。！？]+(?:['\"”’)\]]*)(?=\s|$)")
-POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+
+
+def _paper_sentences(line: str) -> int:
+    return len(_SENTENCE_END_RE.findall(line)) or 1
 
 
 @register("c4")
@@ -237,41 +239,10 @@ class C4Quality(_CompatChecked, Step):
     def process(self, doc: Document):
         if self.params.compat == "datatrove":
             return datatrove.c4(self.params, doc, self.stats.edits)
-        # Rule order is C4's (TFDS c4_utils, also DataTrove's): a line is first checked for long
-        # words, punctuation and length; only lines that survive those can drop the whole page.
         p = self.params
-        kept: list[str] = []
-        edits = self.stats.edits
-        sentences = 0
-        for line in text_stats(doc).raw_lines:
-            line = line.strip()
-            if not line:
-                continue
-            words = line.split()
-            if words and max(map(len, words)) > p.max_word_length:
-                edits["line_word_too_long"] += 1
-                continue
-            if p.remove_citations:
-                line = _CITATION_RE.sub("", line)
-            if p.filter_no_terminal_punct and (not line.endswith((".", "?", "!", '"', "'")) or line.endswith("...")):
-                edits["line_no_terminal_punct"] += 1
-                continue
-            if len(words) < p.min_words_per_line:
-                edits["line_too_few_words"] += 1
-                continue
-            lower = line.lower()
-            if p.filter_lorem_ipsum and "lorem ipsum" in lower:
-                return "lorem_ipsum"
-            if p.filter_javascript and "javascript" in lower:
-                edits["line_javascript"] += 1
-                continue
-            if p.filter_curly_bracket and "{" in line:
-                return "curly_bracket"
-            if p.filter_policy and any(s in lower for s in POLICY_SUBSTRINGS):
-                edits["line_policy"] += 1
-                continue
-            sentences += len(_SENTENCE_END_RE.findall(line)) or 1
-            kept.append(line)
+        reason, kept, sentences = c4_lines(text_stats(doc).raw_lines, p, self.stats.edits, _paper_sentences)
+        if reason:
+            return reason
         if p.min_num_sentences > 0 and sentences < p.min_num_sentences:
             return "too_few_sentences"
         if not kept:

@@ -30,7 +30,7 @@ import numpy as np
 
 from data_pipeline.document import Document
 from data_pipeline.steps.en_tokens import SENTENCE_END, sentence_count, words
-from data_pipeline.steps.text_stats import PARAGRAPH_RE, TextStats, find_duplicates, repeats, top_ngram_chars
+from data_pipeline.steps.text_stats import PARAGRAPH_RE, TextStats, c4_lines, find_duplicates, repeats, top_ngram_chars
 
 
 def _chars(*ranges: tuple[int, ...]) -> frozenset[str]:
@@ -52,8 +52,6 @@ PUNCTUATION = (
 )
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 _LINE_RUNS = re.compile("\n+")
-_CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
-_POLICY = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
 
 
 class _IsWord(dict):
@@ -234,36 +232,10 @@ def _joined_duplicate_chars(st: DatatroveStats, n: int, n_chars: int, frac: floa
 def c4(p, doc: Document, edits) -> str | None:
     """DataTrove's C4QualityFilter: line-level removals, then document-level drops; rewrites the
     kept text. Returns the drop reason or None."""
-    kept: list[str] = []
-    sentences = 0
-    for line in doc.text.splitlines():
-        line = line.strip()
-        line_words = line.split()
-        if p.max_word_length != -1 and any(len(w) > p.max_word_length for w in line_words):
-            edits["line_word_too_long"] += 1
-            continue
-        if p.remove_citations:
-            line = _CITATION_RE.sub("", line)
-        if p.filter_no_terminal_punct and (not line.endswith((".", "?", "!", '"', "'")) or line.endswith("...")):
-            edits["line_no_terminal_punct"] += 1
-            continue
-        if len(line_words) < p.min_words_per_line:
-            edits["line_too_few_words"] += 1
-            continue
-        lower = line.lower()
-        if p.filter_lorem_ipsum and "lorem ipsum" in lower:
-            return "lorem_ipsum"
-        if p.filter_javascript and "javascript" in lower:
-            edits["line_javascript"] += 1
-            continue
-        if p.filter_curly_bracket and "{" in line:
-            return "curly_bracket"
-        if p.filter_policy and any(s in lower for s in _POLICY):
-            edits["line_policy"] += 1
-            continue
-        if p.min_num_sentences > 0:
-            sentences += sentence_count(line)
-        kept.append(line)
+    count = sentence_count if p.min_num_sentences > 0 else None
+    reason, kept, sentences = c4_lines(doc.text.splitlines(), p, edits, count, datatrove=True)
+    if reason:
+        return reason
     if sentences < p.min_num_sentences:
         return "too_few_sentences"
     doc.text = "\n".join(kept).strip()

@@ -117,3 +117,48 @@ def repeats(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     repeating = later.copy()
     repeating[order[:-1][eq]] = True
     return later, repeating
+
+
+CITATION_RE = re.compile(r"\[\d*\]|\[edit\]|\[citation needed\]")
+POLICY_SUBSTRINGS = ("terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies")
+
+
+def c4_lines(lines, p, edits, count_sentences, datatrove: bool = False) -> tuple[str | None, list[str], int]:
+    """C4's line rules in C4's order (TFDS c4_utils, also DataTrove's): a line is first checked for
+    long words, punctuation and length; only lines that survive those can drop the whole page.
+    Returns (drop reason or None, kept lines, sentences counted by `count_sentences`, None = not
+    counted). `datatrove`: empty lines are judged (as too short) rather than skipped, and
+    max_word_length -1 turns the long-word rule off, as DataTrove does."""
+    kept: list[str] = []
+    sentences = 0
+    for line in lines:
+        line = line.strip()
+        if not line and not datatrove:
+            continue
+        words = line.split()
+        if any(len(w) > p.max_word_length for w in words) and not (datatrove and p.max_word_length == -1):
+            edits["line_word_too_long"] += 1
+            continue
+        if p.remove_citations:
+            line = CITATION_RE.sub("", line)
+        if p.filter_no_terminal_punct and (not line.endswith((".", "?", "!", '"', "'")) or line.endswith("...")):
+            edits["line_no_terminal_punct"] += 1
+            continue
+        if len(words) < p.min_words_per_line:
+            edits["line_too_few_words"] += 1
+            continue
+        lower = line.lower()
+        if p.filter_lorem_ipsum and "lorem ipsum" in lower:
+            return "lorem_ipsum", kept, sentences
+        if p.filter_javascript and "javascript" in lower:
+            edits["line_javascript"] += 1
+            continue
+        if p.filter_curly_bracket and "{" in line:
+            return "curly_bracket", kept, sentences
+        if p.filter_policy and any(s in lower for s in POLICY_SUBSTRINGS):
+            edits["line_policy"] += 1
+            continue
+        if count_sentences is not None:
+            sentences += count_sentences(line)
+        kept.append(line)
+    return None, kept, sentences
