@@ -53,26 +53,8 @@ RESULT_COLUMNS = [
     "rule",
     "unique_tokens",
 ]
-# Plan columns a result marker repeats (older markers may lack the later ones).
-MARKER_KEYS = (
-    "name",
-    "N",
-    "D",
-    "C",
-    "C_model",
-    "budget",
-    "n_layers",
-    "d_model",
-    "n_heads",
-    "steps",
-    "lr",
-    "global_batch_size",
-    "seq_len",
-    "batch_tokens",
-    "beta2",
-    "rule",
-    "unique_tokens",
-)
+# Plan columns a result marker repeats (older markers may lack the later ones): all but the outcomes.
+MARKER_KEYS = tuple(c for c in RESULT_COLUMNS if c not in ("loss", "val_evals", "wall_s"))
 
 
 def final_loss(metrics_path: Path, k: int, steps: int) -> tuple[float, int]:
