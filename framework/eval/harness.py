@@ -146,15 +146,18 @@ def run_tasks(
     limit: int | None = None,
     bootstrap_iters: int = DEFAULT_BOOTSTRAP_ITERS,
     log_samples: bool = False,
+    resolved: tuple[list, object] | None = None,
 ) -> dict | None:
-    """Evaluate `lm` (an lm_eval LM, e.g. `AnvilLM`) on `tasks`; the harness's results on rank 0."""
+    """Evaluate `lm` (an lm_eval LM, e.g. `AnvilLM`) on `tasks`; the harness's results on rank 0.
+    `resolved`: `resolve_tasks`'s answer for these tasks, kept by callers that evaluate repeatedly
+    (the training loop), so the registry is not indexed again at every evaluation."""
     import logging
 
     from lm_eval import evaluator
 
     if not tasks:
         raise TaskError("no tasks given")
-    specs, manager = resolve_tasks(tasks, include_paths)
+    specs, manager = resolved or resolve_tasks(tasks, include_paths)
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     with _offline():
         try:

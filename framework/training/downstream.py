@@ -27,11 +27,11 @@ from framework.config import RunConfig
 from framework.configtree import ConfigError
 
 
-def check_supported(cfg: RunConfig, tokenizer_path: str | None) -> None:
-    """Start-up check, before any training step."""
+def check_supported(cfg: RunConfig, tokenizer_path: str | None) -> tuple | None:
+    """Start-up check, before any training step; returns the resolved harness tasks (or None)."""
     e = cfg.eval
     if not e.enabled:
-        return
+        return None
     if cfg.parallel.tensor * cfg.parallel.pipeline > 1:
         raise ConfigError(
             "config key 'eval': in-loop tasks / datasets need parallel.tensor = parallel.pipeline = 1 "
@@ -51,14 +51,22 @@ def check_supported(cfg: RunConfig, tokenizer_path: str | None) -> None:
         from framework.eval.harness import TaskError, resolve_tasks
 
         try:
-            resolve_tasks(e.tasks, [e.include_path] if e.include_path else None)
+            return resolve_tasks(e.tasks, [e.include_path] if e.include_path else None)
         except TaskError as exc:
             raise ConfigError(f"config key 'eval.tasks': {exc}") from None
+    return None
 
 
 class InLoopEval:
     def __init__(
-        self, cfg: RunConfig, module: torch.nn.Module, tokenizer_path: str | None, device, rank: int, world: int
+        self,
+        cfg: RunConfig,
+        module: torch.nn.Module,
+        tokenizer_path: str | None,
+        device,
+        rank: int,
+        world: int,
+        resolved_tasks: tuple | None = None,  # check_supported's answer: tasks resolved once per run
     ):
         from framework.eval.perplexity import Scorer, _load_tokenizer
 
@@ -67,6 +75,7 @@ class InLoopEval:
         tok, eos = _load_tokenizer(tokenizer_path) if tokenizer_path else (None, None)
         self.scorer = Scorer(module, cfg.model.seq_len, cfg.model.vocab_size, tok, eos, "live", device=device)
         self.seconds = 0.0
+        self.resolved_tasks = resolved_tasks
 
     def due(self, step: int, last_step: int) -> bool:
         return self.cfg.enabled and ((self.cfg.interval and step % self.cfg.interval == 0) or step == last_step)
@@ -131,7 +140,7 @@ class InLoopEval:
             lockstep=self.lockstep,
         )
         include = [self.cfg.include_path] if self.cfg.include_path else None
-        results = run_tasks(lm, self.cfg.tasks, include, self.cfg.limit)
+        results = run_tasks(lm, self.cfg.tasks, include, self.cfg.limit, resolved=self.resolved_tasks)
         metrics = flat_metrics(results) if results is not None else {}
         if self.world > 1:  # rank 0 holds the results; every rank returns the same record
             box = [metrics]

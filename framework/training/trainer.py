@@ -114,12 +114,12 @@ def train(cfg: RunConfig) -> dict:
     data = TrainingData(cfg, dp_rank, dp)
     from framework.training.downstream import InLoopEval, check_supported
 
-    check_supported(cfg, data.tokenizer_path)  # eval.tasks / eval.datasets: before any step
+    resolved_tasks = check_supported(cfg, data.tokenizer_path)  # eval.tasks / eval.datasets: before any step
     mem = HostMemory()  # per-phase peak host RSS of this rank, written to RUN_DIR/memory.jsonl at the end
     mem.record("baseline")
     with mem.phase("startup"):
         engine = Engine(cfg, build_model(cfg, device), dp, device)
-    downstream = InLoopEval(cfg, engine.module, data.tokenizer_path, device, dp_rank, dp)
+    downstream = InLoopEval(cfg, engine.module, data.tokenizer_path, device, dp_rank, dp, resolved_tasks)
     stability = StabilityMonitor(
         t.max_consecutive_skips, t.spike_window, t.spike_zscore, stop_on_skips=t.spike_action == "log"
     )
