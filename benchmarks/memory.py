@@ -1,21 +1,31 @@
 """Peak host memory (RSS) per rank and per phase of `anvil train` on CPU ranks: does any rank hold
-the whole model? Start-up, training steps, checkpoint save and checkpoint load, on 4 and 8 ranks,
-next to a single-process run and the planner's figure.
+the whole model? Start-up, training steps, checkpoint save and checkpoint load, next to a
+single-process run of the same invocation and the planner's figure.
 
-    .venv/bin/python benchmarks/memory.py [--worlds 4 8] [--layouts 4,1,1,1 2,2,2,1 ...] [--steps 4]
-                                          [--keep] [--quick] [--before GIT_REF [--before-only]]
+    .venv/bin/python -P benchmarks/memory.py [--full | --quick] [--worlds 4 8] [--layouts 4,1,1,1 ...]
+                                             [--steps N] [--keep] [--before GIT_REF [--before-only]]
 
-Model: the 125m preset with 8 layers and a 32,768-token vocabulary at seq_len 128 (106,967,808
-parameters), fp32, micro-batch 1, global batch 8, trained on the built-in sample corpus (its BPE
-tokenizer is trained at that vocabulary once, before any measured run). `--quick`: the 1m preset
-(951,424 parameters, seq_len 64), one 4-rank layout (DP4 Z3) and its resume at DP2xPP2 Z1, to test
-this script (about 3 minutes on this idle 2-core machine: a 4-rank start-up costs ~30 s).
+Profiles (every model trained on the built-in sample corpus, its BPE tokenizer trained at the
+model's vocabulary once, before any measured run; fp32, micro-batch 1, global batch 8):
+- default (what `make bench` runs: 200 CPU-seconds, 5.7 minutes wall at load average 13-20 on the
+  shared 2-core machine): the 125m preset with 2
+  layers and an 8,192-token vocabulary at seq_len 128 (26,742,528 parameters); one process (fresh,
+  then resumed in place: the reference), DP4 ZeRO-3 on 4 ranks, and DP4 ZeRO-3's checkpoint
+  resumed at DP2 x PP2 ZeRO-1; fresh runs take 2 steps. Writes benchmarks/results/memory.json.
+- `--full` (~1 hour): the 125m preset with 8 layers and a 32,768-token vocabulary at seq_len 128
+  (106,967,808 parameters), 4 steps; on 4 ranks DP4 Z1, DP4 Z3, DP2xTP2 Z1, DP2xPP2 Z1, on 8 ranks
+  DP2xTP2xPP2 Z1 and DP8 Z3, each fresh and resumed in place, then the cross-layout resumes listed
+  below. Writes benchmarks/results/memory-full.json, so `make bench` never overwrites it.
+- `--quick`: the 1m preset (951,424 parameters, seq_len 64), the default's runs plus DP4 Z3's own
+  resume: tests this script (~3 minutes); its shares are runtime overhead, not model state.
+  Writes benchmarks/results/memory-quick.json.
 
 Runs (each a separate `anvil train`, under `torchrun --standalone` when it has several ranks, with
 OMP_NUM_THREADS=1): a single-process reference (ZeRO-0), then per layout DP,TP,PP,ZeRO a fresh run
-(train + checkpoint at the end) and the same run_dir resumed with 2 more steps (checkpoint load);
-then cross-layout resumes, each from a copy of a fresh run's checkpoint: DP2xTP2xPP2 Z1 at
-DP8 Z3, at TP2xPP4 Z1 and in one process; DP8 Z3 at DP2xTP2xPP2 Z1.
+(train + checkpoint at the end) and (`--full`, `--quick`) the same run_dir resumed with 2 more steps
+(checkpoint load); then cross-layout resumes, each from a copy of a fresh run's checkpoint with 2
+more steps (`--full`: DP2xTP2xPP2 Z1 at DP8 Z3, at TP2xPP4 Z1 and in one process; DP8 Z3 at
+DP2xTP2xPP2 Z1).
 
 Two measurements per rank:
 - internal: the line with `host_memory_gb` that the trainer appends at the end of a run to
@@ -26,15 +36,17 @@ Two measurements per rank:
   each rank's largest value: the whole run's peak, a lower bound where the trainer resets VmHWM per
   phase, exact on code that does not. Above-baseline figures subtract a probe from the same code
   tree: a process that imports torch, DeepSpeed and every module of framework/ (but interop,
-  scaling, eval) and data_pipeline/tokens/, then starts a 1-rank group (0.43 GB here; the trainer's
-  own baseline line reads 0.43-0.44 GB).
+  scaling, eval) and data_pipeline/tokens/, then starts a 1-rank group (0.39-0.43 GB here; the trainer's
+  own baseline line reads the same within 0.01 GB).
 
 Verdict per phase and run: max above-baseline peak over ranks <= 45% of the single-process run's
 (same phase; "load" against the single-process resume) and max/median over ranks <= 1.25; judged
 on the unrounded numbers. If MemAvailable drops below 1.5 GB a run is killed and reported as such.
 `--before REF` runs the same list on REF's code (a git worktree in /tmp, the same .venv, external
-figures only) in columns labelled "before (REF)". Results: benchmarks/results/memory.json
-(memory-quick.json with --quick).
+figures only) in columns labelled "before (REF)". The results file's `rows` (the README table): per
+multi-rank run, the largest rank's whole-run peak above baseline (internal figures), its share of
+the single-process run's (fresh against fresh, resumes against the resume), max/median over ranks
+and the planner's `rank_memory` for the same run (a formula).
 """
 
 from __future__ import annotations
@@ -44,7 +56,9 @@ from pathlib import Path
 
 # The repository root instead of benchmarks/ (its scripts' names shadow stdlib modules, e.g. tokenize,
 # which `dataclasses` imports through `inspect`): before any other import.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
@@ -55,8 +69,11 @@ import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import resource  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+
+from benchmarks.common import Recorder, row  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -66,18 +83,58 @@ TARGET_SHARE, TARGET_SPREAD = 0.45, 1.25
 MIN_AVAILABLE = 1.5 * GB
 POLL_S = 0.2
 MARKER = "ANVIL_MEMORY_BENCH_RUN"  # set in every run's environment
-LAYOUTS = {4: [(4, 1, 1, 1), (4, 1, 1, 3), (2, 2, 1, 1), (2, 1, 2, 1)], 8: [(2, 2, 2, 1), (8, 1, 1, 3)]}
-CROSS = [
-    ((2, 2, 2, 1), (8, 1, 1, 3)),
-    ((2, 2, 2, 1), (1, 2, 4, 1)),
-    ((2, 2, 2, 1), (1, 1, 1, 0)),
-    ((8, 1, 1, 3), (2, 2, 2, 1)),
-]
-QUICK_LAYOUTS = [(4, 1, 1, 3)]
-QUICK_CROSS = [((4, 1, 1, 3), (2, 1, 2, 1))]
 SINGLE = (1, 1, 1, 0)
-MODEL = {"base": "125m.yaml", "n_layers": 8, "vocab_size": 32768, "seq_len": 128}
-QUICK_MODEL = {"base": "1m.yaml", "n_layers": 4, "vocab_size": 384, "seq_len": 64}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What one invocation measures: the model, the layouts, which of them also resume in place,
+    the cross-layout resumes, the steps of a fresh run and the results file."""
+
+    name: str
+    model: dict  # base preset and overrides
+    layouts: dict  # world size -> [(DP, TP, PP, ZeRO)]
+    cross: list  # [(saved at, resumed at)]
+    steps: int
+    same_layout_resumes: bool  # every layout resumes in its own run_dir (else: the 1-process one only)
+    output: str
+
+
+PROFILES = {
+    # make bench: one 4-rank ZeRO-3 layout and its resume at DP2 x PP2 ZeRO-1 next to one process
+    "default": Profile(
+        "default",
+        {"base": "125m.yaml", "n_layers": 2, "vocab_size": 8192, "seq_len": 128},
+        {4: [(4, 1, 1, 3)]},
+        [((4, 1, 1, 3), (2, 1, 2, 1))],
+        2,
+        False,
+        "memory.json",
+    ),
+    "full": Profile(
+        "full",
+        {"base": "125m.yaml", "n_layers": 8, "vocab_size": 32768, "seq_len": 128},
+        {4: [(4, 1, 1, 1), (4, 1, 1, 3), (2, 2, 1, 1), (2, 1, 2, 1)], 8: [(2, 2, 2, 1), (8, 1, 1, 3)]},
+        [
+            ((2, 2, 2, 1), (8, 1, 1, 3)),
+            ((2, 2, 2, 1), (1, 2, 4, 1)),
+            ((2, 2, 2, 1), (1, 1, 1, 0)),
+            ((8, 1, 1, 3), (2, 2, 2, 1)),
+        ],
+        4,
+        True,
+        "memory-full.json",
+    ),
+    "quick": Profile(
+        "quick",
+        {"base": "1m.yaml", "n_layers": 4, "vocab_size": 384, "seq_len": 64},
+        {4: [(4, 1, 1, 3)]},
+        [((4, 1, 1, 3), (2, 1, 2, 1))],
+        4,
+        True,
+        "memory-quick.json",
+    ),
+}
 
 
 def label(layout: tuple) -> str:
@@ -99,11 +156,16 @@ class Run:
         return self.layout[0] * self.layout[1] * self.layout[2]
 
 
-def plan_runs(layouts: list[tuple], cross: list[tuple], steps: int) -> list[Run]:
+def plan_runs(layouts: list[tuple], cross: list[tuple], steps: int, same_layout_resumes: bool = True) -> list[Run]:
+    """Each layout fresh (the single process first) and resumed in its own run_dir (with
+    `same_layout_resumes`; the single process always: it is the reference of every resume), then
+    the cross-layout resumes whose source is among `layouts`."""
     runs = []
     for layout in [SINGLE] + [l for l in layouts if l != SINGLE]:
         name = label(layout)
-        runs += [Run(name, layout, steps, "fresh", name), Run(f"{name} resume", layout, steps + 2, "resume", name)]
+        runs.append(Run(name, layout, steps, "fresh", name))
+        if same_layout_resumes or layout == SINGLE:
+            runs.append(Run(f"{name} resume", layout, steps + 2, "resume", name))
     for src, dst in cross:
         if src in layouts:
             name = f"{label(src)} -> {label(dst)}"
@@ -114,8 +176,7 @@ def plan_runs(layouts: list[tuple], cross: list[tuple], steps: int) -> list[Run]
 # ---------------------------------------------------------------------------------------------- config
 
 
-def write_config(path: Path, tree: Path, quick: bool) -> None:
-    m = QUICK_MODEL if quick else MODEL
+def write_config(path: Path, tree: Path, m: dict) -> None:
     path.write_text(f"""# written by benchmarks/memory.py
 base: {tree / 'configs' / 'models' / m['base']}
 seed: 1234
@@ -731,21 +792,31 @@ def make_worktree(ref: str) -> tuple[Path, bool]:
 
 
 def main() -> None:
+    rec = Recorder("memory")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worlds", type=int, nargs="+", default=None, help="world sizes of the default layouts (4 8)")
-    ap.add_argument("--layouts", type=parse_layout, nargs="+", help="DP,TP,PP,ZeRO each (replaces the defaults)")
-    ap.add_argument("--steps", type=int, default=4, help="steps of a fresh run; resumes add 2 (default 4)")
-    ap.add_argument("--no-cross", action="store_true", help="skip the cross-layout resumes")
-    ap.add_argument(
+    size = ap.add_mutually_exclusive_group()
+    size.add_argument(
+        "--full",
+        action="store_true",
+        help="the 107M-parameter model on 4 and 8 ranks, 6 layouts and 4 cross-layout resumes (~1 hour); "
+        "writes benchmarks/results/memory-full.json",
+    )
+    size.add_argument(
         "--quick", action="store_true", help="1M-parameter model, DP4 Z3 and one cross resume: tests this script"
     )
+    ap.add_argument("--worlds", type=int, nargs="+", default=None, help="world sizes of the profile's layouts")
+    ap.add_argument("--layouts", type=parse_layout, nargs="+", help="DP,TP,PP,ZeRO each (replaces the profile's)")
+    ap.add_argument("--steps", type=int, default=None, help="steps of a fresh run; resumes add 2 (default 2; --full 4)")
+    ap.add_argument("--no-cross", action="store_true", help="skip the cross-layout resumes")
     ap.add_argument("--keep", action="store_true", help="keep run dirs, logs and the worktree")
     ap.add_argument("--work-dir", type=Path, help="where runs go (default: a fresh folder in /tmp)")
     ap.add_argument("--before", metavar="GIT_REF", help="also run the same list on GIT_REF's code (external peaks)")
     ap.add_argument("--before-only", action="store_true", help="with --before: skip the current code")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per run before it is killed")
     ap.add_argument(
-        "--output", type=Path, help="default benchmarks/results/memory.json (memory-quick.json with --quick)"
+        "--output",
+        type=Path,
+        help="default benchmarks/results/memory.json (memory-full.json with --full, memory-quick.json with --quick)",
     )
     ap.add_argument("--show", type=Path, metavar="RESULTS_JSON", help="print the tables of an earlier run and exit")
     args = ap.parse_args()
@@ -755,18 +826,20 @@ def main() -> None:
         return
     if args.before_only and not args.before:
         ap.error("--before-only needs --before GIT_REF")
+    if args.steps is not None and args.steps < 1:
+        ap.error(f"--steps must be >= 1, got {args.steps}")
+    profile = PROFILES["full" if args.full else "quick" if args.quick else "default"]
     if args.layouts:
         layouts = list(args.layouts)
-    elif args.quick:
-        layouts = [l for l in QUICK_LAYOUTS if not args.worlds or l[0] * l[1] * l[2] in args.worlds]
     else:
-        layouts = [l for w in (args.worlds or [4, 8]) for l in LAYOUTS[w]]
-    cross = [] if args.no_cross else (QUICK_CROSS if args.quick else CROSS)
-    runs = plan_runs(layouts, cross, args.steps)
+        worlds = args.worlds or sorted(profile.layouts)
+        layouts = [l for w in worlds for l in profile.layouts.get(w, [])]
+    cross = [] if args.no_cross else profile.cross
+    steps = args.steps or profile.steps
+    runs = plan_runs(layouts, cross, steps, profile.same_layout_resumes)
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="anvil-memory-"))
     made: list[Path] = []  # what this script created and removes at the end (unless --keep)
-    output = args.output or ROOT / "benchmarks" / "results" / ("memory-quick.json" if args.quick else "memory.json")
-    vocab = (QUICK_MODEL if args.quick else MODEL)["vocab_size"]
+    output = args.output or ROOT / "benchmarks" / "results" / profile.output
     start = time.perf_counter()
     trees = [] if args.before_only else [Tree(ROOT, "current", work / "current")]
     worktree = None
@@ -776,8 +849,10 @@ def main() -> None:
         worktree = worktree if new else None
     made += [work] if args.work_dir is None else [t.work for t in trees]
     report = {
-        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "profile": profile.name,
         "quick": args.quick,
+        "model": profile.model,
+        "steps": steps,
         "runs_planned": [r.name for r in runs],
         "targets": {"share_of_single": TARGET_SHARE, "max_over_median": TARGET_SPREAD},
     }
@@ -787,14 +862,14 @@ def main() -> None:
             tree.work.mkdir(parents=True, exist_ok=True)
             tree.check_imports()
             cfg = tree.work / "memory.yaml"
-            write_config(cfg, tree.path, args.quick)
+            write_config(cfg, tree.path, profile.model)
             report.setdefault("parameters", model_size(cfg))
             print(
                 f"[{tree.tag}] {tree.path}: {report['parameters']:,}-parameter model, {len(runs)} runs; "
                 f"work dir {tree.work}",
                 flush=True,
             )
-            prepare_data(tree, tree.work / "runs" / ".data_cache", vocab)
+            prepare_data(tree, tree.work / "runs" / ".data_cache", profile.model["vocab_size"])
             probe = probe_baseline(tree)
             report.setdefault("baseline_probe_gb", {})[tree.tag] = probe
             results[tree.tag] = run_all(tree, runs, cfg, args.keep, args.timeout, planner=tree.tag == "current")
@@ -805,27 +880,89 @@ def main() -> None:
                 shutil.rmtree(path, ignore_errors=True)
             if worktree is not None:
                 subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, capture_output=True)
-    report["wall_s"] = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    report["cpu_s"] = round(sum(u.ru_utime + u.ru_stime for u in usage), 1)
     report["results"] = results
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1, default=str) + "\n")
     show(report, results, args.before)
-    print(f"results: {output} ({report['wall_s']:.0f} s)")
+    rows = table_rows(report)
+    with tempfile.TemporaryDirectory(prefix="anvil-memory-out-") as out_dir:  # the header names memory.py
+        written = rec.write(
+            report, rows, "built-in sample corpus (`anvil data sample`), its own BPE tokenizer", Path(out_dir)
+        )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(written, output)
+    for r in rows:
+        print(f"{r['what']}\n  {r['quantity']}: {r['anvil']} | {r['peer']} | {r['ratio']} | met={r['met']}")
+    print(f"results: {output} ({time.perf_counter() - start:.0f} s)")
+
+
+def run_peaks(r: dict) -> list[float] | None:
+    """Each rank's peak over the whole run (start-up, load, steps, save) above its baseline, GB, from
+    the trainer's memory line; None without one."""
+    mem = (r.get("memory") or {}).get("host_memory_gb") or {}
+    base = mem.get("baseline")
+    if not base:
+        return None
+    phases = [mem[k] for k in ("startup", "load", "steps", "save") if k in mem]
+    return [max(ph[i] for ph in phases if ph[i] is not None) - base[i] for i in range(len(base))]
+
+
+def planner_peak(r: dict) -> float | None:
+    """The planner's figure for the same run (the most loaded rank, largest phase of those measured), GB."""
+    plan, mem = r.get("planner") or {}, (r.get("memory") or {}).get("host_memory_gb") or {}
+    values = [plan[k] for k in ("startup", "load", "steps", "save") if k in mem and isinstance(plan.get(k), float)]
+    return max(values) / GB if values else None
+
+
+def single_reference(rows: list[dict]) -> dict[str, dict]:
+    """The single-process runs (fresh and resumed) that the others are compared with, by kind."""
+    return {r["kind"]: r for r in rows if r["world"] == 1 and r.get("source") is None and run_peaks(r)}
+
+
+def table_rows(report: dict) -> list[dict]:
+    """The performance-table lines: per multi-rank run, the largest rank's whole-run peak RSS above
+    baseline against the single-process run's (same run of this script) and the planner's figure."""
+    current = report["results"].get("current", [])
+    ref = single_reference(current)
+    params = f"{report['parameters'] / 1e6:.1f}M-param Llama, fp32"
+    target = "largest rank <= 45% of one process and max/median <= 1.25 (memory.py's criterion)"
+    out = []
+    for r in current:
+        if r["world"] == 1:
+            continue
+        how = {"fresh": "start-up, steps, checkpoint save", "resume": "resumed in place"}.get(
+            r["kind"], f"resumed from {r.get('source')}'s checkpoint"
+        )
+        what = f"memory.py: host RSS per rank, {r['name']} ({r['world']} CPU ranks; {how}), {params}"
+        peaks = run_peaks(r)
+        if not peaks:
+            why = r.get("status") if r.get("status") != "ok" else "no memory line from the trainer"
+            out.append(row(what, "not measured", f"not measured: {why}"))
+            continue
+        top, median = max(peaks), statistics.median(peaks)
+        spr = top / median if median > 0 else None
+        single = ref.get("fresh" if r["kind"] == "fresh" else "resume")
+        one = max(run_peaks(single)) if single else None
+        share = top / one if one else None
+        plan, plan1 = planner_peak(r), planner_peak(single) if single else None
+        out.append(
+            row(
+                what,
+                "peak RSS above baseline GB, measured, whole run, largest rank; planner: formula (planner closed form)",
+                f"{top:.2f} GB (max/median {_num(spr, '.3f')}; planner {_num(plan)} GB)",
+                "1 process: n/a" if one is None else f"1 process: {one:.2f} GB (planner {_num(plan1)} GB)",
+                "" if share is None else f"{100 * share:.1f}% of 1 process",
+                target,
+                None if share is None or spr is None else share <= TARGET_SHARE and spr <= TARGET_SPREAD,
+            )
+        )
+    return out
 
 
 def whole_run_rows(rows: list[dict]) -> list[dict]:
     """The issue's criterion: each rank's peak over the whole run (start-up, load, steps, save) above
     its baseline, the largest over ranks as a share of the single-process run's (fresh runs against
     the fresh single-process run, resumes against its resume), and max/median over ranks."""
-
-    def run_peaks(r: dict) -> list[float] | None:
-        mem = (r.get("memory") or {}).get("host_memory_gb") or {}
-        base = mem.get("baseline")
-        if not base:
-            return None
-        phases = [mem[k] for k in ("startup", "load", "steps", "save") if k in mem]
-        return [max(ph[i] for ph in phases if ph[i] is not None) - base[i] for i in range(len(base))]
-
     ref = {}
     for r in rows:
         if r["world"] == 1 and r.get("source") is None and run_peaks(r):
