@@ -483,7 +483,7 @@ def fit_all(
     iso_d = fit_isoflop(points.C, D=points.D, loss=points.loss, variable="D")
     out["approach2"] = {"parabola_in_log_N": iso_n.to_dict(), "parabola_in_log_D": iso_d.to_dict()}
     if heldout:
-        out["heldout"] = heldout_check(points, top_k=top_k)
+        out["heldout"] = heldout_check(points, top_k=top_k, bootstrap=bootstrap, seed=seed)
     return out
 
 
@@ -492,9 +492,13 @@ def best_loss_at(fit: ParametricFit, C: float) -> float:
     return float(fit.loss(fit.n_opt(C), fit.d_opt(C)))
 
 
-def heldout_check(points: Points, top_k: int | None = 128) -> dict:
+def heldout_check(
+    points: Points, top_k: int | None = 128, bootstrap: int = 0, seed: int = 0, level: float = 0.95
+) -> dict:
     """Fit on every budget but the largest; compare the predicted compute-optimal loss there with
-    the best loss observed at that budget (and with its isoFLOP parabola's minimum, if any)."""
+    the best loss observed at that budget (and with its isoFLOP parabola's minimum, if any).
+    `bootstrap` > 0 adds the percentile interval of the prediction over resamples of the fit points
+    (`predicted_interval`) and whether the observed best loss lies inside it."""
     labels = group_budgets(points.C)
     last = labels == labels.max()
     if labels.max() < 2 or (~last).sum() < 5:
@@ -511,8 +515,36 @@ def heldout_check(points: Points, top_k: int | None = 128) -> dict:
         "relative_error": abs(predicted - observed) / observed,
         "fit": {k: fit.to_dict()[k] for k in ("E", "A", "B", "alpha", "beta", "a", "objective")},
     }
+    if bootstrap > 0:
+        out |= _heldout_interval(points, ~last, fit, C, observed, bootstrap, seed, level)
     iso = fit_isoflop(points.C[last], N=points.N[last], loss=points.loss[last])
     if iso.budgets:
         out["parabola_best_loss"] = iso.budgets[0]["loss_opt"]
         out["relative_error_vs_parabola"] = abs(predicted - out["parabola_best_loss"]) / out["parabola_best_loss"]
     return out
+
+
+def _heldout_interval(
+    points: Points, sel: np.ndarray, fit: ParametricFit, C: float, observed: float, n_boot: int, seed: int, level: float
+) -> dict:
+    """Percentile interval of the held-out prediction (and of E) over `n_boot` resamples of the
+    fit points, each refitted as `bootstrap_parametric` refits (seeded: deterministic)."""
+    N, D, loss = points.N[sel], points.D[sel], points.loss[sel]
+    rng, grid = np.random.default_rng(seed), init_grid()
+    preds, es = [], []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(N), len(N))
+        f = refit_resample(N[idx], D[idx], loss[idx], fit, grid=grid)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            value = best_loss_at(f, C)
+        preds.append(value if math.isfinite(value) else math.inf)
+        es.append(f.E)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    interval = [float(np.percentile(preds, lo)), float(np.percentile(preds, hi))]
+    return {
+        "predicted_interval": interval,
+        "observed_in_interval": bool(interval[0] <= observed <= interval[1]),
+        "E_interval": [float(np.percentile(es, lo)), float(np.percentile(es, hi))],
+        "interval_level": level,
+        "n_boot": n_boot,
+    }

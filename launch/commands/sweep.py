@@ -283,6 +283,12 @@ def _run_fit(args: argparse.Namespace) -> int:
         print(
             f"held out C={h['budget']:.3g}: predicted best loss {h['predicted_best_loss']:.4f}, observed "
             f"{h['observed_best_loss']:.4f} (relative error {h['relative_error']:.2%})"
+            + (
+                f", {h['interval_level']:.0%} bootstrap interval of the prediction "
+                f"[{h['predicted_interval'][0]:.4f}, {h['predicted_interval'][1]:.4f}]"
+                if "predicted_interval" in h
+                else ""
+            )
         )
     if args.plot:
         from framework.scaling.plot import plot_fit
