@@ -3,6 +3,7 @@
     benchmarks/.venv-peers/bin/python benchmarks/dedup_peers.py INPUT_FOLDER OUTPUT_FOLDER
 
 Writes OUTPUT/clusters.json: {id: cluster id} for every document DataTrove put in a cluster.
+A helper of benchmarks/dedup.py, not a benchmark of its own: without arguments it prints this.
 """
 
 import json
@@ -14,22 +15,22 @@ from pathlib import Path
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
     sys.path.pop(0)
 
-from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.dedup.minhash import (
-    MinhashConfig,
-    MinhashDedupBuckets,
-    MinhashDedupCluster,
-    MinhashDedupFilter,
-    MinhashDedupSignature,
-)
-from datatrove.pipeline.readers import JsonlReader
-from datatrove.pipeline.writers import JsonlWriter
-from datatrove.utils.hashing import HashConfig
-
 TASKS = 2
 
 
 def main(inp: str, out: str) -> None:
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.readers import JsonlReader
+    from datatrove.pipeline.writers import JsonlWriter
+    from datatrove.utils.hashing import HashConfig
+
     out = Path(out)
     cfg = MinhashConfig(hash_config=HashConfig(precision=64), n_grams=5, num_buckets=14, hashes_per_bucket=8)
     work = out / "work"
@@ -83,4 +84,7 @@ def main(inp: str, out: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) == 1 else 2)
     main(*sys.argv[1:3])

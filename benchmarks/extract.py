@@ -1,19 +1,21 @@
 """Benchmark: the web recipe with Resiliparse vs trafilatura extraction, FastWARC vs warcio reading.
 
-    .venv/bin/python -P benchmarks/extract.py [--pages N] [--repeats 3]
+    .venv/bin/python -P benchmarks/extract.py [--pages N] [--repeats 1] [--read-repeats 3]
 
 Input: real HTML, the Python 3.11 documentation (530 pages, 50 MB) installed by
-benchmarks/install_real_inputs.sh, packed once into a gzipped WARC of HTTP responses in
-benchmarks/.cache/. Without it the script falls back to the repository's sample corpus
-(data_pipeline/sample.py: standard-library docstrings) wrapped in one generic HTML template, and
-says so in the result ("input": "sample ..."): not real web pages, so its quality figures mean little.
+benchmarks/install_real_inputs.sh, packed once into a gzipped WARC of HTTP responses in the
+benchmark cache (benchmarks/.cache, or ANVIL_BENCH_CACHE; ANVIL_BENCH_REAL_ROOT moves the real
+inputs, see benchmarks/dedup_inputs.py). Without it the script falls back to the repository's sample
+corpus (data_pipeline/sample.py: standard-library docstrings) wrapped in one generic HTML template,
+and says so in the input label: not real web pages, so its quality figures mean little.
+About 3 minutes on an idle 2-core machine (trafilatura's recipe run and its quality pass are most of it).
 
 Measured, in this order:
 1. Whole process, one worker: `anvil data run configs/data/web.yaml` (trafilatura) and
    `configs/data/web_fast.yaml` (Resiliparse) as subprocesses, `--workers 1`, alternating, median
-   of `--repeats`: wall seconds, CPU seconds (the child's rusage), pages/s, text bytes kept, and
+   of `--repeats` (default 1): wall seconds, CPU seconds (the child's rusage), pages/s, text bytes kept, and
    `stats.json`'s per-step CPU seconds.
-2. Reading WARC files, FastWARC vs warcio, CPU seconds, median of `--repeats`: records only and
+2. Reading WARC files, FastWARC vs warcio, CPU seconds, median of `--read-repeats`: records only and
    whole documents, on the benchmark WARC and on the real crawl of install_real_inputs.sh when
    present; and a check that both give the same documents.
 3. Extraction quality on every page, engines side by side: text kept, boilerplate lines left (a
@@ -23,23 +25,14 @@ Measured, in this order:
 
 Targets (issue 23): web recipe with Resiliparse >= 5x faster than with trafilatura, >= 150 pages/s
 on one worker, keeping >= 80% of trafilatura's text bytes. The machine is shared: the load average
-before and after goes into the result. Writes benchmarks/results/extract.json.
+before and after goes into the result. Writes benchmarks/results/extract.json (rows for the README's
+performance table).
 """
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
 import os
-import re
-import resource
-import shutil
-import statistics
-import subprocess
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +41,24 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
 
-HTML_ROOT = Path("/usr/share/doc/python3.11/html")
-CRAWL = Path.home() / ".cache" / "anvil-real-inputs" / "warc" / "iana.warc.gz"  # install_real_inputs.sh
-CACHE = HERE / ".cache"
-RESULTS = HERE / "results" / "extract.json"
+import argparse  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+
+from benchmarks.common import Recorder, row  # noqa: E402
+from benchmarks.dedup_inputs import CACHE, FALLBACK, real_path  # noqa: E402
+
+HTML_ROOT = real_path("/usr/share/doc/python3.11/html")
+CRAWL = real_path(Path.home() / ".cache" / "anvil-real-inputs" / "warc" / "iana.warc.gz")  # install_real_inputs.sh
+TARGET_SPEED = ">= 5x faster than trafilatura, >= 150 pages/s on one worker"
+TARGET_KEPT = ">= 80% of trafilatura's text bytes kept"
 RECIPES = {
     "trafilatura": ROOT / "configs" / "data" / "web.yaml",
     "resiliparse": ROOT / "configs" / "data" / "web_fast.yaml",
@@ -123,7 +130,7 @@ def build_input(limit: int | None) -> tuple[Path, str, int]:
         _write_warc(path, pages)
     return (
         path,
-        f"sample (NOT real web pages): {len(docs)} sample-corpus documents in a generic HTML template",
+        f"{FALLBACK}: {len(docs)} documents in a generic HTML template (NOT real web pages)",
         len(docs),
     )
 
@@ -266,12 +273,54 @@ def quality(warc: Path) -> dict:
     return out
 
 
+def rows_of(result: dict) -> list[dict]:
+    """The performance-table lines: recipe speed, text kept, WARC reading."""
+    res, tra = result["recipe"]["resiliparse"], result["recipe"]["trafilatura"]
+    what = f"Web recipe, Resiliparse vs trafilatura, {res['pages']} pages, --workers 1"
+    met = result["speedup_wall"] >= 5 and res["pages_per_s"] >= 150
+    rows = [
+        row(
+            what,
+            "wall s, whole process",
+            f"{res['wall_s']:.1f} s ({res['pages_per_s']:.1f} pages/s)",
+            f"trafilatura {tra['wall_s']:.1f} s ({tra['pages_per_s']:.1f} pages/s)",
+            f"{result['speedup_wall']:.1f}x",
+            TARGET_SPEED,
+            met,
+        ),
+        row(
+            "Web recipe, text kept: Resiliparse / trafilatura",
+            "text bytes after the recipe's filters",
+            f"{res['text_bytes_kept'] / 1e6:.2f} MB ({res['docs_out']} pages)",
+            f"trafilatura {tra['text_bytes_kept'] / 1e6:.2f} MB ({tra['docs_out']} pages)",
+            f"{result['text_bytes_kept_ratio']:.0%}",
+            TARGET_KEPT,
+            result["text_bytes_kept_ratio"] >= 0.8,
+        ),
+    ]
+    rd = result["reading"].get("real_crawl_iana") or result["reading"]["benchmark_warc"]
+    if "same_documents" in rd:
+        f, w = rd["fastwarc_records"], rd["warcio_records"]
+        name = f"{'real crawl' if 'real_crawl_iana' in result['reading'] else 'benchmark WARC'}, {f['count']} records"
+        rows.append(
+            row(
+                f"Reading WARC records, FastWARC vs warcio ({name})",
+                "records per CPU-s (in-process)",
+                f"{f['per_cpu_s']:,.0f}/CPU-s",
+                f"warcio {w['per_cpu_s']:,.0f}/CPU-s",
+                f"{rd['speedup_records']:.1f}x (documents {rd['speedup_documents']:.1f}x)",
+            )
+        )
+    return rows
+
+
 def main() -> None:
+    rec = Recorder("extract")
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pages", type=int, default=None, help="use the first N pages (default: all)")
-    ap.add_argument("--repeats", type=int, default=3, help="runs per measurement; the median is reported")
+    ap.add_argument("--repeats", type=int, default=1, help="recipe runs per engine; the median is reported")
+    ap.add_argument("--read-repeats", type=int, default=3, help="WARC reading measurements; the median is reported")
     args = ap.parse_args()
-    load_before = os.getloadavg()
     warc, label, _ = build_input(args.pages)
     print(f"input: {label}; {warc} ({warc.stat().st_size / 1e6:.1f} MB gzipped WARC)", flush=True)
     work = CACHE / "extract-runs"
@@ -279,20 +328,19 @@ def main() -> None:
     for i in range(args.repeats):
         for engine in RECIPES if i % 2 == 0 else reversed(list(RECIPES)):
             runs[engine].append(run_recipe(engine, warc, work / engine))
-            print(f"  {engine}: {runs[engine][-1]['wall_s']:.1f} s", flush=True)
+            r = runs[engine][-1]
+            print(f"  {engine}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU", flush=True)
     recipe = {e: median_run(r) for e, r in runs.items()}
     shutil.rmtree(work, ignore_errors=True)
     res, tra = recipe["resiliparse"], recipe["trafilatura"]
     result = {
-        "input": label,
         "warc_bytes": warc.stat().st_size,
-        "cpus": os.cpu_count(),
         "repeats": args.repeats,
         "recipe": recipe,
         "speedup_wall": tra["wall_s"] / res["wall_s"],
         "speedup_cpu": tra["cpu_s"] / res["cpu_s"],
         "text_bytes_kept_ratio": res["text_bytes_kept"] / max(tra["text_bytes_kept"], 1),
-        "reading": reading(warc, args.repeats),
+        "reading": reading(warc, args.read_repeats),
         "quality": quality(warc),
     }
     result["targets"] = {
@@ -300,9 +348,6 @@ def main() -> None:
         "pages_per_s_150": res["pages_per_s"] >= 150,
         "text_bytes_80pct": result["text_bytes_kept_ratio"] >= 0.8,
     }
-    result["load_average_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
 
     print(f"\n{'web recipe, 1 worker':34} {'wall s':>8} {'CPU s':>8} {'pages/s':>8} {'pages/CPU-s':>11} {'MB kept':>8}")
     for engine, r in recipe.items():
@@ -339,8 +384,12 @@ def main() -> None:
         f"language agreement {q['lang_agreement']:.1%}; words of trafilatura's text also in Resiliparse's: "
         f"{q['trafilatura_words_also_in_resiliparse']:.1%}, the reverse: {q['resiliparse_words_also_in_trafilatura']:.1%}"
     )
-    print(f"load average before/after: {result['load_average_before_after']}; targets: {result['targets']}")
-    print(f"wrote {RESULTS.relative_to(ROOT)}")
+    print(f"targets: {result['targets']}")
+    rows = rows_of(result)
+    from framework.runtime import print_table
+
+    print_table(rows, title="rows")
+    rec.write(result, rows, label)
 
 
 if __name__ == "__main__":
