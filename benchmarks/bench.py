@@ -55,7 +55,7 @@ class Script:
 SCRIPTS = (
     Script("datatrove_compat", 900),
     Script("curation_steps", 900),
-    Script("dedup", 1500),
+    Script("dedup", 1800),
     Script("dedup_resume", 600),
     Script("extract", 900),
     Script("tokenize", 600),
@@ -231,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     table_path = report.write_table(RESULTS)
     changed = False if args.no_readme else report.update_readme(ROOT / "README.md", table_path.read_text())
     print(summary(entries))
-    print(f"total {record['wall_s']:.0f} s; table: {table_path.relative_to(ROOT)}" + ("; README updated" if changed else ""))
+    print(
+        f"total {record['wall_s']:.0f} s; table: {table_path.relative_to(ROOT)}"
+        + ("; README updated" if changed else "")
+    )
     failed = [e["name"] for e in entries if e["status"] != "ok"]
     if failed:
         print(f"not ok: {', '.join(failed)} (logs in {LOGS.relative_to(ROOT)})")

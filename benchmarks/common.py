@@ -74,8 +74,15 @@ def row(
     """
     if not what or not quantity or anvil in (None, ""):
         raise ValueError(f"a row needs what, quantity and Anvil's figure: {what!r}, {quantity!r}, {anvil!r}")
-    return {"what": what, "quantity": quantity, "anvil": str(anvil), "peer": peer, "ratio": ratio,
-            "target": target, "met": met}
+    return {
+        "what": what,
+        "quantity": quantity,
+        "anvil": str(anvil),
+        "peer": peer,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+    }
 
 
 @dataclass

@@ -34,7 +34,12 @@ def test_every_script_runs_whatever_happens_to_the_others(tmp_path):
     _script(tmp_path, "hangs", "import time; print('partial line', end='', flush=True); time.sleep(60)")
     _script(tmp_path, "silent", "print('no results written')")
     _script(tmp_path, "good", WRITES_RESULTS.format(name="good"))
-    scripts = [bench.Script("fails", 30), bench.Script("hangs", 2), bench.Script("silent", 30), bench.Script("good", 30)]
+    scripts = [
+        bench.Script("fails", 30),
+        bench.Script("hangs", 2),
+        bench.Script("silent", 30),
+        bench.Script("good", 30),
+    ]
     entries = bench.run_all(scripts, bench_dir=tmp_path, results_dir=tmp_path / "results", logs=tmp_path / "logs")
     status = {e["name"]: e["status"] for e in entries}
     assert status == {
@@ -95,7 +100,9 @@ def _results(folder: Path, name: str, rows: list[dict], **extra) -> None:
 
 def test_table_rows_in_run_order_with_targets_and_provenance(tmp_path):
     _results(tmp_path, "dedup", [row("MinHash | LSH", "wall s", "6.4 s", "datasketch 26 s", "4.1x", ">= 3x", True)])
-    _results(tmp_path, "datatrove_compat", [row("4 filters", "wall s", "20.9 s", "DataTrove 121 s", "5.9x", ">= 10x", False)])
+    _results(
+        tmp_path, "datatrove_compat", [row("4 filters", "wall s", "20.9 s", "DataTrove 121 s", "5.9x", ">= 10x", False)]
+    )
     _results(tmp_path, "gpu", [], status="not run: no CUDA GPU")
     (tmp_path / "tokenize.json").write_text(json.dumps({"old": "format"}))
     text = report.table(tmp_path)
