@@ -1,32 +1,35 @@
 """Benchmark: the second curation layer (url_filter, decontaminate, sentence_dedup, paragraph_dedup)
-vs DataTrove 0.10's URLFilter, n-gram decontamination and sentence dedup, same input, same run.
+against DataTrove 0.10's URLFilter, n-gram decontamination and sentence dedup, same input, same run.
 
-    .venv/bin/python benchmarks/curation_steps.py [--docs 2000] [--repeats 3]
+    .venv/bin/python -P benchmarks/curation_steps.py [--docs 600] [--repeats 1]
 
-Input: the documentation pages of benchmarks/curation.py (Python, Django and PostgreSQL manuals from
-benchmarks/install_real_inputs.sh, extracted once with `extract`, cached in benchmarks/.cache/).
-* URLs: the absolute links found in those same HTML pages (real URLs), one per document, every
-  tenth replaced by a page on a block-listed domain or its `www.` subdomain; both tools read DataTrove's own integrated
-  lists (its UT1-derived `domains`/`urls` files and banned, soft-banned and sub-word lists).
-  Loading the lists is not timed (reported apart).
-* Decontamination: an evaluation set of 600 question/answer pairs: 300 from the corpus itself
-  (a sentence and the next one: a reading-comprehension benchmark built from these manuals, so
-  contamination is real) and 300 from the project's sample corpus (other text). 13-grams over
-  question + answer for both (DataTrove: find_query_ngrams and find_overlap_ngrams). Index
-  building is timed apart; the per-document filtering is the comparison.
+Input: `--docs` documents taken evenly from the corpus of benchmarks/datatrove_compat.py (real
+documentation pages: Debian handbook, Python and Django manuals, licences, man pages; extracted once
+and cached in the benchmark cache; without the real inputs the project's sample corpus, labelled so).
+* URLs: the absolute links found in the installed HTML manuals (real URLs; with the sample corpus,
+  the links in its text), one per document, every tenth replaced by a page on a block-listed domain
+  or its `www.` subdomain; both tools read DataTrove's own integrated lists (its UT1-derived
+  `domains`/`urls` files and banned, soft-banned and sub-word lists). Loading 4.5M domains costs
+  seconds while filtering 1,000 URLs costs milliseconds, so this one is reported per CPU-second of
+  the filtering, list loading given apart.
+* Decontamination: an evaluation set of up to 600 question/answer pairs: half from the corpus itself
+  (a sentence and the next one: contamination is real) and half from the sample corpus (other text).
+  13-grams over question + answer for both (DataTrove: find_query_ngrams and find_overlap_ngrams).
 * Sentence dedup: 3-sentence spans, min 50 words, all three phases (signatures/scan, find/reduce,
-  filter/apply) on the documents plus 200 documents stitched from halves of others.
-Speeds are documents per CPU-second (`time.process_time` of the process doing the work); DataTrove
-runs in benchmarks/.venv-peers (created on first use as in curation.py, plus tldextract, fasteners and
-pyahocorasick for its URLFilter, tokenizers for its dedup package and xxhash<4, whose str hashing it
-relies on), never in Anvil's env.
-Results are written to benchmarks/results/curation_steps.json.
+  filter/apply) on the documents plus 200 documents stitched from halves of others. DataTrove has no
+  paragraph dedup: Anvil's `paragraph_dedup` is measured on the same input, alone.
+Each (tool, step) runs in a process of its own, one after the other; decontamination and dedup are
+reported as documents per wall-second of that whole process (start-up, imports, reading the input,
+index building and every phase included); CPU and wall seconds of the work alone are kept in the
+results file. DataTrove runs in benchmarks/.venv-peers (`make bench` creates it from
+benchmarks/requirements-peers.txt), never in Anvil's environment: this file re-executes itself there
+with `--peer`, which imports nothing of Anvil. Without it, Anvil alone is measured and the rows say
+why DataTrove is not. Results: benchmarks/results/curation_steps.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import random
 import re
@@ -34,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,165 +46,118 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
 
-PEER_SCRIPT = r'''
-import json, sys, tempfile, time
-from pathlib import Path
-from datatrove.data import Document
-from datatrove.utils._import_utils import ASSETS_PATH
-work = json.load(open(sys.argv[1]))
-repeats = int(sys.argv[2])
-out = {}
+STEPS = ("url_filter", "decontaminate", "sentence_dedup", "paragraph_dedup")
+PEER_STEPS = ("url_filter", "decontaminate", "sentence_dedup")
+DEFAULT_DOCS = 600
 
-def median(xs):
-    return sorted(xs)[len(xs) // 2]
 
-# --- URL filter -------------------------------------------------------------------------------
-from tldextract import TLDExtract
-from datatrove.pipeline.filters import URLFilter
-t = time.process_time()
-uf = URLFilter()
-uf.tldextractor = TLDExtract(suffix_list_urls=())     # bundled suffix list: no network
-uf.download_data()
-load = time.process_time() - t
-docs = [Document(text="", id=str(i), metadata={"url": u}) for i, u in enumerate(work["urls"])]
-uf.filter(Document(text="", id="w", metadata={"url": "https://warm.up.example.com/x"}))   # lazy set-up outside
-runs = []
-for _ in range(repeats):
+# --- DataTrove's side (runs in benchmarks/.venv-peers; imports nothing of Anvil) ------------------
+
+
+def peer_main(step: str, work_path: str, output_path: str) -> None:
+    work = json.loads(Path(work_path).read_text())
+    out = {"url_filter": _dt_url_filter, "decontaminate": _dt_decontaminate, "sentence_dedup": _dt_sentence_dedup}[
+        step
+    ](work)
+    Path(output_path).write_text(json.dumps(out))
+
+
+def _clock() -> tuple[float, float]:
+    return time.process_time(), time.perf_counter()
+
+
+def _since(start: tuple[float, float]) -> dict:
+    return {"cpu_s": time.process_time() - start[0], "wall_s": time.perf_counter() - start[1]}
+
+
+def _dt_url_filter(work: dict) -> dict:
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import URLFilter
+    from tldextract import TLDExtract
+
     t = time.process_time()
+    uf = URLFilter()
+    uf.tldextractor = TLDExtract(suffix_list_urls=())  # its bundled suffix list: no network
+    uf.download_data()
+    load = time.process_time() - t
+    docs = [Document(text="", id=str(i), metadata={"url": u}) for i, u in enumerate(work["urls"])]
+    uf.filter(Document(text="", id="w", metadata={"url": "https://warm.up.example.com/x"}))  # lazy set-up
+    start = _clock()
     kept = [uf.filter(d) is True for d in docs]
-    runs.append(time.process_time() - t)
-out["url_filter"] = {"seconds": median(runs), "load_seconds": load, "kept": kept}
+    return {**_since(start), "load_cpu_s": load, "kept": kept}
 
-# --- n-gram decontamination -------------------------------------------------------------------
-from datatrove.pipeline.decont.n_grams import NGramsDecontConfig, NGramsDecontFilter, NGramsDecontIndexer
-from datatrove.utils.hashing import create_hash_func
-from datatrove.utils.typeshelper import Languages
-from datatrove.utils.word_tokenizers import load_word_tokenizer
-import numpy as np
-cfg = NGramsDecontConfig(n_grams=13, find_query_ngrams=True, find_overlap_ngrams=True)
-index_dir = Path(tempfile.mkdtemp())
-class _Indexer:   # NGramsDecontIndexer.compute_hashes without its lighteval dependency
-    config, tokenizer, hash_func = cfg, load_word_tokenizer(Languages.english), create_hash_func(cfg.hash_config)
-t = time.process_time()
-hashes = set()
-for ex in work["eval"]:
-    hashes.update(NGramsDecontIndexer.compute_hashes(_Indexer, ex["answer"], ex["question"]))
-np.array(sorted(hashes), dtype=cfg.hash_config.np_descr).tofile(index_dir / "bench.index.hashes")
-index_seconds = time.process_time() - t
-texts = work["texts"]
-runs = []
-for _ in range(repeats):
+
+def _dt_decontaminate(work: dict) -> dict:
+    import numpy as np
+    from datatrove.data import Document
+    from datatrove.pipeline.decont.n_grams import NGramsDecontConfig, NGramsDecontFilter, NGramsDecontIndexer
+    from datatrove.utils.hashing import create_hash_func
+    from datatrove.utils.typeshelper import Languages
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    cfg = NGramsDecontConfig(n_grams=13, find_query_ngrams=True, find_overlap_ngrams=True)
+    index_dir = Path(tempfile.mkdtemp())
+
+    class _Indexer:  # NGramsDecontIndexer.compute_hashes without its lighteval dependency
+        config, tokenizer, hash_func = cfg, load_word_tokenizer(Languages.english), create_hash_func(cfg.hash_config)
+
+    start = _clock()
+    hashes = set()
+    for ex in work["eval"]:
+        hashes.update(NGramsDecontIndexer.compute_hashes(_Indexer, ex["answer"], ex["question"]))
+    np.array(sorted(hashes), dtype=cfg.hash_config.np_descr).tofile(index_dir / "bench.index.hashes")
     f = NGramsDecontFilter(str(index_dir), config=cfg)
-    f.filter(Document(text="warm up the tokenizer", id="w"))
-    docs = [Document(text=x, id=str(i)) for i, x in enumerate(texts)]
-    t = time.process_time()
-    kept = [f.filter(d) is True for d in docs]
-    runs.append(time.process_time() - t)
-out["decontaminate"] = {"seconds": median(runs), "index_seconds": index_seconds, "kept": kept}
-
-# --- sentence dedup ---------------------------------------------------------------------------
-from datatrove.pipeline.dedup.sentence_dedup import (SentDedupConfig, SentenceDedupFilter, SentenceDedupSignature,
-                                                     SentenceFindDedups)
-sd = SentDedupConfig(n_sentences=3, min_doc_words=50)
-texts = work["dedup_texts"]
-runs = []
-for _ in range(repeats):
-    tmp = Path(tempfile.mkdtemp())
-    docs = [Document(text=x, id=str(i)) for i, x in enumerate(texts)]
-    t = time.process_time()
-    SentenceDedupSignature(str(tmp / "sigs"), config=sd).run(iter(docs), rank=0, world_size=1)
-    SentenceFindDedups(str(tmp / "sigs"), str(tmp / "dups"), config=sd).run(rank=0, world_size=1)
-    kept = {d.id: d.text for d in SentenceDedupFilter(str(tmp / "dups"), config=sd).run(iter(docs), rank=0, world_size=1)}
-    runs.append(time.process_time() - t)
-out["sentence_dedup"] = {"seconds": median(runs), "kept": [str(i) in kept for i in range(len(texts))],
-                         "chars_out": sum(len(v) for v in kept.values())}
-print(json.dumps(out))
-'''
+    kept = [f.filter(Document(text=x, id=str(i))) is True for i, x in enumerate(work["texts"])]
+    return {**_since(start), "kept": kept}
 
 
-def _curation_module():
-    spec = importlib.util.spec_from_file_location("anvil_bench_curation", HERE / "curation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def real_urls(html_roots: list[str], limit: int = 20000) -> list[str]:
-    """Absolute http(s) links from the installed HTML manuals, deduplicated, in file order."""
-    seen, out = set(), []
-    href = re.compile(r'href="(https?://[^"#\s]+)"')
-    for root in html_roots:
-        for page in sorted(Path(root).rglob("*.html")) if Path(root).is_dir() else []:
-            for url in href.findall(page.read_text(errors="replace")):
-                if url not in seen:
-                    seen.add(url)
-                    out.append(url)
-                    if len(out) >= limit:
-                        return out
-    return out
-
-
-def make_work(texts: list[str], html_roots: list[str], peers_python: Path) -> dict:
-    rng = random.Random(0)
-    urls = real_urls(html_roots)
-    probe = "from datatrove.utils._import_utils import ASSETS_PATH; print(ASSETS_PATH)"
-    assets = Path(
-        subprocess.run(
-            [str(peers_python), "-c", probe], capture_output=True, text=True, cwd="/", check=True
-        ).stdout.strip()
+def _dt_sentence_dedup(work: dict) -> dict:
+    from datatrove.data import Document
+    from datatrove.pipeline.dedup.sentence_dedup import (
+        SentDedupConfig,
+        SentenceDedupFilter,
+        SentenceDedupSignature,
+        SentenceFindDedups,
     )
-    lists = HERE / ".cache" / "datatrove-url-lists"
-    if not (lists / "domains").exists():
-        lists.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["tar", "xzf", str(assets / "url_filterblacklistsv0_3_0.tar.gz"), "-C", str(lists)], check=True)
-    with open(lists / "domains") as fh:
-        blocked = [line.strip() for _, line in zip(range(5000), fh) if line.strip()]
-    doc_urls = []
-    for i in range(len(texts)):
-        if i % 10 == 9:  # a listed domain itself, or a subdomain of it (DataTrove: fqdn / registered domain)
-            doc_urls.append(f"https://{'www.' if i % 20 == 19 else ''}{rng.choice(blocked)}/page/{i}.html")
-        else:
-            doc_urls.append(urls[i % len(urls)])
-    from data_pipeline.sample import iter_sample_documents
-    from data_pipeline.steps.span_dedup import split_sentences
 
-    def pairs(source: list[str], n: int) -> list[dict]:
-        out = []
-        for text in source:
-            sents = [s.strip() for s in split_sentences(text) if 12 <= len(s.split()) <= 60]
-            if len(sents) >= 2:
-                k = rng.randrange(len(sents) - 1)
-                out.append({"question": sents[k], "answer": sents[k + 1]})
-            if len(out) >= n:
-                break
-        return out
-
-    shuffled = texts[:]
-    rng.shuffle(shuffled)
-    evalset = pairs(shuffled, 300) + pairs([d.text for d in iter_sample_documents(2000)], 300)
-    stitched = []
-    for _ in range(200):
-        a, b = rng.sample(texts, 2)
-        stitched.append(a[: len(a) // 2] + "\n" + b[len(b) // 2 :])
+    sd = SentDedupConfig(n_sentences=3, min_doc_words=50)
+    tmp = Path(tempfile.mkdtemp())
+    texts = work["dedup_texts"]
+    start = _clock()
+    SentenceDedupSignature(str(tmp / "sigs"), config=sd).run(
+        iter([Document(text=x, id=str(i)) for i, x in enumerate(texts)]), rank=0, world_size=1
+    )
+    SentenceFindDedups(str(tmp / "sigs"), str(tmp / "dups"), config=sd).run(rank=0, world_size=1)
+    docs = [Document(text=x, id=str(i)) for i, x in enumerate(texts)]
+    kept = {
+        d.id: d.text for d in SentenceDedupFilter(str(tmp / "dups"), config=sd).run(iter(docs), rank=0, world_size=1)
+    }
     return {
-        "urls": doc_urls,
-        "lists": str(lists),
-        "assets": str(assets),
-        "eval": evalset,
-        "texts": texts,
-        "dedup_texts": texts + stitched,
+        **_since(start),
+        "kept": [str(i) in kept for i in range(len(texts))],
+        "chars_out": sum(len(v) for v in kept.values()),
     }
 
 
-def _median(xs):
-    return sorted(xs)[len(xs) // 2]
+# --- Anvil's side ---------------------------------------------------------------------------------
 
 
-def run_anvil(work: dict, repeats: int, tmp: Path) -> dict:
+def anvil_main(step: str, work_path: str, output_path: str) -> None:
     from data_pipeline.document import Document
     from data_pipeline.steps.base import build_step
 
-    out = {}
+    work = json.loads(Path(work_path).read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        if step == "url_filter":
+            out = _anvil_url_filter(work, build_step, Document)
+        elif step == "decontaminate":
+            out = _anvil_decontaminate(work, build_step, Document, Path(tmp))
+        else:
+            out = _anvil_span_dedup(step, work["dedup_texts"], build_step, Document, Path(tmp))
+    Path(output_path).write_text(json.dumps(out))
+
+
+def _anvil_url_filter(work: dict, build_step, document) -> dict:
     lists, assets = Path(work["lists"]), Path(work["assets"])
     params = {
         "block_domains": [str(lists / "domains")],
@@ -213,154 +170,300 @@ def run_anvil(work: dict, repeats: int, tmp: Path) -> dict:
     t = time.process_time()
     uf = build_step("url_filter", params)
     load = time.process_time() - t
-    docs = [Document(str(i), "", {"url": u}) for i, u in enumerate(work["urls"])]
-    uf.keep(Document("w", "", {"url": "https://warm.up.example.com/x"}))
-    runs = []
-    for _ in range(repeats):
-        t = time.process_time()
-        kept = [uf.keep(d)[0] for d in docs]
-        runs.append(time.process_time() - t)
-    out["url_filter"] = {"seconds": _median(runs), "load_seconds": load, "kept": kept}
+    docs = [document(str(i), "", {"url": u}) for i, u in enumerate(work["urls"])]
+    uf.keep(document("w", "", {"url": "https://warm.up.example.com/x"}))
+    start = _clock()
+    kept = [uf.keep(d)[0] for d in docs]
+    return {**_since(start), "load_cpu_s": load, "kept": kept}
 
+
+def _anvil_decontaminate(work: dict, build_step, document, tmp: Path) -> dict:
     evalfile = tmp / "bench.jsonl"
     evalfile.write_text("".join(json.dumps(e) + "\n" for e in work["eval"]))
-    dparams = {"eval_files": [str(evalfile)], "fields": ["question", "answer"], "ngram": 13}
-    t = time.process_time()
-    build_step("decontaminate", dparams).reduce(1, tmp)
-    index_seconds = time.process_time() - t
-    runs = []
-    for _ in range(repeats):
-        step = build_step("decontaminate", dparams)
-        step.prepare(0, tmp)
-        docs = [Document(str(i), x) for i, x in enumerate(work["texts"])]
-        t = time.process_time()
-        kept_ids = {d.id for d in step.run(docs)}
-        runs.append(time.process_time() - t)
-    out["decontaminate"] = {
-        "seconds": _median(runs),
-        "index_seconds": index_seconds,
-        "kept": [str(i) in kept_ids for i in range(len(work["texts"]))],
+    params = {"eval_files": [str(evalfile)], "fields": ["question", "answer"], "ngram": 13}
+    start = _clock()
+    build_step("decontaminate", params).reduce(1, tmp)
+    step = build_step("decontaminate", params)
+    step.prepare(0, tmp)
+    kept_ids = {d.id for d in step.run([document(str(i), x) for i, x in enumerate(work["texts"])])}
+    return {**_since(start), "kept": [str(i) in kept_ids for i in range(len(work["texts"]))]}
+
+
+def _anvil_span_dedup(name: str, texts: list[str], build_step, document, tmp: Path) -> dict:
+    start = _clock()
+    build_step(name, {}).scan(iter([document(str(i), x) for i, x in enumerate(texts)]), 0, tmp)
+    build_step(name, {}).reduce(1, tmp)
+    step = build_step(name, {})
+    step.prepare(0, tmp)
+    kept = {d.id: d.text for d in step.run([document(str(i), x) for i, x in enumerate(texts)])}
+    return {
+        **_since(start),
+        "kept": [str(i) in kept for i in range(len(texts))],
+        "chars_out": sum(len(v) for v in kept.values()),
     }
 
-    for name in ("sentence_dedup", "paragraph_dedup"):
-        runs = []
-        for r in range(repeats):
-            wd = tmp / f"{name}-{r}"
-            wd.mkdir()
-            texts = work["dedup_texts"]
-            t = time.process_time()
-            build_step(name, {}).scan(iter([Document(str(i), x) for i, x in enumerate(texts)]), 0, wd)
-            build_step(name, {}).reduce(1, wd)
-            step = build_step(name, {})
-            step.prepare(0, wd)
-            kept = {d.id: d.text for d in step.run([Document(str(i), x) for i, x in enumerate(texts)])}
-            runs.append(time.process_time() - t)
-        out[name] = {
-            "seconds": _median(runs),
-            "kept": [str(i) in kept for i in range(len(texts))],
-            "chars_out": sum(len(v) for v in kept.values()),
-        }
+
+# --- the work both run ----------------------------------------------------------------------------
+
+
+def real_urls(html_roots: list[Path], limit: int = 20000) -> list[str]:
+    """Absolute http(s) links from the installed HTML manuals, deduplicated, in file order."""
+    seen: dict[str, None] = {}
+    href = re.compile(r'href="(https?://[^"#\s]+)"')
+    for root in html_roots:
+        for page in sorted(root.rglob("*.html")) if root.is_dir() else []:
+            for url in href.findall(page.read_text(errors="replace")):
+                seen.setdefault(url)
+                if len(seen) >= limit:
+                    return list(seen)
+    return list(seen)
+
+
+def text_urls(texts: list[str]) -> list[str]:
+    """The http(s) URLs written in the texts themselves (the sample corpus has no HTML)."""
+    found = re.compile(r"https?://[^\s<>\"'`)\]]+[^\s<>\"'`)\].,;:]")
+    return list(dict.fromkeys(u for t in texts for u in found.findall(t)))
+
+
+def datatrove_lists(peers: Path, cache: Path) -> tuple[Path, Path]:
+    """DataTrove's assets folder and its URL block lists unpacked in the cache (lists, assets)."""
+    probe = "from datatrove.utils._import_utils import ASSETS_PATH; print(ASSETS_PATH)"
+    done = subprocess.run([str(peers), "-c", probe], capture_output=True, text=True, cwd="/", check=True)
+    assets = Path(done.stdout.strip())
+    lists = cache / "datatrove-url-lists"
+    if not (lists / "domains").exists():
+        lists.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["tar", "xzf", str(assets / "url_filterblacklistsv0_3_0.tar.gz"), "-C", str(lists)], check=True)
+    return lists, assets
+
+
+def plant_urls(urls: list[str], n: int, blocked_list: Path, rng: random.Random) -> list[str]:
+    """`n` URLs: the real ones in turn, every tenth a page on a listed domain or its `www.` subdomain."""
+    with open(blocked_list) as fh:
+        blocked = [line.strip() for _, line in zip(range(5000), fh) if line.strip()]
+    out = []
+    for i in range(n):
+        if i % 10 == 9:  # a listed domain itself, or a subdomain of it (DataTrove: fqdn / registered domain)
+            out.append(f"https://{'www.' if i % 20 == 19 else ''}{rng.choice(blocked)}/page/{i}.html")
+        else:
+            out.append(urls[i % len(urls)])
+    return out
+
+
+def eval_pairs(source: Iterable[str], n: int, rng: random.Random) -> list[dict]:
+    """Up to `n` {question, answer} pairs: a sentence of 12-60 words and the next one."""
+    from data_pipeline.steps.span_dedup import split_sentences
+
+    out = []
+    for text in source:
+        sents = [s.strip() for s in split_sentences(text) if 12 <= len(s.split()) <= 60]
+        if len(sents) >= 2:
+            k = rng.randrange(len(sents) - 1)
+            out.append({"question": sents[k], "answer": sents[k + 1]})
+        if len(out) >= n:
+            break
+    return out
+
+
+def make_work(texts: list[str], urls: list[str], lists: tuple[Path, Path] | None) -> dict:
+    from data_pipeline.sample import iter_sample_documents
+
+    rng = random.Random(0)
+    shuffled = texts[:]
+    rng.shuffle(shuffled)
+    used = set(texts)
+    others = (d.text for d in iter_sample_documents(2000) if d.text not in used)  # read only as far as needed
+    stitched = []
+    for _ in range(200):
+        a, b = rng.sample(texts, 2)
+        stitched.append(a[: len(a) // 2] + "\n" + b[len(b) // 2 :])
+    work = {
+        "texts": texts,
+        "eval": eval_pairs(shuffled, 300, rng) + eval_pairs(others, 300, rng),
+        "dedup_texts": texts + stitched,
+    }
+    if lists and urls:
+        work.update(urls=plant_urls(urls, len(texts), lists[0] / "domains", rng), lists=str(lists[0]))
+        work["assets"] = str(lists[1])
+    return work
+
+
+# --- the comparison -------------------------------------------------------------------------------
+
+
+def _child(cmd: list[str], dst: Path) -> dict:
+    """One measured process: its JSON plus process_wall_s (RuntimeError with its stderr on failure)."""
+    t = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip()[-2000:] or f"exit {done.returncode}")
+    return dict(json.loads(dst.read_text()), process_wall_s=wall)
+
+
+def measure(work_file: Path, steps: list[str], peers: Path | None, repeats: int, tmp: Path) -> dict:
+    """{step: {"anvil": run, "datatrove": run or {"error": why}}}; run = median process of `repeats`."""
+    out: dict = {}
+    for step in steps:
+        out[step] = {}
+        tools = [("anvil", [sys.executable, "-P", __file__, "--anvil"])]
+        if peers and step in PEER_STEPS:
+            tools.append(("datatrove", [str(peers), __file__, "--peer"]))
+        for tool, cmd in tools:
+            try:
+                runs = [
+                    _child(
+                        [*cmd, step, str(work_file), str(tmp / f"{tool}-{step}-{r}.json")],
+                        tmp / f"{tool}-{step}-{r}.json",
+                    )
+                    for r in range(repeats)
+                ]
+            except RuntimeError as exc:
+                if tool == "anvil":
+                    raise
+                out[step][tool] = {"error": f"its run failed ({str(exc).splitlines()[-1]})"}
+                print(f"DataTrove {step} failed:\n{exc}", flush=True)
+                continue
+            runs.sort(key=lambda r: r["process_wall_s"])
+            out[step][tool] = dict(runs[len(runs) // 2], process_walls_s=[round(r["process_wall_s"], 2) for r in runs])
+            print(f"  {tool} {step}: {out[step][tool]['process_wall_s']:.1f} s", flush=True)
+    return out
+
+
+QUANTITY = {
+    "url_filter": "URLs per CPU-s of filtering (list loading apart)",
+    "decontaminate": "docs per wall-s, whole process (start-up and index included)",
+    "sentence_dedup": "docs per wall-s, whole process (start-up and all phases included)",
+}
+WHAT = {
+    "url_filter": "`url_filter`, {n:,} URLs, DataTrove's own lists",
+    "decontaminate": "`decontaminate`, 13-grams, {e}-example set, {n:,} docs",
+    "sentence_dedup": "`sentence_dedup`, 3-sentence spans, all phases, {n:,} docs",
+}
+PEER_NAME = {"url_filter": "URLFilter", "decontaminate": "n-gram decont", "sentence_dedup": "SentenceDedup"}
+
+
+def _rate(step: str, r: dict, n: int) -> tuple[float, str]:
+    """(docs per second, formatted): per CPU-s of the filtering for url_filter, else per wall-s of
+    the whole process."""
+    if step == "url_filter":
+        rate = n / r["cpu_s"]
+        return rate, f"{rate:,.0f}/s (lists: {r['load_cpu_s']:.1f} CPU s)"
+    rate = n / r["process_wall_s"]
+    return rate, f"{rate:,.0f}/s"
+
+
+def step_rows(results: dict, work: dict, url_note: str | None, peer_note: str | None) -> list[dict]:
+    """One row per step with a DataTrove peer; `url_note`: why url_filter was not run, `peer_note`:
+    why DataTrove was not (None: it was)."""
+    from benchmarks.common import row
+
+    rows = []
+    for step in PEER_STEPS:
+        what = WHAT[step].format(
+            n=len(work["dedup_texts" if step == "sentence_dedup" else "texts"]), e=len(work["eval"])
+        )
+        if step not in results:
+            rows.append(row(what, QUANTITY[step], f"not measured: {url_note}"))
+            continue
+        a = results[step]["anvil"]
+        n = len(a["kept"])
+        rate, anvil = _rate(step, a, n)
+        d = results[step].get("datatrove")
+        if d is None or "error" in d:
+            rows.append(
+                row(what, QUANTITY[step], anvil, peer_note if d is None else f"DataTrove not measured: {d['error']}")
+            )
+            continue
+        peer_rate, peer = _rate(step, d, n)
+        agree = sum(x == y for x, y in zip(a["kept"], d["kept"])) / n
+        rows.append(
+            row(
+                f"{what} (keep/drop agreement {agree:.1%})",
+                QUANTITY[step],
+                anvil,
+                f"DataTrove {PEER_NAME[step]}: {peer}",
+                f"{rate / peer_rate:.1f}x",
+            )
+        )
+    return rows
+
+
+def summarize(results: dict) -> dict:
+    out = {}
+    for step, tools in results.items():
+        out[step] = {}
+        for tool, r in tools.items():
+            if "error" in r:
+                out[step][tool] = r
+                continue
+            s = {k: v if isinstance(v, list) else round(v, 3) for k, v in r.items() if k.endswith("_s")}
+            out[step][tool] = {**s, "docs": len(r["kept"]), "kept": sum(r["kept"])}
+            if "chars_out" in r:
+                out[step][tool]["chars_out"] = r["chars_out"]
+        if "datatrove" in tools and "error" not in tools["datatrove"]:
+            a, d = tools["anvil"]["kept"], tools["datatrove"]["kept"]
+            out[step]["agreement"] = round(sum(x == y for x, y in zip(a, d)) / len(a), 4)
     return out
 
 
 def main() -> None:
+    from benchmarks.common import Recorder
+    from benchmarks.datatrove_compat import CACHE, DEFAULT_DOCS as CORPUS_DOCS, HTML_SOURCES, PEERS_MISSING
+    from benchmarks.datatrove_compat import load_corpus, peers_python, real_path
+
+    rec = Recorder("curation_steps")
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--docs", type=int, default=2000)
-    ap.add_argument("--repeats", type=int, default=3, help="median of this many runs")
+    ap.add_argument("--docs", type=int, default=DEFAULT_DOCS, help=f"documents (default {DEFAULT_DOCS})")
+    ap.add_argument("--repeats", type=int, default=1, help="processes per tool and step, median (default 1)")
     args = ap.parse_args()
-    curation = _curation_module()
-    path = curation.build_input(args.docs)
-    with open(path) as fh:
-        texts = [json.loads(line)["text"] for line in fh]
-    peers = curation.ensure_peers()
-    probe = "import tldextract, fasteners, ahocorasick, tokenizers, xxhash; xxhash.xxh64_intdigest('str')"
-    if subprocess.run([str(peers), "-c", probe], cwd="/", capture_output=True, check=False).returncode:
-        # extras of DataTrove's URLFilter and dedup package (its own env, never Anvil's); its n-gram
-        # and sentence hashing passes str to xxhash, which xxhash 4 refuses
-        subprocess.run(
-            [
-                str(peers),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "tldextract",
-                "fasteners",
-                "pyahocorasick",
-                "tokenizers",
-                "xxhash<4",
-            ],
-            check=True,
+    if args.docs < 2 or args.repeats < 1:
+        ap.error("--docs must be >= 2 and --repeats >= 1")
+    path, label, real = load_corpus(max(args.docs, CORPUS_DOCS))
+    corpus = [json.loads(line)["text"] for line in open(path, encoding="utf-8")]
+    texts = [corpus[i * len(corpus) // args.docs] for i in range(min(args.docs, len(corpus)))]
+    label = f"{len(texts)} documents taken evenly from: {label}"
+    peers = peers_python()
+    urls = real_urls([real_path(r) for r in HTML_SOURCES.values()]) if real else text_urls(corpus)
+    lists = datatrove_lists(peers, CACHE) if peers else None
+    work = make_work(texts, urls, lists)
+    steps = [s for s in STEPS if s != "url_filter" or "urls" in work]
+    peer_note = None if peers else PEERS_MISSING
+    url_note = None
+    if "urls" not in work:
+        url_note = (
+            "no URLs in the input"
+            if peers
+            else ("its block lists are DataTrove's own (benchmarks/.venv-peers missing; make bench creates it)")
         )
-    work = make_work(texts, curation.HTML_ROOTS, peers)
     print(
-        f"input: {len(texts)} documents ({sum(map(len, texts)) / 1e6:.1f} M chars), {len(work['urls'])} URLs, "
-        f"{len(work['eval'])} evaluation examples, {len(work['dedup_texts'])} documents for sentence dedup"
+        f"input: {label}\n  {len(work.get('urls', []))} URLs ({'real links' if real else 'links in the text'}), "
+        f"{len(work['eval'])} evaluation examples, {len(work['dedup_texts'])} documents for span dedup",
+        flush=True,
     )
     with tempfile.TemporaryDirectory() as tmp:
         work_file = Path(tmp) / "work.json"
         work_file.write_text(json.dumps(work))
-        peer = subprocess.run(
-            [str(peers), "-c", PEER_SCRIPT, str(work_file), str(args.repeats)],
-            capture_output=True,
-            text=True,
-            cwd="/",
-            check=False,
-        )
-        if peer.returncode != 0:
-            raise SystemExit(f"benchmarks/curation_steps.py: DataTrove run failed:\n{peer.stderr[-3000:]}")
-        dt = json.loads(peer.stdout.strip().splitlines()[-1])
-        anvil = run_anvil(work, args.repeats, Path(tmp))
-    from framework.runtime import print_table
-
-    rows, results = [], {"docs": len(texts), "repeats": args.repeats, "steps": {}}
-    for name in ("url_filter", "decontaminate", "sentence_dedup", "paragraph_dedup"):
-        a = anvil[name]
-        n = len(a["kept"])
-        row = {"step": name, "docs": n, "anvil docs/CPU-s": round(n / a["seconds"]), "anvil kept": sum(a["kept"])}
-        res = {"docs": n, "anvil_seconds": round(a["seconds"], 4), "anvil_kept": sum(a["kept"])}
-        if name in dt:
-            d = dt[name]
-            agree = sum(x == y for x, y in zip(a["kept"], d["kept"])) / n
-            row.update(
-                {
-                    "datatrove docs/CPU-s": round(n / d["seconds"]),
-                    "speed-up": f"{d['seconds'] / a['seconds']:.1f}x",
-                    "datatrove kept": sum(d["kept"]),
-                    "agree": f"{agree:.1%}",
-                }
-            )
-            res.update(
-                {
-                    "datatrove_seconds": round(d["seconds"], 4),
-                    "datatrove_kept": sum(d["kept"]),
-                    "speedup": round(d["seconds"] / a["seconds"], 2),
-                    "agreement": round(agree, 4),
-                }
-            )
-            for extra in ("load_seconds", "index_seconds", "chars_out"):
-                if extra in d:
-                    res[f"anvil_{extra}"], res[f"datatrove_{extra}"] = round(a[extra], 3), round(d[extra], 3)
-        elif "chars_out" in a:
-            res["anvil_chars_out"] = a["chars_out"]
-        rows.append(row)
-        results["steps"][name] = res
-    print_table(
-        rows,
-        title=f"second curation layer, 1 process, per CPU-second, median of {args.repeats} (target: each >= DataTrove)",
-    )
-    for name in ("url_filter", "decontaminate"):
-        r = results["steps"][name]
-        key = "load_seconds" if name == "url_filter" else "index_seconds"
-        print(
-            f"{name}: {key.split('_')[0]} (not in the table) anvil {r['anvil_' + key]:.2f} s, "
-            f"DataTrove {r['datatrove_' + key]:.2f} s"
-        )
-    out = HERE / "results" / "curation_steps.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=1) + "\n")
-    print(f"wrote {out}")
+        results = measure(work_file, steps, peers, args.repeats, Path(tmp))
+    rows = step_rows(results, work, url_note, peer_note)
+    for r in rows:
+        print(" | ".join(str(r[k]) for k in ("what", "quantity", "anvil", "peer", "ratio")))
+    record = {
+        "documents": len(texts),
+        "repeats": args.repeats,
+        "urls": len(work.get("urls", [])),
+        "eval_examples": len(work["eval"]),
+        "peer_note": peer_note,
+        "url_note": url_note,
+        "steps": summarize(results),
+    }
+    rec.write(record, rows, label)
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "--peer":  # STEP WORK OUTPUT, in benchmarks/.venv-peers
+        peer_main(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--anvil":  # STEP WORK OUTPUT
+        anvil_main(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        main()
