@@ -1,17 +1,21 @@
-"""Trainer benchmarks on CPU: Anvil's step time against a bare PyTorch loop, and ZeRO model-state
-bytes per rank against the ZeRO paper's formulas.
+"""Trainer benchmarks on CPU: Anvil's step time against a bare PyTorch loop, and (opt-in) ZeRO
+model-state bytes per rank measured from live tensors against the ZeRO paper's formulas.
 
-    python benchmarks/trainer.py [--steps 20] [--skip-zero] [--skip-overhead]
+    python benchmarks/trainer.py [--pairs 40] [--zero [--zero-dp 2 4]] [--skip-overhead]
 
-1. Overhead: the same model, micro-batches, AdamW (same param groups), gradient accumulation and
-   clipping, one process; Anvil = `Engine.train_step` (DeepSpeed ZeRO-0, skip guard, LR setting),
-   bare = forward / backward / clip / step / zero_grad. Blocks of steps alternate between the two
-   so background load hits both alike; the table reports medians. Target: overhead <= 5%.
-2. ZeRO: at DP=2 and 4 for stages 0-3 (fp32 and bf16), bytes held per rank at the moment the
-   (second) optimizer step starts: parameters (local shard), gradients, optimizer state (Adam moments plus fp32
-   master copies), measured from the live tensors, against the paper's (2+2+12) Psi mixed precision
-   and (4+4+8) Psi fp32 split by stage: 0: all replicated; 1: optimizer / N; 2: + gradients / N;
-   3: + parameters / N.
+1. Overhead (default): the same model, micro-batches, AdamW (same param groups), gradient
+   accumulation and clipping, one process, one thread; Anvil = `Engine.train_step` (DeepSpeed
+   ZeRO-0, skip guard, LR setting), bare = forward / backward / clip / step / zero_grad. Steps of
+   the two loops are interleaved (A B B A ...) so background load hits both alike; the row reports
+   wall seconds per step, medians. Target (issue 17): overhead <= 5%.
+2. ZeRO (--zero; several CPU-minutes, so not in `make bench`): at DP=2 and 4 for stages 0-3 (fp32
+   and bf16), bytes per rank when the optimizer steps (second step): parameters (local shard),
+   gradients, optimizer state (Adam moments plus fp32 master copies), MEASURED from the live
+   tensors reachable from the module and the optimizer (DeepSpeed's flat communication buffers are
+   not counted), against the paper's (2+2+12) Psi mixed precision and (4+4+8) Psi fp32 split by
+   stage: 0: all replicated; 1: optimizer / N; 2: + gradients / N; 3: + parameters / N.
+   Gradients are the most alive at one optimizer call: ZeRO 1/2 step one parameter group at a
+   time and free each group's fp32 gradient partition after it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
+from benchmarks.common import Recorder, row  # noqa: E402
 from framework.config import RunConfig  # noqa: E402
 from framework.runtime import print_table  # noqa: E402
 
@@ -43,7 +48,11 @@ def bench_config(stage: int = 0, precision: str = "fp32") -> RunConfig:
     return cfg
 
 
-def overhead(steps: int, blocks: int) -> list[dict]:
+def overhead(pairs: int) -> dict:
+    """Median step time of `Engine.train_step` and of the bare loop, steps interleaved A B B A.
+
+    Both loops run in this process on the same batches, one after the other step by step, so a
+    neighbour's load hits both alike; the order alternates so neither always runs second."""
     from framework.distributed import init_distributed
     from framework.training.engine import Engine, param_groups
     from framework.training.trainer import build_model
@@ -69,26 +78,30 @@ def overhead(steps: int, blocks: int) -> list[dict]:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    steps = {"anvil": anvil_step, "bare": bare_step}
     times = {"anvil": [], "bare": []}
-    for fn in (anvil_step, bare_step):  # warm-up
+    for fn in steps.values():  # warm-up: allocator, Adam state
         for _ in range(3):
             fn()
-    for _ in range(blocks):
-        for name, fn in (("anvil", anvil_step), ("bare", bare_step)):
-            for _ in range(steps):
-                start = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - start)
+    cpu = time.process_time()
+    for i in range(pairs):
+        for name in ("anvil", "bare") if i % 2 == 0 else ("bare", "anvil"):
+            start = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - start)
     a, b = statistics.median(times["anvil"]), statistics.median(times["bare"])
-    return [
-        {"loop": "bare PyTorch", "median step s": b, "min step s": min(times["bare"]), "overhead %": 0.0},
-        {
-            "loop": "Anvil (DeepSpeed ZeRO-0)",
-            "median step s": a,
-            "min step s": min(times["anvil"]),
-            "overhead %": 100 * (a / b - 1),
-        },
-    ]
+    return {
+        "model": f"{cfg.model.n_layers} layers, d_model {cfg.model.d_model}, seq {T}, vocab {V}",
+        "batch": f"{len(batches)} micro-batches of {B} (gradient accumulation), AdamW, clip {t.grad_clip}",
+        "threads": torch.get_num_threads(),
+        "steps each": pairs,
+        "cpu_s": round(time.process_time() - cpu, 1),
+        "bare median s": b,
+        "anvil median s": a,
+        "bare min s": min(times["bare"]),
+        "anvil min s": min(times["anvil"]),
+        "overhead %": 100 * (a / b - 1),
+    }
 
 
 def _tensor_bytes(tensors) -> int:
@@ -117,30 +130,32 @@ def _zero_worker(precision: str) -> list[dict]:
         engine = Engine(cfg, build_model(cfg), world, device)
         module = engine.module
         inner = engine.ds.basic_optimizer
-        seen: dict = {}
+        seen: dict = {"grads": 0}
         original = inner.step
+        masters: dict = {}  # union over calls: ZeRO 1/2 step the optimizer once per param group
 
         def measured_step(*args, **kwargs):
             module_params = list(module.parameters())
-            local = [getattr(p, "ds_tensor", p) for p in module_params]
             ids = {id(p) for p in module_params}
-            masters = [p for g in inner.param_groups for p in g["params"] if id(p) not in ids]
-            grads = [p.grad for p in module_params] + [p.grad for p in masters]
             z3 = getattr(engine.ds.optimizer, "fp32_partitioned_groups_flat", None)
-            if z3 is not None:  # ZeRO-3 hands the optimizer its fp32 partitions (with their grads)
-                masters = [p for p in z3 if id(p) not in ids]
-                grads = [p.grad for p in module_params] + [p.grad for p in masters]
+            # ZeRO-3 hands the optimizer its fp32 partitions (with their grads)
+            here = list(z3) if z3 is not None else [p for g in inner.param_groups for p in g["params"]]
+            masters.update({id(p): p for p in here if id(p) not in ids})
+            local = [getattr(p, "ds_tensor", p) for p in module_params]
+            grads = [p.grad for p in module_params] + [p.grad for p in here if id(p) not in ids]
             state = [v for s in inner.state.values() for v in s.values() if torch.is_tensor(v) and v.numel() > 1]
             seen.update(
                 params=_tensor_bytes(local),
-                grads=_tensor_bytes(grads),
-                optim=_tensor_bytes(state) + _tensor_bytes(masters),
+                grads=max(seen["grads"], _tensor_bytes(grads)),  # the most alive at one call
+                optim=_tensor_bytes(state) + _tensor_bytes(masters.values()),
             )
             return original(*args, **kwargs)
 
         inner.step = measured_step
         x = torch.randint(0, cfg.model.vocab_size, (cfg.train.micro_batch_size, cfg.model.seq_len))
         for _ in range(2):  # Adam allocates its moments at the first step: measure at the second
+            seen["grads"] = 0
+            masters.clear()
             engine.train_step([(x, x)], 1e-3)
         n = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in module.parameters())
         rows.append({"stage": stage, "psi": n, **seen})
@@ -157,13 +172,13 @@ def expected(stage: int, psi: int, n: int, precision: str) -> dict:
     }
 
 
-def zero_table() -> list[dict]:
+def zero_table(worlds: list[int], precisions: list[str]) -> list[dict]:
     from tests.helpers.dist import run_distributed
 
     rows = []
-    for precision in ("fp32", "bf16"):
-        for world in (2, 4):
-            for r in run_distributed(_zero_worker, world, precision, timeout=600)[0]:
+    for precision in precisions:
+        for world in worlds:
+            for r in run_distributed(_zero_worker, world, precision, timeout=900)[0]:
                 exp = expected(r["stage"], r["psi"], world, precision)
                 measured_total = r["params"] + r["grads"] + r["optim"]
                 rows.append(
@@ -180,17 +195,63 @@ def zero_table() -> list[dict]:
     return rows
 
 
+ZERO_QUANTITY = (
+    "MB per rank, measured: live tensors reachable from the module and optimizer at the optimizer "
+    "step (DeepSpeed's flat communication buffers not counted), against the ZeRO paper's formula"
+)
+
+
+def overhead_row(r: dict) -> dict:
+    over = r["overhead %"]
+    return row(
+        "Trainer step overhead: Engine.train_step (DeepSpeed ZeRO-0, skip guard, LR setting) vs a bare "
+        f"PyTorch loop, same model ({r['model']}) and batches, 1 process",
+        f"wall s per step, median of {r['steps each']} interleaved steps each",
+        f"{r['anvil median s']:.3f} s/step",
+        f"{r['bare median s']:.3f} s/step (bare PyTorch)",
+        f"{over:+.1f}% overhead",
+        "<= 5%",
+        over <= 5.0,
+    )
+
+
+def zero_row(rows: list[dict]) -> dict:
+    ratios = [r["total measured/expected"] for r in rows]
+    configs = sorted({f"{r['precision']} DP{r['DP']}" for r in rows})
+    return row(
+        f"ZeRO 0-3 model-state bytes per rank ({', '.join(configs)})",
+        ZERO_QUANTITY,
+        f"measured/formula {min(ratios):.2f}-{max(ratios):.2f} over {len(rows)} configurations",
+        "paper: (2+2+12) Psi bf16, (4+4+8) Psi fp32, split by stage",
+    )
+
+
 def main() -> None:
+    rec = Recorder("trainer")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=10, help="steps per block (default 10)")
-    ap.add_argument("--blocks", type=int, default=4, help="alternating blocks per loop (default 4)")
+    ap.add_argument("--pairs", type=int, default=40, help="steps of each loop, interleaved (default 40)")
     ap.add_argument("--skip-overhead", action="store_true")
-    ap.add_argument("--skip-zero", action="store_true")
+    ap.add_argument(
+        "--zero", action="store_true", help="also measure ZeRO bytes per rank (DP 2 and 4 processes: ~5 CPU-minutes)"
+    )
+    ap.add_argument("--zero-dp", type=int, nargs="+", default=[2, 4], help="DP sizes for --zero (default 2 4)")
     args = ap.parse_args()
-    if not args.skip_zero:
-        print_table(zero_table(), title="ZeRO model-state bytes per rank, measured / paper formula")
+    if args.pairs < 5:
+        ap.error(f"--pairs must be at least 5, got {args.pairs}")
+    record, rows = {}, []
     if not args.skip_overhead:
-        print_table(overhead(args.steps, args.blocks), title="Step time, 1 process, same model/batch/optimizer")
+        r = overhead(args.pairs)
+        print_table([r], title="Step time, 1 process, same model/batches/optimizer")
+        record["overhead"] = r
+        rows.append(overhead_row(r))
+    if args.zero:
+        z = zero_table(args.zero_dp, ["fp32", "bf16"])
+        print_table(z, title="ZeRO model-state MB per rank, measured from live tensors / paper formula")
+        record["zero"] = z
+        rows.append(zero_row(z))
+    else:
+        print("ZeRO bytes per rank: not measured by default (several CPU-minutes of 2-4 process runs); --zero")
+    rec.write(record, rows, "synthetic token batches (random ids, fixed seed)")
 
 
 if __name__ == "__main__":
