@@ -46,6 +46,7 @@ def _alarm(signum, frame):
 
 def _trafilatura(p) -> Callable[[str, str | None], str | None]:
     import trafilatura
+    from trafilatura.deduplication import LRUCache
 
     def run(html: str, url: str | None) -> str | None:
         return trafilatura.extract(
@@ -55,7 +56,10 @@ def _trafilatura(p) -> Callable[[str, str | None], str | None]:
             favor_precision=p.favor_precision,
             include_comments=p.include_comments,
             include_tables=p.include_tables,
-            deduplicate=p.deduplicate,
+            # A fresh cache per page: `deduplicate=True` counts segments in one cache shared by the
+            # whole process, so a page's text would depend on the pages read before it (and on
+            # --workers). Per page, the removal is what it claims to be: in-page repetition.
+            deduplicate=LRUCache(maxsize=4096) if p.deduplicate else False,
         )
 
     return run

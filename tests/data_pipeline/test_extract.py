@@ -50,6 +50,18 @@ def test_engine_extracts_the_main_text(engine):
     assert "content_type" not in doc.metadata and doc.metadata["url"] == "http://e.org/p"
 
 
+def test_trafilatura_text_of_a_page_does_not_depend_on_the_pages_before_it():
+    """In-page dedup must not count segments across pages (trafilatura's process-wide cache would:
+    the shared paragraph vanished from the 4th page onwards, so output depended on order/--workers)."""
+    from data_pipeline.io.html import HtmlExtractor
+
+    extractor = HtmlExtractor()
+    page = to_html(PROSE * 2, "Budget news")
+    texts = [extractor.extract(page, "http://e.org/p")[0] for _ in range(5)]
+    assert texts[0] and "library should have longer opening hours" in texts[0]
+    assert all(t == texts[0] for t in texts)
+
+
 def test_engines_keep_the_same_documents_with_the_same_reasons():
     results = {}
     for engine in ENGINES:
