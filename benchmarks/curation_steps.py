@@ -291,18 +291,10 @@ def make_work(texts: list[str], urls: list[str], lists: tuple[Path, Path] | None
 # --- the comparison -------------------------------------------------------------------------------
 
 
-def _child(cmd: list[str], dst: Path) -> dict:
-    """One measured process: its JSON plus process_wall_s (RuntimeError with its stderr on failure)."""
-    t = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    wall = time.perf_counter() - t
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip()[-2000:] or f"exit {done.returncode}")
-    return dict(json.loads(dst.read_text()), process_wall_s=wall)
-
-
 def measure(work_file: Path, steps: list[str], peers: Path | None, repeats: int, tmp: Path) -> dict:
     """{step: {"anvil": run, "datatrove": run or {"error": why}}}; run = median process of `repeats`."""
+    from benchmarks.datatrove_compat import run_child
+
     out: dict = {}
     for step in steps:
         out[step] = {}
@@ -312,7 +304,7 @@ def measure(work_file: Path, steps: list[str], peers: Path | None, repeats: int,
         for tool, cmd in tools:
             try:
                 runs = [
-                    _child(
+                    run_child(
                         [*cmd, step, str(work_file), str(tmp / f"{tool}-{step}-{r}.json")],
                         tmp / f"{tool}-{step}-{r}.json",
                     )

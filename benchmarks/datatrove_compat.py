@@ -332,7 +332,7 @@ def peers_python() -> Path | None:
     return py if py.exists() else None
 
 
-def _child(cmd: list[str], dst: Path) -> dict:
+def run_child(cmd: list[str], dst: Path) -> dict:
     """Run one measured process; its JSON plus process_wall_s (raises RuntimeError with its stderr)."""
     t = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -343,7 +343,7 @@ def _child(cmd: list[str], dst: Path) -> dict:
 
 
 def _median_run(cmds, tmp: Path, name: str, repeats: int) -> dict:
-    runs = [_child([*cmds, str(tmp / f"{name}-{r}.json")], tmp / f"{name}-{r}.json") for r in range(repeats)]
+    runs = [run_child([*cmds, str(tmp / f"{name}-{r}.json")], tmp / f"{name}-{r}.json") for r in range(repeats)]
     runs.sort(key=lambda r: r["process_wall_s"])
     return dict(runs[len(runs) // 2], process_walls_s=[round(r["process_wall_s"], 2) for r in runs])
 
@@ -386,7 +386,7 @@ def _each_runs(me: list[str], py: Path, input_path: Path, tmp: Path) -> dict:
     each = {}
     for mode in ("compat", "default"):
         dst = tmp / f"a-{mode}-each.json"
-        each[mode] = _child([*me, "--anvil", "each", mode, str(input_path), str(dst)], dst)["decisions"]
+        each[mode] = run_child([*me, "--anvil", "each", mode, str(input_path), str(dst)], dst)["decisions"]
     _, err = peer.communicate()
     if peer.returncode != 0:
         print(f"DataTrove per-filter run failed: per-filter agreement not measured\n{err[-2000:]}", flush=True)

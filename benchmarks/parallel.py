@@ -83,21 +83,6 @@ def _cfg(tp, pp, zero):
     )
 
 
-def live_tensor_bytes() -> int:
-    """Bytes of every live CPU tensor storage of this process, each storage counted once."""
-    import torch
-
-    seen = {}
-    for o in gc.get_objects():
-        try:
-            if isinstance(o, torch.Tensor) and o.device.type == "cpu":
-                st = o.untyped_storage()
-                seen[st.data_ptr()] = st.nbytes()
-        except Exception:  # noqa: BLE001 - some tensor subclasses have no storage
-            pass
-    return sum(seen.values())
-
-
 def _bench(layouts, steps):
     """On each rank: per layout, warm-up + timed steps, then one step measuring live model state."""
     import deepspeed
@@ -145,11 +130,12 @@ def _one_layout(cfg, topo, layout, device, steps: int, comm_time: list) -> dict:
 
     from framework.parallel import planner
     from framework.training.engine import Engine
+    from framework.training.memory import live_cpu_tensor_bytes
     from framework.training.trainer import build_model
 
     dp, tp, pp, zero = layout
     gc.collect()
-    base = live_tensor_bytes()
+    base = live_cpu_tensor_bytes()
     engine = Engine(cfg, build_model(cfg), dp, device)
     g = torch.Generator().manual_seed(0)
     per = cfg.train.global_batch_size // dp
@@ -172,7 +158,7 @@ def _one_layout(cfg, topo, layout, device, steps: int, comm_time: list) -> dict:
 
     def measured_step(*args, **kwargs):  # reduced gradients and Adam moments are live here
         gc.collect()
-        seen.append(live_tensor_bytes() - base)
+        seen.append(live_cpu_tensor_bytes() - base)
         return original(*args, **kwargs)
 
     opt.step = measured_step

@@ -146,3 +146,21 @@ def gather(mem: HostMemory, names: list[str]) -> dict[str, list[float | None]]:
         dist.all_gather(rows, local)
     table = torch.stack([r.cpu() for r in rows])  # (world, len(names))
     return {n: [None if math.isnan(v) else v for v in table[:, i].tolist()] for i, n in enumerate(names)}
+
+
+def live_cpu_tensor_bytes() -> int:
+    """Bytes of every live CPU tensor storage in this process, each storage counted once (views
+    share theirs): model states measured, where the planner's figure is a formula."""
+    import gc
+
+    import torch
+
+    seen = {}
+    for o in gc.get_objects():
+        try:
+            if isinstance(o, torch.Tensor) and o.device.type == "cpu":
+                st = o.untyped_storage()
+                seen[st.data_ptr()] = st.nbytes()
+        except Exception:  # noqa: BLE001 - some tensor subclasses have no storage
+            pass
+    return sum(seen.values())

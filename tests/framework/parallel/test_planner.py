@@ -14,6 +14,7 @@ import torch
 
 from framework.config import ModelConfig, ParallelConfig, RunConfig, TrainConfig
 from framework.parallel import planner
+from framework.training.memory import live_cpu_tensor_bytes
 from framework.parallel.topology import Layout
 from tests.helpers.dist import run_distributed
 
@@ -83,18 +84,6 @@ def test_recommendation_respects_the_global_batch():
     assert cfg.check_layout(4) == best.layout.data
 
 
-def _live_tensor_bytes() -> int:
-    seen = {}
-    for o in gc.get_objects():
-        try:
-            if isinstance(o, torch.Tensor) and o.device.type == "cpu":
-                st = o.untyped_storage()
-                seen[st.data_ptr()] = st.nbytes()
-        except Exception:  # noqa: BLE001 - some tensor subclasses have no storage
-            pass
-    return sum(seen.values())
-
-
 CASES = [
     dict(zero=1),
     dict(zero=2),
@@ -132,14 +121,14 @@ def _measure(cases):
         cfg = _cfg(**case)
         topo = topology.initialize(topology.validate_layout(cfg, world))
         gc.collect()
-        base = _live_tensor_bytes()
+        base = live_cpu_tensor_bytes()
         engine = Engine(cfg, build_model(cfg), topo.layout.data, device)
         opt = engine.ds.optimizer  # DeepSpeed's (ZeRO) optimizer, or the client one at ZeRO-0
         original_step, seen = opt.step, []
 
         def measured_step(*args, **kwargs):  # reduced gradients and (from step 2) Adam moments live
             gc.collect()
-            seen.append(_live_tensor_bytes() - base)
+            seen.append(live_cpu_tensor_bytes() - base)
             return original_step(*args, **kwargs)
 
         opt.step = measured_step
