@@ -156,11 +156,20 @@ def live_cpu_tensor_bytes() -> int:
     import torch
 
     seen = {}
+
+    def count(t) -> None:
+        if t.device.type == "cpu":
+            st = t.untyped_storage()
+            seen[st.data_ptr()] = st.nbytes()
+
     for o in gc.get_objects():
         try:
-            if isinstance(o, torch.Tensor) and o.device.type == "cpu":
-                st = o.untyped_storage()
-                seen[st.data_ptr()] = st.nbytes()
+            if isinstance(o, torch.Tensor):
+                count(o)
+                # A gradient that autograd wrote and no Python code has read yet has no Python
+                # object, so gc cannot see it: reach it through its parameter.
+                if o.is_leaf and o.requires_grad and o.grad is not None:
+                    count(o.grad)
         except Exception:  # noqa: BLE001 - some tensor subclasses have no storage
             pass
     return sum(seen.values())
