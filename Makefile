@@ -28,8 +28,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m launch.demo
 
+# Two pytest-xdist workers, one test file each at a time (module fixtures built once): 19 min on
+# 2 cores instead of 24-25 serially. `$(BIN)/pytest tests` still runs it in one process.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 # ruff's settings live in pyproject.toml ([tool.ruff]); the same checks run as a pre-commit hook.
 lint: $(STAMP)

@@ -52,6 +52,8 @@ setup(
     include_package_data=True,
     package_data={"": ["*.yaml"], "framework.scaling": ["published/*.csv", "published/*.md"]},
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=9.2,<10", "pytest-timeout>=2.4,<3", "ruff>=0.17.6,<0.18"]},
+    extras_require={
+        "test": ["pytest>=9.2,<10", "pytest-timeout>=2.4,<3", "pytest-xdist>=3.8,<4", "ruff>=0.17.6,<0.18"]
+    },
     entry_points={"console_scripts": ["anvil=launch.cli:main"]},
 )
