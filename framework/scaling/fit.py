@@ -145,7 +145,13 @@ class ParametricFit:
 
     @property
     def G(self) -> float:
-        return (self.alpha * self.A / (self.beta * self.B)) ** (1.0 / (self.alpha + self.beta))
+        # NaN, not a complex number, for a degenerate fit (a bootstrap resample can give a
+        # negative exponent): the compute-optimal split does not exist there.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            base = np.float64(self.alpha * self.A) / np.float64(self.beta * self.B)
+        if not base > 0 or self.alpha + self.beta == 0:
+            return math.nan
+        return float(base ** (1.0 / (self.alpha + self.beta)))
 
     def loss(self, N, D):
         return self.E + self.A / np.asarray(N, float) ** self.alpha + self.B / np.asarray(D, float) ** self.beta
@@ -540,9 +546,13 @@ def _heldout_interval(
         preds.append(value if math.isfinite(value) else math.inf)
         es.append(f.E)
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    interval = [float(np.percentile(preds, lo)), float(np.percentile(preds, hi))]
+    # A resample without a compute-optimal split predicts +inf: the bounds are order statistics
+    # (no interpolation, which would turn inf - inf into NaN), so the upper one is +inf if the
+    # upper tail holds such resamples - an open interval, not a number made up.
+    interval = [float(np.percentile(preds, lo, method="lower")), float(np.percentile(preds, hi, method="higher"))]
     return {
         "predicted_interval": interval,
+        "n_boot_degenerate": int(sum(not math.isfinite(p) for p in preds)),
         "observed_in_interval": bool(interval[0] <= observed <= interval[1]),
         "E_interval": [float(np.percentile(es, lo)), float(np.percentile(es, hi))],
         "interval_level": level,

@@ -286,6 +286,11 @@ def _run_fit(args: argparse.Namespace) -> int:
             + (
                 f", {h['interval_level']:.0%} bootstrap interval of the prediction "
                 f"[{h['predicted_interval'][0]:.4f}, {h['predicted_interval'][1]:.4f}]"
+                + (
+                    f" ({h['n_boot_degenerate']} of {h['n_boot']} resamples had no compute-optimal split)"
+                    if h.get("n_boot_degenerate")
+                    else ""
+                )
                 if "predicted_interval" in h
                 else ""
             )
