@@ -28,8 +28,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m launch.demo
 
-# Two pytest-xdist workers, one test file each at a time (module fixtures built once): 19 min on
-# 2 cores (19-23 min from a fresh clone) instead of 24-25 serially. `$(BIN)/pytest tests` still runs it in one process.
+# Two pytest-xdist workers, one test file each at a time (module fixtures built once): 19-23 min on
+# 2 cores instead of 24-25 in one process (which `$(BIN)/pytest tests` still gives).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests
 

@@ -147,11 +147,11 @@ class ParametricFit:
     def G(self) -> float:
         # NaN, not a complex number, for a degenerate fit (a bootstrap resample can give a
         # negative exponent): the compute-optimal split does not exist there.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            base = np.float64(self.alpha * self.A) / np.float64(self.beta * self.B)
-        if not base > 0 or self.alpha + self.beta == 0:
+        denominator, exponent_sum = self.beta * self.B, self.alpha + self.beta
+        base = self.alpha * self.A / denominator if denominator else math.nan
+        if not (base > 0 and exponent_sum):
             return math.nan
-        return float(base ** (1.0 / (self.alpha + self.beta)))
+        return float(base ** (1.0 / exponent_sum))
 
     def loss(self, N, D):
         return self.E + self.A / np.asarray(N, float) ** self.alpha + self.B / np.asarray(D, float) ** self.beta
