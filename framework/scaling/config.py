@@ -174,6 +174,7 @@ class RunnerConfig:
     launcher: Literal["local", "anvil-launch", "slurm"] = "local"  # how each run starts
     nproc_per_node: int = 1  # processes per run (anvil-launch / slurm)
     threads: int = 0  # OMP_NUM_THREADS for each run; 0 = inherit (1 is fastest for tiny models on busy CPUs)
+    jobs: int = 1  # launcher local / anvil-launch: runs at the same time (one core each with threads: 1); they share the machine's GPUs
     final_evals: int = 3  # final loss = mean of the last K validation losses
     wandb: bool = True  # offline unless WANDB_MODE says otherwise; one group per sweep
     wandb_project: str = "anvil-sweeps"  # wandb project of the sweep's runs
@@ -185,6 +186,8 @@ class RunnerConfig:
     def validate(self) -> None:
         if self.final_evals < 1:
             raise ConfigError(f"config key 'run.final_evals': must be >= 1, got {self.final_evals}")
+        if self.jobs < 1:
+            raise ConfigError(f"config key 'run.jobs': must be >= 1, got {self.jobs}")
 
 
 @dataclass

@@ -20,6 +20,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,7 +102,14 @@ def final_task_metrics(metrics_path: Path) -> dict[str, float]:
     return last
 
 
-def train_command(cfg: SweepConfig, row: dict, run_dir: Path) -> list[str]:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_command(cfg: SweepConfig, row: dict, run_dir: Path, port: int | None = None) -> list[str]:
+    """The run's `anvil train` (or `anvil launch`, on rendezvous port `port` if given) command."""
     overrides = run_overrides(row, cfg, str(run_dir))
     overrides += [
         f"logging.wandb={str(cfg.run.wandb).lower()}",
@@ -117,34 +125,49 @@ def train_command(cfg: SweepConfig, row: dict, run_dir: Path) -> list[str]:
         "launch",
         "--nproc-per-node",
         str(cfg.run.nproc_per_node),
+        *(["--master-port", str(port)] if port else []),
         cfg.base_config,
         *overrides,
     ]
 
 
-def _run_one(cmd: list[str], log_path: Path, timeout_s: float, threads: int = 0) -> int:
-    env = dict(os.environ)
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    env.setdefault("WANDB_MODE", "offline")
-    env.setdefault("WANDB_SILENT", "true")
-    with log_path.open("a") as out:
-        out.write(f"\n$ {shlex.join(cmd)}\n")
-        out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+class _Child:
+    """One running `anvil train` subprocess: its output appended to LOG, a wall-clock limit, and
+    termination that never leaves an orphaned trainer."""
+
+    def __init__(self, cmd: list[str], log_path: Path, timeout_s: float, threads: int = 0):
+        env = dict(os.environ)
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        env.setdefault("WANDB_MODE", "offline")
+        env.setdefault("WANDB_SILENT", "true")
+        self.out = log_path.open("a")
+        self.out.write(f"\n$ {shlex.join(cmd)}\n")
+        self.out.flush()
+        self.start = time.perf_counter()
+        self.timeout_s = timeout_s
+        self.rc: int | None = None
+        self.proc = subprocess.Popen(cmd, stdout=self.out, stderr=subprocess.STDOUT, env=env)
+
+    def poll(self) -> int | None:
+        """The exit code once finished (124 after the time limit), None while it runs."""
+        if self.rc is None:
+            self.rc = self.proc.poll()
+            if self.rc is None and self.timeout_s and time.perf_counter() - self.start > self.timeout_s:
+                self.stop()
+                self.rc = 124
+            if self.rc is not None:
+                self.wall = time.perf_counter() - self.start
+                self.out.close()
+        return self.rc
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
         try:
-            return proc.wait(timeout=timeout_s or None)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.wait(30)
-            return 124
-        except BaseException:  # KeyboardInterrupt / SIGTERM: do not leave an orphaned trainer
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            raise
+            self.proc.kill()
+            self.proc.wait()
 
 
 def collect_results(cfg: SweepConfig, rows: list[dict]) -> list[dict]:
@@ -183,7 +206,23 @@ def _finished(run_dir: Path, row: dict) -> bool:
     return True
 
 
-def _eta(timings: list[tuple[float, float]], flops_left: list[float]) -> str:
+def _record(cfg: SweepConfig, rows: list[dict], row: dict, rc: int, wall: float, run_dir: Path) -> float | None:
+    """Write a finished run's result marker and rebuild results.csv; None (logged) if it failed."""
+    try:
+        if rc != 0:
+            raise ValueError(f"anvil train exited with {rc} (see {run_dir / 'sweep.log'})")
+        loss, evals = final_loss(run_dir / "metrics.jsonl", cfg.run.final_evals, row["steps"])
+    except (ValueError, OSError) as exc:
+        log.error("%s failed: %s", row["name"], exc)
+        return None
+    rec = {k: row[k] for k in MARKER_KEYS}
+    rec.update(loss=loss, val_evals=evals, wall_s=round(wall, 1), metrics=final_task_metrics(run_dir / "metrics.jsonl"))
+    (run_dir / RESULT_FILE).write_text(json.dumps(rec, indent=1))
+    collect_results(cfg, rows)
+    return loss
+
+
+def _eta(timings: list[tuple[float, float]], flops_left: list[float], jobs: int = 1) -> str:
     """Remaining time from the runs done so far: wall = startup + FLOPs / rate, fitted once two
     runs of different sizes are done (tiny runs are dominated by startup)."""
     if not timings:
@@ -196,7 +235,7 @@ def _eta(timings: list[tuple[float, float]], flops_left: list[float]) -> str:
         per_flop, start = np.polyfit(f, w, 1)
         if per_flop <= 0 or start < 0:
             start, per_flop = 0.0, w.sum() / f.sum()
-    return f"{(len(flops_left) * start + per_flop * sum(flops_left)) / 60:.1f} min"
+    return f"{(len(flops_left) * start + per_flop * sum(flops_left)) / jobs / 60:.1f} min"
 
 
 def _terminate_on_sigterm() -> None:
@@ -209,6 +248,73 @@ def _terminate_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread
         pass
+
+
+def _launch(cfg: SweepConfig, row: dict, out_dir: Path, position: str, eta: str) -> _Child:
+    log.info(
+        "[%s] %s: N=%s D=%s steps=%d lr=%g (sweep ETA %s)",
+        position,
+        row["name"],
+        f"{row['N']:,}",
+        f"{row['D']:,}",
+        row["steps"],
+        row["lr"],
+        eta,
+    )
+    run_dir = out_dir / "runs" / row["name"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # several `anvil launch` at once would all rendezvous on the default port
+    port = _free_port() if cfg.run.launcher == "anvil-launch" and cfg.run.jobs > 1 else None
+    cmd = train_command(cfg, row, run_dir, port)
+    return _Child(cmd, run_dir / "sweep.log", cfg.run.timeout_s, cfg.run.threads)
+
+
+def _run_pending(cfg: SweepConfig, rows: list[dict], pending: list[tuple[int, dict]], out_dir: Path):
+    """Run `pending` in plan order, `run.jobs` subprocesses at a time (each run is its own process
+    with its own seed and data order, so running several at once changes no number); returns
+    (failed run names, summary rows). Stops starting runs after `run.max_failures` in a row."""
+    timings: list[tuple[float, float]] = []  # (model FLOPs, wall seconds) of runs done now
+    failed: list[str] = []
+    summary_rows: list[dict] = []
+    queue, running = list(pending), []  # running: (position, row, child)
+    consecutive, started = 0, 0
+    try:
+        while queue or running:
+            while queue and len(running) < cfg.run.jobs:
+                started += 1
+                _, row = queue.pop(0)
+                eta = _eta(timings, [r["C_model"] for _, r in [(0, row), *queue]], cfg.run.jobs)
+                running.append((started, row, _launch(cfg, row, out_dir, f"{started}/{len(pending)}", eta)))
+            time.sleep(0.1)
+            for item in [r for r in running if r[2].poll() is not None]:
+                running.remove(item)
+                n, row, child = item
+                wall = child.wall
+                timings.append((row["C_model"], wall))
+                loss = _record(cfg, rows, row, child.rc, wall, out_dir / "runs" / row["name"])
+                if loss is None:
+                    failed.append(row["name"])
+                    consecutive += 1
+                    if consecutive >= cfg.run.max_failures and queue:
+                        log.error("%d consecutive failures: starting no further runs", consecutive)
+                        queue.clear()
+                    continue
+                consecutive = 0
+                summary_rows.append(
+                    {
+                        "run": row["name"],
+                        "N": f"{row['N']:,}",
+                        "D": f"{row['D']:,}",
+                        "loss": f"{loss:.4f}",
+                        "wall_s": f"{wall:.0f}",
+                    }
+                )
+                log.info("[%d/%d] %s: final loss %.4f in %.0f s", n, len(pending), row["name"], loss, wall)
+    except BaseException:  # KeyboardInterrupt / SIGTERM: do not leave orphaned trainers
+        for _, _, child in running:
+            child.stop()
+        raise
+    return failed, summary_rows
 
 
 def run_sweep(cfg: SweepConfig, index: int | None = None, dry_run: bool = False) -> dict:
@@ -229,59 +335,7 @@ def run_sweep(cfg: SweepConfig, index: int | None = None, dry_run: bool = False)
     skipped = len(todo) - len(pending)
     if skipped:
         log.info("%d of %d runs already finished: skipped", skipped, len(todo))
-    timings: list[tuple[float, float]] = []  # (model FLOPs, wall seconds) of runs done now
-    failed, consecutive = [], 0
-    summary_rows = []
-    for n, (i, row) in enumerate(pending, 1):
-        run_dir = out_dir / "runs" / row["name"]
-        run_dir.mkdir(parents=True, exist_ok=True)
-        eta = _eta(timings, [r["C_model"] for _, r in pending[n - 1 :]])
-        log.info(
-            "[%d/%d] %s: N=%s D=%s steps=%d lr=%g (sweep ETA %s)",
-            n,
-            len(pending),
-            row["name"],
-            f"{row['N']:,}",
-            f"{row['D']:,}",
-            row["steps"],
-            row["lr"],
-            eta,
-        )
-        start = time.perf_counter()
-        rc = _run_one(train_command(cfg, row, run_dir), run_dir / "sweep.log", cfg.run.timeout_s, cfg.run.threads)
-        wall = time.perf_counter() - start
-        timings.append((row["C_model"], wall))
-        try:
-            if rc != 0:
-                raise ValueError(f"anvil train exited with {rc} (see {run_dir / 'sweep.log'})")
-            loss, evals = final_loss(run_dir / "metrics.jsonl", cfg.run.final_evals, row["steps"])
-        except (ValueError, OSError) as exc:
-            log.error("%s failed: %s", row["name"], exc)
-            failed.append(row["name"])
-            consecutive += 1
-            if consecutive >= cfg.run.max_failures:
-                log.error("%d consecutive failures: stopping the sweep", consecutive)
-                break
-            continue
-        consecutive = 0
-        rec = {k: row[k] for k in MARKER_KEYS}
-        rec.update(
-            loss=loss, val_evals=evals, wall_s=round(wall, 1), metrics=final_task_metrics(run_dir / "metrics.jsonl")
-        )
-        (run_dir / RESULT_FILE).write_text(json.dumps(rec, indent=1))
-        collect_results(cfg, rows)
-        summary_rows.append(
-            {
-                "run": row["name"],
-                "N": f"{row['N']:,}",
-                "D": f"{row['D']:,}",
-                "loss": f"{loss:.4f}",
-                "wall_s": f"{wall:.0f}",
-            }
-        )
-        log.info(
-            "[%d/%d] %s: final loss %.4f (mean of %d evals) in %.0f s", n, len(pending), row["name"], loss, evals, wall
-        )
+    failed, summary_rows = _run_pending(cfg, rows, pending, out_dir)
     done = collect_results(cfg, rows)
     print_table(summary_rows, title=f"anvil sweep run: {cfg.name} ({len(done)}/{len(rows)} runs finished)")
     return {

@@ -110,3 +110,65 @@ def test_results_come_from_markers_and_a_changed_plan_is_refused(tmp_path):
     (run_dir / RESULT_FILE).write_text(json.dumps(rec | {"lr": 1.0}))
     with pytest.raises(SystemExit, match="different plan.*lr"):
         run_sweep(cfg, index=1)
+
+
+FAKE_TRAIN = """
+import json, sys, time
+run_dir, steps, n, spans = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+start = time.time()
+time.sleep(0.6)
+if n == {fail_n}:
+    sys.exit(3)
+with open(run_dir + "/metrics.jsonl", "w") as fh:
+    fh.write(json.dumps({{"step": steps, "val_loss": 1000.0 / n}}) + "\\n")
+with open(spans, "a") as fh:
+    fh.write(f"{{start}} {{time.time()}}\\n")
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_jobs_run_side_by_side_and_results_keep_plan_order(tmp_path, monkeypatch, jobs):
+    """run.jobs=2 keeps two runs going at once (measured from the runs' own clocks), a failed run
+    is counted and reported, and results.csv lists the finished runs in plan order either way."""
+    import framework.scaling.run as run
+    from framework.scaling.config import load_sweep
+
+    cfg_path = tmp_path / "micro.yaml"
+    text = MICRO.format(out=tmp_path / "sw", root=ROOT)
+    text = text.replace("shapes: [[1, 16], [1, 32]]", "shapes: [[1, 16], [1, 32], [1, 48], [2, 48], [3, 48]]")
+    cfg_path.write_text(text.replace("threads: 1}", f"threads: 1, jobs: {jobs}}}"))
+    cfg = load_sweep(str(cfg_path))
+    rows, _ = run.plan(cfg)
+    fail_n = rows[2]["N"]
+    script, spans = tmp_path / "fake_train.py", tmp_path / "spans.txt"
+    script.write_text(FAKE_TRAIN.format(fail_n=fail_n))
+    monkeypatch.setattr(
+        run,
+        "train_command",
+        lambda cfg, row, run_dir, port=None: [
+            sys.executable,
+            str(script),
+            str(run_dir),
+            str(row["steps"]),
+            str(row["N"]),
+            str(spans),
+        ],
+    )
+    summary = run.run_sweep(cfg)
+    assert summary["failed"] == [rows[2]["name"]] and summary["finished"] == 4
+    got = list(csv.DictReader((tmp_path / "sw" / "results.csv").open()))
+    assert [r["name"] for r in got] == [r["name"] for i, r in enumerate(rows) if i != 2]
+    assert [float(r["loss"]) for r in got] == [pytest.approx(1000.0 / r["N"]) for i, r in enumerate(rows) if i != 2]
+    intervals = [tuple(map(float, line.split())) for line in spans.read_text().splitlines()]
+    overlapping = sum(1 for i, a in enumerate(intervals) for b in intervals[i + 1 :] if a[0] < b[1] and b[0] < a[1])
+    assert (overlapping > 0) == (jobs > 1), intervals
+
+
+def test_run_jobs_must_be_positive(tmp_path):
+    from framework.configtree import ConfigError
+    from framework.scaling.config import load_sweep
+
+    cfg_path = tmp_path / "micro.yaml"
+    cfg_path.write_text(MICRO.format(out=tmp_path / "sw", root=ROOT).replace("threads: 1}", "threads: 1, jobs: 0}"))
+    with pytest.raises(ConfigError, match="run.jobs"):
+        load_sweep(str(cfg_path))
