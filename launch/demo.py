@@ -34,23 +34,43 @@ class Sizes:
     steps: int  # training steps
     sweep: str  # sweep config
     sweep_overrides: tuple[str, ...] = ()
+    fit_bootstrap: int = 0  # bootstrap resamples of the sweep fit (intervals of E and the exponents)
 
 
-FULL = Sizes(docs=2000, vocab=2048, steps=300, sweep="configs/sweeps/demo.yaml")
+FULL = Sizes(docs=2000, vocab=2048, steps=300, sweep="configs/sweeps/demo.yaml", fit_bootstrap=100)
 SMALL = Sizes(
     docs=300,
     vocab=512,
     steps=20,
     sweep="configs/sweeps/demo.yaml",
-    # one size on each side of each budget's optimum, at D/N = 10: ~600 short steps in all
+    # one size on each side of each budget's optimum, at D/N = 10 and 16 sequences a step (not the
+    # prior fit's D/N of 150-500 at 4): ~600 short steps in all
     sweep_overrides=(
         "grid.budgets=[1.0e10,2.0e10,4.0e10]",
         "grid.sizes_per_budget=2",
         "grid.min_steps=10",
+        "grid.prior_fit=null",
         "grid.tokens_per_param=10",
         "grid.min_each_side=1",
+        "rules.global_batch_size=16",
+        "rules.micro_batch_size=16",
     ),
 )
+
+
+def sweep_summary(fit: dict) -> str:
+    """The law, E's bootstrap interval (when resampled) and how many budgets have an isoFLOP
+    optimum inside their sampled sizes: what a scaling law should show."""
+    # null = not finite: a handful of tiny runs can leave a parameter unidentified (fit.json says so)
+    f = {k: ("n/a" if fit[k] is None else f"{fit[k]:.3g}") for k in ("E", "A", "B", "alpha", "beta", "a")}
+    text = f"L = {f['E']} + {f['A']}/N^{f['alpha']} + {f['B']}/D^{f['beta']}"
+    if "ci" in fit:
+        lo, hi = fit["ci"]["E"]
+        text += f" (E {fit['ci']['level']:.0%} interval {lo:.2f}-{hi:.2f})"
+    iso = fit.get("approach2", {}).get("parabola_in_log_N", {})
+    inside = len(iso.get("budgets", []))
+    text += f"; N_opt ~ C^{f['a']}; isoFLOP optimum inside the sampled sizes at {inside} of {inside + iso.get('skipped_budgets', 0)} budgets"
+    return text
 
 
 class Demo:
@@ -249,6 +269,8 @@ class Demo:
             sweep_dir / "fit.json",
             "--plot",
             sweep_dir / "fit.png",
+            "--bootstrap",
+            str(self.sizes.fit_bootstrap),
             log="sweep_fit",
         )
         self.anvil(
@@ -263,9 +285,7 @@ class Demo:
         )
         fit = json.loads((sweep_dir / "fit.json").read_text())
         runs = sum(1 for _ in (sweep_dir / "results.csv").open()) - 1
-        f = {k: ("n/a" if fit[k] is None else f"{fit[k]:.3g}") for k in ("E", "A", "B", "alpha", "beta", "a")}
-        # null = not finite: a handful of tiny runs can leave a parameter unidentified (fit.json says so)
-        return f"{runs} runs; L = {f['E']} + {f['A']}/N^{f['alpha']} + {f['B']}/D^{f['beta']}; N_opt ~ C^{f['a']}"
+        return f"{runs} runs; " + sweep_summary(fit)
 
     # ---- report ------------------------------------------------------------------------------
     def plot_curves(self, metrics: list[dict]) -> None:

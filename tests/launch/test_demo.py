@@ -64,3 +64,13 @@ def test_demo_small_end_to_end_and_rerun(tmp_path, capsys, monkeypatch):
     assert demo.main(["--small", "--output", str(out)]) == 0
     second = capsys.readouterr().out
     assert second.count(": reused") == 10 and "$ anvil" not in second
+
+
+def test_sweep_summary_states_E_interval_and_interior_optima():
+    fit = {"E": 2.02, "A": 352.0, "B": 134.0, "alpha": 0.787, "beta": 0.367, "a": 0.318}
+    fit |= {"ci": {"E": [1e-9, 2.78], "level": 0.95}}
+    fit |= {"approach2": {"parabola_in_log_N": {"budgets": [{"C": 1e10}, {"C": 3e10}], "skipped_budgets": 1}}}
+    text = demo.sweep_summary(fit)
+    assert "L = 2.02 + 352/N^0.787 + 134/D^0.367" in text
+    assert "E 95% interval 0.00-2.78" in text and "inside the sampled sizes at 2 of 3 budgets" in text
+    assert "interval" not in demo.sweep_summary({k: v for k, v in fit.items() if k != "ci"})  # no bootstrap

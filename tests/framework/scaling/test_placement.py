@@ -97,6 +97,7 @@ def test_plan_cli_prints_the_placement(tmp_path, capsys):
                 "sweep",
                 "plan",
                 str(ROOT / "configs" / "sweeps" / "demo.yaml"),
+                "grid.prior_fit=null",
                 "grid.tokens_per_param=2",
                 "--output",
                 str(tmp_path / "plan2.csv"),
