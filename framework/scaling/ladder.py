@@ -65,6 +65,11 @@ class LadderConfig:
     jobs: int = 1  # corpus sweeps run at the same time
     tokenize_workers: int = 1  # processes of each tokenization
     tokenizer_docs: int = 0  # documents the tokenizer trains on, taken from each corpus in turn; 0 = all
+    tasks: list[str] = field(
+        default_factory=list
+    )  # lm-eval tasks every run's final checkpoint also answers (e.g. [anvil_mc]); [] = none
+    task_include_paths: list[str] = field(default_factory=list)  # folders of local task YAMLs (e.g. [configs/eval])
+    task_limit: int = 0  # examples per task (the same first ones for every run); 0 = all
 
     def validate(self) -> None:
         if len(self.corpora) < 2:
@@ -98,7 +103,7 @@ class LadderConfig:
             raise ConfigError(f"config key 'bootstrap': expected at least 10 resamples, got {self.bootstrap}")
         if not 0 < self.level < 1:
             raise ConfigError(f"config key 'level': expected (0, 1), got {self.level}")
-        for key in ("eval_tokens", "tokenizer_docs"):
+        for key in ("eval_tokens", "tokenizer_docs", "task_limit"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"config key '{key}': must be >= 0, got {getattr(self, key)}")
         for key in ("fit_starts", "jobs", "tokenize_workers"):
@@ -258,21 +263,27 @@ def run_sweeps(specs: list[SweepSpec], jobs: int = 1) -> dict[str, int]:
     return codes
 
 
-def evaluate_run(run_dir: Path, heldout: str, heldout_sha: str, eval_tokens: int, steps: int) -> dict:
-    """The held-out loss of a finished run's final checkpoint (cached in RUN_DIR/ladder_eval.json)."""
+def evaluate_run(run_dir: Path, heldout: str, heldout_sha: str, eval_tokens: int, steps: int, tasks=None) -> dict:
+    """The held-out loss of a finished run's final checkpoint, plus its task metrics when `tasks`
+    (a dict: tasks, task_include_paths, task_limit) names any; cached in RUN_DIR/ladder_eval.json."""
     cache = run_dir / EVAL_FILE
     key = {"heldout_sha256": heldout_sha, "eval_tokens": eval_tokens, "steps": steps}
+    if tasks and tasks["tasks"]:
+        key["tasks"] = tasks
     if cache.is_file():
         rec = json.loads(cache.read_text())
         if all(rec.get(k) == v for k, v in key.items()):
             return rec
     from framework.eval.perplexity import evaluate_prefix, load_scorer
+    from framework.scaling.ladder_tasks import score_tasks
 
     scorer = load_scorer(run_dir)
     if scorer.step != steps:
         raise ValueError(f"{run_dir}: latest checkpoint is step {scorer.step}, the run has {steps} steps")
     res = evaluate_prefix(scorer, [heldout], batch_size=16, max_tokens=eval_tokens or None)
     rec = key | {"loss": res["loss"], "tokens": res["tokens"], "windows": res["windows"], "seq_len": res["seq_len"]}
+    if "tasks" in key:
+        rec |= score_tasks(scorer, tasks["tasks"], tasks["task_include_paths"], tasks["task_limit"])
     tmp = cache.with_name(EVAL_FILE + ".tmp")
     tmp.write_text(json.dumps(rec, indent=1))
     os.replace(tmp, cache)
@@ -283,11 +294,11 @@ HELDOUT_COLUMNS = ["name", "seed", "N", "D", "C", "loss", "train_val_loss", "uni
 
 
 def collect(
-    specs: list[SweepSpec], data: LadderData, eval_tokens: int, out_dir: Path, failed: list[str]
+    specs: list[SweepSpec], data: LadderData, eval_tokens: int, out_dir: Path, failed: list[str], tasks=None
 ) -> dict[str, list[dict]]:
-    """Per corpus, one row per finished run with its held-out loss (every seed pooled); writes
-    OUTPUT/sweeps/NAME/heldout_results.csv (`anvil sweep fit` reads it). Runs that cannot be
-    scored are logged, appended to `failed` and left out."""
+    """Per corpus, one row per finished run with its held-out loss and task metrics (every seed
+    pooled); writes OUTPUT/sweeps/NAME/heldout_results.csv (`anvil sweep fit`, with `--metric
+    TASK/METRIC` too, reads it). Runs that cannot be scored are logged, appended to `failed` and left out."""
     from framework.data.shards import file_sha256
 
     sha = file_sha256(data.heldout + ".bin")
@@ -302,7 +313,7 @@ def collect(
             marker = json.loads((run_dir / RESULT_FILE).read_text())
             fresh = not (run_dir / EVAL_FILE).is_file()
             try:
-                rec = evaluate_run(run_dir, data.heldout, sha, eval_tokens, int(row["steps"]))
+                rec = evaluate_run(run_dir, data.heldout, sha, eval_tokens, int(row["steps"]), tasks)
             except (ValueError, OSError, RuntimeError) as exc:  # a broken checkpoint costs one run, not the ladder
                 log.error("%s: not scored on the held-out set: %s", run_dir, exc)
                 failed.append(str(run_dir))
@@ -319,15 +330,18 @@ def collect(
                     "train_val_loss": marker.get("loss"),
                     "unique_tokens": data.tokens[spec.corpus],
                     "eval_tokens": rec["tokens"],
+                    "metrics": rec.get("metrics", {}),
+                    "higher_is_better": rec.get("higher_is_better", {}),
                 }
             )
     if evaluated:
         log.info("scored %d runs on the held-out set", evaluated)
     for corpus, corpus_rows in rows.items():
+        metrics = sorted({m for r in corpus_rows for m in r["metrics"]})
         with open(out_dir / "sweeps" / corpus / "heldout_results.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=HELDOUT_COLUMNS)
+            writer = csv.DictWriter(fh, fieldnames=HELDOUT_COLUMNS + metrics)
             writer.writeheader()
-            writer.writerows(corpus_rows)
+            writer.writerows({**{k: r[k] for k in HELDOUT_COLUMNS}, **r["metrics"]} for r in corpus_rows)
     return rows
 
 
@@ -336,11 +350,14 @@ def run_ladder(cfg: LadderConfig, data: LadderData) -> tuple[dict, int]:
     from framework.scaling.ladder_report import write_report
     from framework.scaling.ladder_stats import CorpusRuns, analyse
 
+    from framework.scaling.ladder_tasks import summarise
+
     specs = corpus_sweeps(cfg, data)
     codes = run_sweeps(specs, cfg.jobs)
     failed = sorted(str(p) for p, rc in codes.items() if rc != 0)
     unscored: list[str] = []
-    rows = collect(specs, data, cfg.eval_tokens, cfg.out_dir, unscored)
+    tasks = {"tasks": cfg.tasks, "task_include_paths": cfg.task_include_paths, "task_limit": cfg.task_limit}
+    rows = collect(specs, data, cfg.eval_tokens, cfg.out_dir, unscored, tasks)
     missing = {s.config.name: unfinished(s) for s in specs}
     missing = {k: v for k, v in missing.items() if v}
     corpora = [
@@ -409,6 +426,7 @@ def run_ladder(cfg: LadderConfig, data: LadderData) -> tuple[dict, int]:
             "scored_tokens": sorted({r["eval_tokens"] for rs in rows.values() for r in rs}),
             "from": sorted(cfg.heldout_from or cfg.corpora),
         },
+        "tasks": summarise(rows, result["predicted_loss"], result["interval"]),
         "incomplete": missing,
         "failed_sweeps": failed,
         "unscored_runs": unscored,

@@ -121,6 +121,7 @@ def write_report(ladder: dict, corpora: list[CorpusRuns], fits: dict, out_dir: s
     )
     stable = ladder.get("stable_from_flops")
     held = ladder["heldout"]
+    tasks = "".join(_task_table(name, task, ladder["target_flops"]) for name, task in ladder.get("tasks", {}).items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Anvil ladder</title>
 <style>{CSS}</style></head><body>
 <h1>Data ladder: which corpus is better at {ladder['target_flops']:.3g} FLOPs</h1>
@@ -136,10 +137,29 @@ trained on the union of the corpora.</p>
 <div class="panels">{''.join(f'<img src="{name}" alt="{name}">' for name, _ in panels)}</div>
 <h2>Decision by compute</h2>
 <table><tr><th>runs up to (FLOPs)</th><th>runs per corpus</th><th>ranking (best first)</th><th>p_correct</th></tr>{levels}</table>
-</body></html>"""
+{tasks}</body></html>"""
     report = out_dir / "report.html"
     report.write_text(page)
     return report
+
+
+def _task_table(name: str, task: dict, target: float) -> str:
+    """One task metric: each corpus's score at its largest compute and the sigmoid-of-loss prediction."""
+    rows = "".join(
+        f"<tr><td>{html.escape(c)}</td><td>{_fmt(e['at_largest_compute'])} ({e['largest_compute']:.3g} FLOPs)</td>"
+        f"<td>{_fmt(e['predicted'])}{' (extrapolated)' if e.get('extrapolated') else ''}</td>"
+        f"<td>{' .. '.join(_fmt(v) for v in e['interval']) if e['interval'] else html.escape(e.get('note', ''))}</td>"
+        f"<td>{e['runs']}</td></tr>"
+        for c, e in task["corpora"].items()
+    )
+    better = "higher" if task["higher_is_better"] else "lower"
+    return (
+        f"<h2>Task {html.escape(name)} ({better} is better)</h2><p>Predicted at {target:.3g} FLOPs from each corpus's "
+        f"predicted loss through a sigmoid of the metric in loss fitted on its runs; ranking: "
+        f"<b>{html.escape(', '.join(task['ranking']) or 'n/a')}</b>.</p>"
+        "<table><tr><th>corpus</th><th>at the largest compute trained</th><th>predicted at the target</th>"
+        f"<th>interval</th><th>runs</th></tr>{rows}</table>"
+    )
 
 
 def _isoflop(ax, points: Points, fit: dict, name: str) -> None:

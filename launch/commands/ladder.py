@@ -49,11 +49,13 @@ def _run(args: argparse.Namespace) -> int:
     from framework.runtime import print_table, setup_logging
     from framework.scaling.fit import FitError
     from framework.scaling.ladder import LadderData, base_sweep, load_ladder, run_ladder
+    from framework.scaling.ladder_tasks import check_tasks
 
     setup_logging()
     start = time.perf_counter()
     cfg = load_ladder(args.ladder, args.overrides)
     sweep = base_sweep(cfg)  # a bad sweep config fails before any data work
+    check_tasks(cfg.tasks, cfg.task_include_paths)  # so does an unknown task
     if not Path(sweep.base_config).is_file():
         raise SystemExit(
             f"anvil ladder: the sweep's base_config {sweep.base_config!r} not found (paths are relative to the working directory)"
@@ -126,6 +128,8 @@ def _run(args: argparse.Namespace) -> int:
         if stable
         else "decision not stable: the last compute level changed it"
     )
+    for name, task in out["tasks"].items():
+        _print_task(name, task, cfg.target_flops, print_table)
     if out["incomplete"] or out["failed_sweeps"]:
         print(f"WARNING: unfinished runs {out['incomplete']}; rerun the same command to resume")
     if out["unscored_runs"]:
@@ -134,6 +138,26 @@ def _run(args: argparse.Namespace) -> int:
         f"wrote {cfg.out_dir / 'ladder.json'} and {cfg.out_dir / 'report.html'} in {time.perf_counter() - start:.0f} s"
     )
     return code
+
+
+def _print_task(name: str, task: dict, target: float, print_table) -> None:
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    print_table(
+        [
+            {
+                "corpus": corpus,
+                "at largest compute": f"{e['at_largest_compute']:.4f} ({e['largest_compute']:.3g} FLOPs)",
+                "predicted": fmt(e["predicted"]) + (" (extrapolated)" if e.get("extrapolated") else ""),
+                "interval": " .. ".join(fmt(v) for v in e["interval"]) if e["interval"] else e.get("note", "n/a"),
+                "runs": e["runs"],
+            }
+            for corpus, e in task["corpora"].items()
+        ],
+        title=f"{name} ({'higher' if task['higher_is_better'] else 'lower'} is better) at {target:.3g} FLOPs: "
+        f"ranking {', '.join(task['ranking']) or 'n/a'}",
+    )
 
 
 COMMANDS = [

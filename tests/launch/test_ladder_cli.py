@@ -38,6 +38,9 @@ eval_tokens: 0
 bootstrap: 10
 fit_starts: 8
 jobs: 2
+tasks: [anvil_mc]
+task_include_paths: [configs/eval]
+task_limit: 16
 """
 
 
@@ -93,7 +96,15 @@ def test_ladder_ranks_the_clean_corpus_first_and_writes_the_contract_fields(ladd
     for img in ("frontiers.png", "p_correct.png", "predictions.png", "isoflop_clean.png", "isoflop_shuffled.png"):
         assert f'src="{img}"' in page and (out / img).stat().st_size > 1000
     assert (out / "sweeps" / "clean" / "fit.json").is_file()
-    assert (out / "sweeps" / "clean" / "heldout_results.csv").is_file()
+    # the task every run also answered: the same 16 examples for both corpora, a column per metric
+    header = (out / "sweeps" / "clean" / "heldout_results.csv").read_text().splitlines()[0]
+    assert "anvil_mc/acc" in header.split(",")
+    task = result["tasks"]["anvil_mc/acc"]
+    assert task["higher_is_better"] is True and set(task["corpora"]) == {"clean", "shuffled"}
+    for entry in task["corpora"].values():
+        assert entry["runs"] == 6 and 0 <= entry["at_largest_compute"] <= 1
+        assert (entry["predicted"] is None) == (entry["interval"] is None)
+    assert "anvil_mc/acc (higher is better)" in proc.stdout and "Task anvil_mc/acc" in page
 
 
 @pytest.mark.slow
@@ -124,3 +135,6 @@ def test_bad_inputs_fail_before_any_work_with_the_key(tmp_path):
     assert proc.returncode != 0 and "corpora.clean" in proc.stderr and "input not found" in proc.stderr
     proc = _anvil("ladder", str(cfg), "target_flops=0")
     assert proc.returncode == 2 and "target_flops" in proc.stderr
+    proc = _anvil("ladder", str(cfg), "tasks=[no_such_task]")
+    assert proc.returncode == 2 and "config key 'tasks'" in proc.stderr and "no_such_task" in proc.stderr
+    assert not (tmp_path / "o" / "data").exists()
