@@ -40,10 +40,10 @@ def test_bracket_puts_at_least_two_sizes_each_side(k):
 
 
 def test_each_budget_of_the_shipped_and_prior_planned_sweeps_is_bracketed(tmp_path):
-    demo = load_sweep(str(ROOT / "configs" / "sweeps" / "demo.yaml"))
-    rows, _ = plan(demo)
-    report = placement_report(rows, 2)
-    assert len(report) == 3 and all(p["below"] >= 2 and p["above"] >= 2 for p in report), report
+    for shipped in ("demo.yaml", "cpu_heldout.yaml"):  # both placed from a prior fit in configs/sweeps/priors
+        rows, _ = plan(load_sweep(str(ROOT / "configs" / "sweeps" / shipped)))
+        report = placement_report(rows, 2)
+        assert len(report) == 3 and all(p["below"] >= 2 and p["above"] >= 2 for p in report), (shipped, report)
     # a prior fit moves the centre: N_opt = G (C/6)^a
     (tmp_path / "fit.json").write_text(json.dumps(_law_fit()))
     cfg = _ladder_cfg(budgets=[1e11, 1e12, 1e13, 1e14], prior_fit=str(tmp_path / "fit.json"))
