@@ -65,9 +65,7 @@ class LadderConfig:
     jobs: int = 1  # corpus sweeps run at the same time
     tokenize_workers: int = 1  # processes of each tokenization
     tokenizer_docs: int = 0  # documents the tokenizer trains on, taken from each corpus in turn; 0 = all
-    tasks: list[str] = field(
-        default_factory=list
-    )  # lm-eval tasks every run's final checkpoint also answers (e.g. [anvil_mc]); [] = none
+    tasks: list[str] = field(default_factory=list)  # lm-eval tasks each run's checkpoint answers, e.g. [anvil_mc]
     task_include_paths: list[str] = field(default_factory=list)  # folders of local task YAMLs (e.g. [configs/eval])
     task_limit: int = 0  # examples per task (the same first ones for every run); 0 = all
 
@@ -349,7 +347,6 @@ def run_ladder(cfg: LadderConfig, data: LadderData) -> tuple[dict, int]:
     """Steps 1-3 of the module docstring; returns (ladder.json content, exit code)."""
     from framework.scaling.ladder_report import write_report
     from framework.scaling.ladder_stats import CorpusRuns, analyse
-
     from framework.scaling.ladder_tasks import summarise
 
     specs = corpus_sweeps(cfg, data)
