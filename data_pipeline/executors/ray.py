@@ -199,9 +199,13 @@ def run_tasks(submit: Callable, keys: list, describe: Callable[[object], str], r
                 ) from None
             yield key, result
     finally:
-        if pending:  # stopping: kill the other tasks and wait until they no longer write
+        if pending:  # stopping: interrupt the other tasks and wait until they no longer write
+            # Not force=True: that kills the workers, and Ray could still hand a dying worker the
+            # next job's first task (WorkerCrashedError when a stopped job is resumed in the same
+            # process). A KeyboardInterrupt in the task leaves the worker alive; outputs are
+            # atomic (.tmp, then renamed with a marker), so an interrupted task leaves nothing half-done.
             for ref in pending:
-                ray.cancel(ref, force=True)
+                ray.cancel(ref, force=False)
             ray.wait(list(pending), num_returns=len(pending), timeout=60)
 
 
